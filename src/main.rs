@@ -1,0 +1,4 @@
+use kube::CustomResourceExt;
+fn main() {
+    print!("{}", serde_yaml::to_string(&weir::api::Rollout::crd()).unwrap());
+}

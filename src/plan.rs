@@ -1,0 +1,428 @@
+//! Turns a `RolloutSpec` into a `Plan`: every default filled in, every duration parsed,
+//! every check the API server's schema cannot do done here. Pure: `weir validate` and the
+//! controller share it, so a file that passes offline behaves the same in the cluster.
+
+use std::time::Duration;
+
+use crate::api::{JudgeKind, Metric, RolloutSpec};
+
+pub const SUCCESS_RATE: &str = "request-success-rate";
+pub const REQUEST_DURATION: &str = "request-duration";
+/// Istio's standard buckets of `istio_request_duration_milliseconds` (ms); a latency
+/// bound is judged at the bucket boundary it names, so it must be one of these.
+pub const ISTIO_BUCKETS_MS: [f64; 13] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+/// Template variables a custom query may use; anything else in `{{ }}` is refused.
+pub const TEMPLATE_VARIABLES: [&str; 5] = ["namespace", "target", "canary", "stable", "interval"];
+
+/// The validated, defaulted form of a Rollout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub target: String,
+    pub canary: String,
+    pub steps: Vec<PlannedStep>,
+    pub interval: Duration,
+    pub tick: Duration,
+    pub progress_deadline: Duration,
+    pub scale_down_delay: Duration,
+    pub judge: JudgeKind,
+    pub failure_limit: u32,
+    pub sequential: SequentialConfig,
+    pub metrics: Vec<MetricPlan>,
+    pub prometheus_timeout: Duration,
+    pub track_label: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlannedStep {
+    pub weight: u32,
+    pub duration: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SequentialConfig {
+    pub alpha: f64,
+    pub theta0: f64,
+    pub delta: f64,
+    pub min_dwell: Duration,
+    pub min_requests: u64,
+}
+
+impl Default for SequentialConfig {
+    fn default() -> Self {
+        SequentialConfig {
+            alpha: 0.005,
+            theta0: 1.5,
+            delta: 2.0,
+            min_dwell: Duration::from_secs(60),
+            min_requests: 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricPlan {
+    pub name: String,
+    pub kind: MetricKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricKind {
+    /// Percent of non-5xx requests; `min` in percent.
+    SuccessRate { min: f64 },
+    /// Latency at `quantile` in ms must stay at or under `max_ms` (an Istio bucket bound).
+    Duration { quantile: f64, max_ms: f64 },
+    /// A user's PromQL template with absolute bounds.
+    Custom {
+        query: String,
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+}
+
+impl MetricKind {
+    /// The largest tolerated share of bad requests for a count-based metric: 5xx for the
+    /// success rate, slower-than-bound for the latency quantile (p99 ≤ X ⇔ ≤ 1 % over X).
+    pub fn bad_ratio_bound(&self) -> Option<f64> {
+        match self {
+            MetricKind::SuccessRate { min } => Some((100.0 - min) / 100.0),
+            MetricKind::Duration { quantile, .. } => Some(1.0 - quantile),
+            MetricKind::Custom { .. } => None,
+        }
+    }
+
+    /// Human-readable bound, for status and Events.
+    pub fn bound_text(&self) -> String {
+        match self {
+            MetricKind::SuccessRate { min } => format!(">= {min}%"),
+            MetricKind::Duration { quantile, max_ms } => format!("p{} <= {max_ms}ms", quantile * 100.0),
+            MetricKind::Custom { min, max, .. } => match (min, max) {
+                (Some(lo), Some(hi)) => format!("in [{lo}, {hi}]"),
+                (Some(lo), None) => format!(">= {lo}"),
+                (None, Some(hi)) => format!("<= {hi}"),
+                (None, None) => "unbounded".into(),
+            },
+        }
+    }
+
+    /// Is an observed value (percent, ms or custom) within the bound?
+    pub fn within(&self, value: f64) -> bool {
+        match self {
+            MetricKind::SuccessRate { min } => value >= *min,
+            MetricKind::Duration { max_ms, .. } => value <= *max_ms,
+            MetricKind::Custom { min, max, .. } => min.is_none_or(|lo| value >= lo) && max.is_none_or(|hi| value <= hi),
+        }
+    }
+}
+
+impl Plan {
+    /// Canary replicas for a weight: the same share of the stable replicas, at least one.
+    pub fn canary_replicas(stable_replicas: i32, weight: u32) -> i32 {
+        let share = (i64::from(stable_replicas.max(1)) * i64::from(weight) + 99) / 100;
+        i32::try_from(share.max(1)).unwrap_or(i32::MAX)
+    }
+
+    pub fn count_metrics(&self) -> usize {
+        self.metrics
+            .iter()
+            .filter(|m| m.kind.bad_ratio_bound().is_some())
+            .count()
+    }
+}
+
+/// Parses a duration as the API server's CEL `duration()` does for the forms the schema
+/// allows (`500ms`, `30s`, `1m`, `1h30m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("{text:?} must be positive"));
+    }
+    Ok(d)
+}
+
+fn duration_or(field: &str, text: Option<&str>, default: Duration, errors: &mut Vec<String>) -> Duration {
+    match text.map(parse_duration) {
+        None => default,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            errors.push(format!("{field}: {e}"));
+            default
+        }
+    }
+}
+
+/// Is this a Kubernetes object name (RFC 1123 subdomain)? Names are substituted into
+/// PromQL, so this is also what keeps a Rollout from injecting PromQL.
+pub fn is_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+fn check_template(metric: &Metric, query: &str, errors: &mut Vec<String>) {
+    let mut rest = query;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            errors.push(format!("metric {}: unclosed '{{{{' in query", metric.name));
+            return;
+        };
+        let var = after[..close].trim();
+        if !TEMPLATE_VARIABLES.contains(&var) {
+            errors.push(format!(
+                "metric {}: unknown template variable {{{{{var}}}}}; allowed: {}",
+                metric.name,
+                TEMPLATE_VARIABLES.join(", ")
+            ));
+        }
+        rest = &after[close + 2..];
+    }
+}
+
+fn metric_plan(metric: &Metric, errors: &mut Vec<String>) -> Option<MetricPlan> {
+    let name = metric.name.clone();
+    let kind = match (metric.name.as_str(), &metric.query) {
+        (SUCCESS_RATE, None) => {
+            if metric.max.is_some() {
+                errors.push(format!("metric {SUCCESS_RATE}: use min (percent), not max"));
+            }
+            match metric.min {
+                Some(min) if (0.0..=100.0).contains(&min) => MetricKind::SuccessRate { min },
+                Some(min) => {
+                    errors.push(format!(
+                        "metric {SUCCESS_RATE}: min {min} is not a percentage in 0..=100"
+                    ));
+                    return None;
+                }
+                None => {
+                    errors.push(format!("metric {SUCCESS_RATE}: needs min (percent), e.g. min: 99"));
+                    return None;
+                }
+            }
+        }
+        (REQUEST_DURATION, None) => {
+            if metric.min.is_some() {
+                errors.push(format!("metric {REQUEST_DURATION}: use max (milliseconds), not min"));
+            }
+            let quantile = metric.quantile.unwrap_or(0.99);
+            if !(quantile > 0.0 && quantile < 1.0) {
+                errors.push(format!(
+                    "metric {REQUEST_DURATION}: quantile {quantile} must be in (0, 1)"
+                ));
+            }
+            let Some(max_ms) = metric.max else {
+                errors.push(format!(
+                    "metric {REQUEST_DURATION}: needs max (milliseconds), e.g. max: 500"
+                ));
+                return None;
+            };
+            if !ISTIO_BUCKETS_MS.contains(&max_ms) {
+                errors.push(format!(
+                    "metric {REQUEST_DURATION}: max {max_ms}ms is not a bucket bound of Istio's histogram \
+                     (one of {ISTIO_BUCKETS_MS:?}); latency can only be judged at a bucket bound"
+                ));
+            }
+            MetricKind::Duration { quantile, max_ms }
+        }
+        (_, Some(query)) => {
+            if metric.quantile.is_some() {
+                errors.push(format!(
+                    "metric {}: quantile applies only to {REQUEST_DURATION}",
+                    metric.name
+                ));
+            }
+            check_template(metric, query, errors);
+            MetricKind::Custom {
+                query: query.clone(),
+                min: metric.min,
+                max: metric.max,
+            }
+        }
+        (other, None) => {
+            errors.push(format!(
+                "metric {other}: not a built-in metric ({SUCCESS_RATE}, {REQUEST_DURATION}); give it a query"
+            ));
+            return None;
+        }
+    };
+    if let (Some(lo), Some(hi)) = (metric.min, metric.max)
+        && lo > hi
+    {
+        errors.push(format!("metric {}: min {lo} exceeds max {hi}", metric.name));
+    }
+    if metric.min.is_none() && metric.max.is_none() {
+        errors.push(format!("metric {}: needs a min or a max bound", metric.name));
+    }
+    Some(MetricPlan { name, kind })
+}
+
+/// Validates a spec and fills in defaults. Returns every problem found, each naming its
+/// field, so one `weir validate` run shows them all.
+pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
+    let mut errors = Vec::new();
+    if spec.target_ref.kind != "Deployment" {
+        errors.push(format!(
+            "targetRef.kind: {:?} is not supported; use Deployment",
+            spec.target_ref.kind
+        ));
+    }
+    if !is_object_name(&spec.target_ref.name) {
+        errors.push(format!(
+            "targetRef.name: {:?} is not a valid object name",
+            spec.target_ref.name
+        ));
+    }
+    let istio = &spec.traffic_routing.istio;
+    match (&istio.destination_rule, &istio.hosts) {
+        (Some(_), Some(_)) | (None, None) => errors
+            .push("trafficRouting.istio: set exactly one of destinationRule (subset mode) or hosts (host mode)".into()),
+        (Some(dr), None) if dr.stable_subset == dr.canary_subset => {
+            errors.push("trafficRouting.istio.destinationRule: stableSubset and canarySubset must differ".into())
+        }
+        (None, Some(h)) if h.stable_service == h.canary_service => {
+            errors.push("trafficRouting.istio.hosts: stableService and canaryService must differ".into())
+        }
+        _ => {}
+    }
+    let interval = duration_or(
+        "analysis.interval",
+        spec.analysis.interval.as_deref(),
+        Duration::from_secs(60),
+        &mut errors,
+    );
+    let tick = duration_or(
+        "analysis.tick",
+        spec.analysis.tick.as_deref(),
+        Duration::from_secs(10),
+        &mut errors,
+    );
+    if spec.steps.is_empty() {
+        errors.push("steps: at least one step is needed".into());
+    }
+    let mut steps = Vec::new();
+    let mut previous = 0;
+    for (i, step) in spec.steps.iter().enumerate() {
+        if !(1..=100).contains(&step.weight) {
+            errors.push(format!("steps[{i}].weight: {} is not in 1..=100", step.weight));
+        } else if step.weight <= previous {
+            errors.push(format!(
+                "steps[{i}].weight: {} does not exceed the previous step's {previous}; weights must strictly increase",
+                step.weight
+            ));
+        }
+        previous = step.weight;
+        let duration = duration_or(
+            &format!("steps[{i}].duration"),
+            step.duration.as_deref(),
+            interval,
+            &mut errors,
+        );
+        steps.push(PlannedStep {
+            weight: step.weight,
+            duration,
+        });
+    }
+    let defaults = SequentialConfig::default();
+    let seq = spec.analysis.sequential.clone().unwrap_or_default();
+    let sequential = SequentialConfig {
+        alpha: seq.alpha.unwrap_or(defaults.alpha),
+        theta0: seq.theta0.unwrap_or(defaults.theta0),
+        delta: seq.delta.unwrap_or(defaults.delta),
+        min_dwell: duration_or(
+            "analysis.sequential.minDwell",
+            seq.min_dwell.as_deref(),
+            defaults.min_dwell,
+            &mut errors,
+        ),
+        min_requests: seq.min_requests.unwrap_or(defaults.min_requests),
+    };
+    if !(sequential.alpha > 0.0 && sequential.alpha < 0.5) {
+        errors.push(format!(
+            "analysis.sequential.alpha: {} is not in (0, 0.5)",
+            sequential.alpha
+        ));
+    }
+    if sequential.theta0 < 1.0 {
+        errors.push(format!("analysis.sequential.theta0: {} is below 1", sequential.theta0));
+    }
+    if sequential.delta <= 1.0 {
+        errors.push(format!(
+            "analysis.sequential.delta: {} must be above 1",
+            sequential.delta
+        ));
+    }
+    if spec.analysis.metrics.is_empty() {
+        errors.push("analysis.metrics: at least one metric is needed; weir never promotes without evidence".into());
+    }
+    let mut metrics: Vec<MetricPlan> = Vec::new();
+    for metric in &spec.analysis.metrics {
+        if metrics.iter().any(|m| m.name == metric.name) {
+            errors.push(format!("analysis.metrics: {} appears twice", metric.name));
+        }
+        if let Some(m) = metric_plan(metric, &mut errors) {
+            metrics.push(m);
+        }
+    }
+    let prom = &spec.analysis.prometheus;
+    if !(prom.address.starts_with("http://") || prom.address.starts_with("https://")) {
+        errors.push(format!(
+            "analysis.prometheus.address: {:?} is not an http(s) URL",
+            prom.address
+        ));
+    }
+    let prometheus_timeout = duration_or(
+        "analysis.prometheus.timeout",
+        prom.timeout.as_deref(),
+        Duration::from_secs(5),
+        &mut errors,
+    );
+    let progress_deadline = duration_or(
+        "progressDeadline",
+        spec.progress_deadline.as_deref(),
+        Duration::from_secs(600),
+        &mut errors,
+    );
+    let scale_down_delay = duration_or(
+        "scaleDownDelay",
+        spec.scale_down_delay.as_deref(),
+        Duration::from_secs(30),
+        &mut errors,
+    );
+    let track_label = spec.track_label().to_string();
+    if track_label.is_empty() || track_label.len() > 317 {
+        errors.push(format!("trackLabel: {track_label:?} is not a label key"));
+    }
+    let canary = format!("{}-canary", spec.target_ref.name);
+    if canary.len() > 253 {
+        errors.push(format!(
+            "targetRef.name: {:?} is too long to name its canary",
+            spec.target_ref.name
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Plan {
+        target: spec.target_ref.name.clone(),
+        canary,
+        steps,
+        interval,
+        tick,
+        progress_deadline,
+        scale_down_delay,
+        judge: spec.analysis.judge,
+        failure_limit: spec.analysis.failure_limit.unwrap_or(1),
+        sequential,
+        metrics,
+        prometheus_timeout,
+        track_label,
+    })
+}
