@@ -176,6 +176,7 @@ pub fn decide(
         actions: Vec::new(),
         events: Vec::new(),
         wake: None,
+        steps_total: plan.as_ref().map(|p| p.steps.len()).unwrap_or(0),
     };
     d.status.observed_generation = generation;
     match plan {
@@ -191,12 +192,13 @@ struct Decider {
     actions: Vec<Action>,
     events: Vec<Event>,
     wake: Option<Timestamp>,
+    steps_total: usize,
 }
 
 impl Decider {
     fn finish(mut self) -> Decision {
         self.status.step_display = match (self.status.current_step, &self.status.phase) {
-            (Some(i), Phase::Progressing | Phase::Paused) => Some(format!("{}", i + 1)),
+            (Some(i), Phase::Progressing | Phase::Paused) => Some(format!("{}/{}", i + 1, self.steps_total)),
             _ => None,
         };
         let requeue_after = self

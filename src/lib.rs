@@ -1,8 +1,48 @@
 //! weir: a progressive-delivery controller for Kubernetes.
 //!
-//! The pure core (`plan`, `judge`, `engine`) decides; the edges (`kubernetes`, `istio`,
-//! `prometheus`) observe and apply; `controller` ties them together.
+//! The pure core decides: `plan` (validate and default a spec), `judge` (verdicts from
+//! metric readings), `engine` (actions and new status). The edges observe and apply,
+//! one module each: `kubernetes`, `istio` (traffic router), `prometheus` (metrics
+//! provider). `controller` ties them together; `cli` is the `weir` command.
+
 pub mod api;
+pub mod cli;
+pub mod controller;
 pub mod engine;
+pub mod istio;
 pub mod judge;
+pub mod kubernetes;
 pub mod plan;
+pub mod prometheus;
+
+/// Every error weir's I/O can meet. Problems a user can fix are not errors: they become
+/// status conditions and Events, and the controller keeps serving other Rollouts.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::InferConfigError),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("internal invariant broken: {0}")]
+    Invariant(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// Someone else changed the object between our read and our write (409), or the
+    /// JSON Patch's resourceVersion test failed (422): re-observe and decide again.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 409 || (s.code == 422 && s.message.contains("test")))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,4 +1,6 @@
-use kube::CustomResourceExt;
-fn main() {
-    print!("{}", serde_yaml::to_string(&weir::api::Rollout::crd()).unwrap());
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    weir::cli::main().await
 }

@@ -1,0 +1,327 @@
+//! The `weir` command: the controller, the CRD, offline validation, and the commands a
+//! person steers a canary with.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, CustomResourceExt};
+use serde_json::json;
+
+use crate::Error;
+use crate::api::{PAUSED_ANNOTATION, REQUEST_ANNOTATION, Rollout, RolloutSpec, RolloutStatus};
+use crate::controller;
+use crate::plan;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weir",
+    version,
+    about = "Progressive delivery for Kubernetes: Istio canaries judged by Prometheus"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller against the current kubeconfig (or in-cluster config).
+    Controller {
+        /// Address of /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "127.0.0.1:8080", env = "WEIR_HTTP_ADDR")]
+        http_addr: SocketAddr,
+        /// Rollouts reconciled at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: u16,
+        /// Watch one namespace only (default: all).
+        #[arg(long, env = "WEIR_NAMESPACE")]
+        namespace: Option<String>,
+    },
+    /// Print the Rollout CRD as YAML.
+    Crd,
+    /// Check Rollout files offline with the controller's own validation (schema CEL rules and all).
+    Validate { files: Vec<PathBuf> },
+    /// Show a Rollout: step, weights, last metric values, and why it waits.
+    Status {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Pass the current step now, without waiting for its analysis.
+    Promote(Target),
+    /// Roll the canary back now.
+    Abort(Target),
+    /// Try a rolled-back revision again.
+    Retry(Target),
+    /// Hold the canary at its step until `weir resume`.
+    Pause(Target),
+    /// Continue a paused canary.
+    Resume(Target),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    pub name: String,
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("weir: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Controller {
+            http_addr,
+            concurrency,
+            namespace,
+        } => {
+            let client = Client::try_default().await?;
+            controller::run(
+                client,
+                controller::Options {
+                    http_addr,
+                    concurrency,
+                    namespace,
+                },
+            )
+            .await?;
+        }
+        Command::Crd => print!("{}", crd_yaml()?),
+        Command::Validate { files } => {
+            let mut ok = true;
+            for file in files {
+                let text = std::fs::read_to_string(&file)?;
+                for (i, problems) in validate_documents(&text).into_iter().enumerate() {
+                    if problems.is_empty() {
+                        println!("{}: Rollout #{}: valid", file.display(), i + 1);
+                    } else {
+                        ok = false;
+                        for p in problems {
+                            println!("{}: Rollout #{}: {p}", file.display(), i + 1);
+                        }
+                    }
+                }
+            }
+            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Status { name, namespace } => {
+            let api: Api<Rollout> = Api::namespaced(Client::try_default().await?, &namespace);
+            let rollout = api.get(&name).await?;
+            print!("{}", describe(&rollout));
+        }
+        Command::Promote(t) => request(&t, "promote").await?,
+        Command::Abort(t) => request(&t, "abort").await?,
+        Command::Retry(t) => request(&t, "retry").await?,
+        Command::Pause(t) => annotate(&t, PAUSED_ANNOTATION, Some("true")).await?,
+        Command::Resume(t) => annotate(&t, PAUSED_ANNOTATION, None).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn crd_yaml() -> Result<String, Error> {
+    Ok(serde_yaml::to_string(&Rollout::crd())?)
+}
+
+/// Validates every Rollout in a (multi-document) YAML text: the CRD's CEL rules, as the
+/// API server would run them, then the controller's own checks. One list per Rollout.
+pub fn validate_documents(text: &str) -> Vec<Vec<String>> {
+    let mut results = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = match serde_yaml::Value::deserialize_any(doc) {
+            Ok(v) => v,
+            Err(e) => {
+                results.push(vec![format!("not YAML: {e}")]);
+                continue;
+            }
+        };
+        if value.get("kind").and_then(|k| k.as_str()) != Some("Rollout") {
+            continue;
+        }
+        results.push(validate_value(value));
+    }
+    results
+}
+
+trait DeserializeAny {
+    fn deserialize_any(doc: serde_yaml::Deserializer) -> Result<serde_yaml::Value, serde_yaml::Error>;
+}
+
+impl DeserializeAny for serde_yaml::Value {
+    fn deserialize_any(doc: serde_yaml::Deserializer) -> Result<serde_yaml::Value, serde_yaml::Error> {
+        serde::Deserialize::deserialize(doc)
+    }
+}
+
+fn validate_value(value: serde_yaml::Value) -> Vec<String> {
+    let rollout: Rollout = match serde_yaml::from_value(value) {
+        Ok(r) => r,
+        Err(e) => return vec![format!("does not fit the schema: {e}")],
+    };
+    let mut problems: Vec<String> = match rollout.validate_cel() {
+        Ok(()) => vec![],
+        Err(errors) => errors
+            .to_string()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- "))
+            .map(|l| format!("the API server refuses it: {l}"))
+            .collect(),
+    };
+    if let Err(errors) = plan::plan(&rollout.spec) {
+        problems.extend(errors);
+    }
+    problems.dedup();
+    problems
+}
+
+/// Parses and checks a spec alone (used by tests and examples).
+pub fn validate_spec(spec: &RolloutSpec) -> Result<plan::Plan, Vec<String>> {
+    plan::plan(spec)
+}
+
+async fn annotate(t: &Target, key: &str, value: Option<&str>) -> Result<(), Error> {
+    let api: Api<Rollout> = Api::namespaced(Client::try_default().await?, &t.namespace);
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    api.patch(&t.name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    println!(
+        "rollout {}/{}: {key}={}",
+        t.namespace,
+        t.name,
+        value.unwrap_or("(removed)")
+    );
+    Ok(())
+}
+
+async fn request(t: &Target, verb: &str) -> Result<(), Error> {
+    // The nonce makes each request new, so the controller acts on it exactly once.
+    let nonce = jiff::Timestamp::now().as_nanosecond();
+    annotate(t, REQUEST_ANNOTATION, Some(&format!("{verb}/{nonce}"))).await
+}
+
+fn fmt_value(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
+}
+
+/// The human view of a Rollout's status (`weir status`).
+pub fn describe(rollout: &Rollout) -> String {
+    let status: RolloutStatus = rollout.status.clone().unwrap_or_default();
+    let name = format!(
+        "{}/{}",
+        rollout.metadata.namespace.as_deref().unwrap_or("default"),
+        rollout.metadata.name.as_deref().unwrap_or("?")
+    );
+    let steps: Vec<String> = rollout.spec.steps.iter().map(|s| s.weight.to_string()).collect();
+    let mut out = String::new();
+    let _ = writeln!(out, "Rollout {name}: {:?}", status.phase);
+    let _ = writeln!(out, "  {}", status.message);
+    let _ = writeln!(out, "  target     Deployment {}", rollout.spec.target_ref.name);
+    let _ = writeln!(out, "  stable     {}", status.stable_revision.as_deref().unwrap_or("-"));
+    let _ = writeln!(out, "  canary     {}", status.canary_revision.as_deref().unwrap_or("-"));
+    let step = status
+        .current_step
+        .map(|i| format!("{}/{}", i + 1, steps.len()))
+        .unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "  step       {step} of [{}]  {:?}",
+        steps.join(", "),
+        status.step_state
+    );
+    let _ = writeln!(
+        out,
+        "  weights    stable {}% / canary {}%",
+        100 - status.canary_weight.min(100),
+        status.canary_weight
+    );
+    if let Some(a) = &status.analysis {
+        let _ = writeln!(
+            out,
+            "  analysis   last {} -> {}; next {}; breaches {}; Prometheus errors in a row {}",
+            a.last_checked_at.as_deref().unwrap_or("-"),
+            a.last_verdict.as_deref().unwrap_or("-"),
+            a.next_check_at.as_deref().unwrap_or("-"),
+            a.failures,
+            a.consecutive_errors
+        );
+        if !a.metrics.is_empty() {
+            let _ = writeln!(
+                out,
+                "    {:<24} {:<13} {:>10} {:>10} {:>16} {:>16} {:>10}",
+                "METRIC", "VERDICT", "CANARY", "BASELINE", "CANARY BAD/N", "BASELINE BAD/N", "LAMBDA"
+            );
+            for m in &a.metrics {
+                let counts = |c: Option<crate::api::Counts>| {
+                    c.map(|c| format!("{}/{}", c.bad, c.requests))
+                        .unwrap_or_else(|| "-".into())
+                };
+                let _ = writeln!(
+                    out,
+                    "    {:<24} {:<13} {:>10} {:>10} {:>16} {:>16} {:>10}",
+                    m.name,
+                    m.verdict,
+                    fmt_value(m.canary_value),
+                    fmt_value(m.baseline_value),
+                    counts(m.canary_counts),
+                    counts(m.baseline_counts),
+                    m.lambda.map(|l| format!("{l:.3e}")).unwrap_or_else(|| "-".into())
+                );
+                let _ = writeln!(out, "      {}", m.reason);
+            }
+        }
+    }
+    if let Some(rb) = &status.rollback {
+        let _ = writeln!(
+            out,
+            "  rollback   revision {} at step {} ({}%): metric {} value {} bound {}: {}",
+            rb.revision,
+            rb.step,
+            rb.weight,
+            rb.metric.as_deref().unwrap_or("-"),
+            fmt_value(rb.value),
+            rb.bound.as_deref().unwrap_or("-"),
+            rb.reason
+        );
+    }
+    for c in &status.conditions {
+        let _ = writeln!(
+            out,
+            "  condition  {}={} ({}): {}",
+            c.type_, c.status, c.reason, c.message
+        );
+    }
+    out
+}

@@ -1,0 +1,340 @@
+//! The controller: `kube::runtime::Controller` over Rollouts, woken by the Deployments
+//! they target and the canary Deployments they own. Each reconcile is a pipeline:
+//! plan (pure) → observe (reads) → metrics (Prometheus) → decide (pure) → apply (writes)
+//! → Events → status.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tracing::{info, warn};
+
+use crate::Error;
+use crate::api::{Phase, ROLLOUT_LABEL, Rollout};
+use crate::engine::{self, AnalysisRequest, World};
+use crate::judge::Reading;
+use crate::kubernetes::{self, IstioApi, Observation};
+use crate::plan::{self, Plan};
+use crate::prometheus::{Endpoint, Prometheus, QueryScope};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub namespace: String,
+    pub name: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+/// weir's own metrics, served on `/metrics`.
+pub struct Telemetry {
+    pub registry: Registry,
+    pub canary_weight: Family<RolloutLabels, Gauge>,
+    pub phase: Family<PhaseLabels, Gauge>,
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub reconcile_seconds: Histogram,
+    pub decisions: Family<ResultLabels, Counter>,
+    pub prometheus_queries: Family<ResultLabels, Counter>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("weir");
+        let t = Telemetry {
+            canary_weight: Family::default(),
+            phase: Family::default(),
+            reconciles: Family::default(),
+            reconcile_seconds: Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            decisions: Family::default(),
+            prometheus_queries: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "rollout_canary_weight",
+            "Canary weight weir last wrote, percent",
+            t.canary_weight.clone(),
+        );
+        registry.register("rollout_phase", "1 for the phase each Rollout is in", t.phase.clone());
+        registry.register("reconciles", "Reconciles by result", t.reconciles.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time of one reconcile",
+            t.reconcile_seconds.clone(),
+        );
+        registry.register("decisions", "Events weir emitted, by reason", t.decisions.clone());
+        registry.register(
+            "prometheus_queries",
+            "Metric queries by outcome",
+            t.prometheus_queries.clone(),
+        );
+        Telemetry { registry, ..t }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub istio: IstioApi,
+    pub prometheus: Prometheus,
+    pub telemetry: Telemetry,
+}
+
+fn phase_name(p: &Phase) -> String {
+    format!("{p:?}")
+}
+
+/// Reads every metric of a due look, concurrently: one query per metric.
+async fn read_metrics(
+    ctx: &Context,
+    rollout: &Rollout,
+    plan: &Plan,
+    obs: &Observation,
+    req: AnalysisRequest,
+) -> Vec<(String, Reading)> {
+    let scope = QueryScope {
+        namespace: rollout.namespace().unwrap_or_default(),
+        stable: plan.target.clone(),
+        canary: plan.canary.clone(),
+    };
+    let endpoint = obs.auth.clone().map(|auth| Endpoint {
+        address: rollout.spec.analysis.prometheus.address.clone(),
+        auth,
+        timeout: plan.prometheus_timeout,
+    });
+    let reads = plan.metrics.iter().map(|m| {
+        let (scope, endpoint) = (&scope, &endpoint);
+        async move {
+            let reading = match endpoint {
+                Err(e) => Reading::Error(e.clone()),
+                Ok(endpoint) => ctx.prometheus.read(endpoint, m, scope, req.window, req.interval).await,
+            };
+            (m.name.clone(), reading)
+        }
+    });
+    let readings = futures::future::join_all(reads).await;
+    for (_, r) in &readings {
+        let result = if matches!(r, Reading::Error(_)) { "error" } else { "ok" };
+        ctx.telemetry
+            .prometheus_queries
+            .get_or_create(&ResultLabels { result: result.into() })
+            .inc();
+    }
+    readings
+}
+
+pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let now = Timestamp::now();
+    let status = rollout.status.clone().unwrap_or_default();
+    let generation = rollout.meta().generation;
+    let planned = plan::plan(&rollout.spec);
+    let decision = match &planned {
+        Err(errors) => {
+            let world = World {
+                target: None,
+                canary: None,
+                traffic: Ok(0),
+                request: None,
+                pause_requested: false,
+                readings: None,
+            };
+            engine::decide(Err(errors), generation, &status, &world, now)
+        }
+        Ok(plan) => {
+            let mut obs = kubernetes::observe(&ctx.client, &ctx.istio, &rollout, plan).await?;
+            if let Some(req) = engine::analysis_request(plan, &status, now) {
+                obs.world.readings = Some(read_metrics(&ctx, &rollout, plan, &obs, req).await);
+            }
+            let decision = engine::decide(Ok(plan), generation, &status, &obs.world, now);
+            for action in &decision.actions {
+                info!(rollout = %rollout.name_any(), ?action, "applying");
+                kubernetes::apply(&ctx.client, &ctx.istio, &rollout, plan, &obs, action).await?;
+            }
+            decision
+        }
+    };
+    let reference = rollout.object_ref(&());
+    for e in &decision.events {
+        if e.warning {
+            warn!(rollout = %rollout.name_any(), reason = %e.reason, "{}", e.note);
+        } else {
+            info!(rollout = %rollout.name_any(), reason = %e.reason, "{}", e.note);
+        }
+        ctx.telemetry
+            .decisions
+            .get_or_create(&ResultLabels {
+                result: e.reason.clone(),
+            })
+            .inc();
+        let event = KubeEvent {
+            type_: if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: e.reason.clone(),
+            note: Some(e.note.chars().take(1000).collect()),
+            action: e.reason.clone(),
+            secondary: None,
+        };
+        // An Event that cannot be published must not block the rollout itself.
+        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+            warn!(rollout = %rollout.name_any(), %err, "publishing an Event failed");
+        }
+    }
+    if decision.status != status {
+        kubernetes::write_status(&ctx.client, &rollout, &decision.status).await?;
+    }
+    let labels = RolloutLabels {
+        namespace: rollout.namespace().unwrap_or_default(),
+        name: rollout.name_any(),
+    };
+    ctx.telemetry
+        .canary_weight
+        .get_or_create(&labels)
+        .set(i64::from(decision.status.canary_weight));
+    for p in [
+        Phase::Initializing,
+        Phase::Healthy,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::Promoting,
+        Phase::Succeeded,
+        Phase::RolledBack,
+        Phase::InvalidSpec,
+    ] {
+        let l = PhaseLabels {
+            namespace: labels.namespace.clone(),
+            name: labels.name.clone(),
+            phase: phase_name(&p),
+        };
+        ctx.telemetry
+            .phase
+            .get_or_create(&l)
+            .set(i64::from(p == decision.status.phase));
+    }
+    ctx.telemetry.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(Requeue::requeue(decision.requeue_after))
+}
+
+pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    warn!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), %error, "reconcile failed; retrying");
+    ctx.telemetry
+        .reconciles
+        .get_or_create(&ResultLabels { result: "error".into() })
+        .inc();
+    // Conflicts and blips clear fast; a retry within a second keeps steps on time.
+    Requeue::requeue(Duration::from_millis(if error.is_conflict() { 200 } else { 2000 }))
+}
+
+async fn serve_http(addr: SocketAddr, ctx: Arc<Context>) -> Result<(), Error> {
+    use axum::routing::get;
+    let metrics = move || {
+        let ctx = ctx.clone();
+        async move {
+            let mut body = String::new();
+            match prometheus_client::encoding::text::encode(&mut body, &ctx.telemetry.registry) {
+                Ok(()) => body,
+                Err(_) => String::from("# encoding failed\n"),
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    info!(%addr, "serving /metrics, /healthz, /readyz");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+pub struct Options {
+    pub http_addr: SocketAddr,
+    pub concurrency: u16,
+    pub namespace: Option<String>,
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub async fn run(client: Client, options: Options) -> Result<(), Error> {
+    let istio = IstioApi::discover(&client).await;
+    info!(version = %istio.virtual_service.version, "using Istio networking API");
+    let reporter = Reporter {
+        controller: "weir".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        istio,
+        prometheus: Prometheus::new()?,
+        telemetry: Telemetry::default(),
+    });
+    let (rollouts, deployments): (Api<Rollout>, Api<Deployment>) = match &options.namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let controller = Controller::new(rollouts, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    // One watch over Deployments serves both directions: a canary names its Rollout in a
+    // label; a target is found through the Rollouts that reference it.
+    let to_rollouts = move |d: Deployment| {
+        let ns = d.namespace().unwrap_or_default();
+        if let Some(owner) = d.labels().get(ROLLOUT_LABEL) {
+            return vec![ObjectRef::<Rollout>::new(owner).within(&ns)];
+        }
+        let name = d.name_any();
+        store
+            .state()
+            .iter()
+            .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && r.spec.target_ref.name == name)
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let http = tokio::spawn(serve_http(options.http_addr, ctx.clone()));
+    let telemetry_ctx = ctx.clone();
+    controller
+        .watches(deployments, watcher::Config::default().any_semantic(), to_rollouts)
+        .with_config(ControllerConfig::default().concurrency(options.concurrency))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| {
+            let result = if res.is_ok() { "ok" } else { "error" };
+            telemetry_ctx
+                .telemetry
+                .reconciles
+                .get_or_create(&ResultLabels { result: result.into() })
+                .inc();
+            if let Err(e) = res {
+                tracing::debug!(%e, "reconcile stream");
+            }
+            futures::future::ready(())
+        })
+        .await;
+    http.abort();
+    info!("controller stopped");
+    Ok(())
+}

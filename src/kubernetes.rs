@@ -1,0 +1,403 @@
+//! The Kubernetes edge: observe the objects a Rollout names and turn them into the
+//! engine's `World`; apply the engine's actions; write status; publish Events.
+//!
+//! Writes are as narrow as they can be, for GitOps tools sharing these objects:
+//! `spec.paused` of the user's Deployment by server-side apply (field manager `weir`),
+//! the canary Deployment (weir's own) by server-side apply, the VirtualService weights
+//! by a JSON Patch of exactly those fields, the status by server-side apply.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::Error;
+use crate::api::{Labels, PAUSED_ANNOTATION, REQUEST_ANNOTATION, REVISION_ANNOTATION, ROLLOUT_LABEL, Rollout};
+use crate::engine::{Action, CanaryState, TargetState, World};
+use crate::istio::{self, DestinationMatch, ManagedRoute};
+use crate::plan::Plan;
+use crate::prometheus::Auth;
+
+pub const FIELD_MANAGER: &str = "weir";
+const ISTIO_GROUP: &str = "networking.istio.io";
+
+/// Which served version of Istio's networking API to use (v1, or v1beta1 on older meshes).
+#[derive(Clone, Debug)]
+pub struct IstioApi {
+    pub virtual_service: ApiResource,
+    pub destination_rule: ApiResource,
+}
+
+impl IstioApi {
+    pub fn version(version: &str) -> IstioApi {
+        let gvk = |kind: &str| ApiResource::from_gvk(&GroupVersionKind::gvk(ISTIO_GROUP, version, kind));
+        IstioApi {
+            virtual_service: gvk("VirtualService"),
+            destination_rule: gvk("DestinationRule"),
+        }
+    }
+
+    /// Prefers `v1`, accepts `v1beta1`; `v1` when discovery cannot tell (the missing CRD
+    /// then shows up as a precise "not found" in each Rollout's status).
+    pub async fn discover(client: &Client) -> IstioApi {
+        match kube::discovery::group(client, ISTIO_GROUP).await {
+            Ok(group) => {
+                let versions = group.versions().collect::<Vec<_>>();
+                let v = if versions.contains(&"v1") || versions.is_empty() {
+                    "v1"
+                } else {
+                    "v1beta1"
+                };
+                IstioApi::version(v)
+            }
+            Err(_) => IstioApi::version("v1"),
+        }
+    }
+}
+
+/// FNV-1a over the template's JSON: a short, stable revision name. (Hand-written: eight
+/// lines do not earn a dependency, and the value must never change between releases.)
+pub fn template_hash(template: &PodTemplateSpec) -> String {
+    let bytes = serde_json::to_vec(template).unwrap_or_default();
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{:010x}", h & 0xff_ffff_ffff)
+}
+
+/// Pod labels of the canary: the user's, with the track label set to `canary`.
+pub fn canary_labels(template_labels: &Labels, track_label: &str) -> Labels {
+    let mut labels = template_labels.clone();
+    labels.insert(track_label.to_string(), "canary".to_string());
+    labels
+}
+
+/// What `observe` found, beyond the engine's `World`: what `apply` needs to write.
+pub struct Observation {
+    pub world: World,
+    pub target: Option<Deployment>,
+    pub virtual_service: Option<Value>,
+    pub routes: Vec<ManagedRoute>,
+    pub auth: Result<Auth, String>,
+}
+
+fn namespace(rollout: &Rollout) -> String {
+    rollout.namespace().unwrap_or_else(|| "default".into())
+}
+
+fn deployment_state(d: &Deployment) -> (i32, i64, i64, i32, i32, i32) {
+    let st = d.status.clone().unwrap_or_default();
+    (
+        d.spec.replicas.unwrap_or(1),
+        d.metadata.generation.unwrap_or(0),
+        st.observed_generation.unwrap_or(0),
+        st.replicas.unwrap_or(0),
+        st.updated_replicas.unwrap_or(0),
+        st.available_replicas.unwrap_or(0),
+    )
+}
+
+fn target_state(d: &Deployment) -> TargetState {
+    let (replicas, generation, observed_generation, total, updated, available) = deployment_state(d);
+    let spec = &d.spec;
+    TargetState {
+        revision: template_hash(&spec.template),
+        paused: spec.paused.unwrap_or(false),
+        replicas,
+        generation,
+        observed_generation,
+        total,
+        updated,
+        available,
+    }
+}
+
+fn canary_state(d: &Deployment) -> CanaryState {
+    let (replicas, generation, observed_generation, total, updated, available) = deployment_state(d);
+    CanaryState {
+        revision: d.annotations().get(REVISION_ANNOTATION).cloned(),
+        replicas,
+        generation,
+        observed_generation,
+        total,
+        updated,
+        available,
+    }
+}
+
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+async fn get_dynamic(client: &Client, ns: &str, ar: &ApiResource, name: &str) -> Result<Option<Value>, Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
+    match api.get(name).await {
+        Ok(obj) => Ok(Some(serde_json::to_value(obj)?)),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads the Prometheus credentials from the Rollout's Secret.
+async fn prometheus_auth(client: &Client, ns: &str, rollout: &Rollout) -> Result<Result<Auth, String>, Error> {
+    let Some(secret_ref) = &rollout.spec.analysis.prometheus.secret_ref else {
+        return Ok(Ok(Auth::None));
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let Some(secret) = secrets.get_opt(&secret_ref.name).await? else {
+        return Ok(Err(format!(
+            "Secret {ns}/{} (analysis.prometheus.secretRef) not found",
+            secret_ref.name
+        )));
+    };
+    let data = secret.data.unwrap_or_default();
+    let field = |k: &str| data.get(k).map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
+    Ok(match (field("token"), field("username"), field("password")) {
+        (Some(token), _, _) => Ok(Auth::Bearer(token)),
+        (None, Some(username), Some(password)) => Ok(Auth::Basic { username, password }),
+        _ => Err(format!(
+            "Secret {ns}/{} needs a token, or a username and a password",
+            secret_ref.name
+        )),
+    })
+}
+
+/// Observes everything one Rollout depends on. API failures are errors (retried by the
+/// controller); problems the user must fix land in `world.traffic` as a precise message.
+pub async fn observe(
+    client: &Client,
+    istio_api: &IstioApi,
+    rollout: &Rollout,
+    plan: &Plan,
+) -> Result<Observation, Error> {
+    let ns = namespace(rollout);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let target = deployments.get_opt(&plan.target).await?;
+    let canary = deployments.get_opt(&plan.canary).await?;
+    let annotations = rollout.annotations();
+    let mut obs = Observation {
+        world: World {
+            target: target.as_ref().map(target_state),
+            canary: canary.as_ref().map(canary_state),
+            traffic: Ok(0),
+            request: annotations.get(REQUEST_ANNOTATION).cloned(),
+            pause_requested: annotations.get(PAUSED_ANNOTATION).is_some_and(|v| v == "true"),
+            readings: None,
+        },
+        target,
+        virtual_service: None,
+        routes: Vec::new(),
+        auth: prometheus_auth(client, &ns, rollout).await?,
+    };
+    if let Some(c) = &canary
+        && c.labels().get(ROLLOUT_LABEL) != Some(&rollout.name_any())
+    {
+        obs.world.traffic = Err(format!(
+            "Deployment {ns}/{} exists and is not the canary of Rollout {}; rename it or the target",
+            plan.canary,
+            rollout.name_any()
+        ));
+        return Ok(obs);
+    }
+    let Some(target) = &obs.target else { return Ok(obs) };
+    let stable_pods: Labels = target
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let canary_pods = canary_labels(&stable_pods, &plan.track_label);
+    obs.world.traffic = observe_routing(client, istio_api, rollout, &ns, &stable_pods, &canary_pods, &mut obs).await?;
+    Ok(obs)
+}
+
+async fn observe_routing(
+    client: &Client,
+    istio_api: &IstioApi,
+    rollout: &Rollout,
+    ns: &str,
+    stable_pods: &Labels,
+    canary_pods: &Labels,
+    obs: &mut Observation,
+) -> Result<Result<u32, String>, Error> {
+    let routing = &rollout.spec.traffic_routing.istio;
+    let mut dr_host = None;
+    if let Some(dr_ref) = &routing.destination_rule {
+        let Some(dr) = get_dynamic(client, ns, &istio_api.destination_rule, &dr_ref.name).await? else {
+            return Ok(Err(format!("DestinationRule {ns}/{} not found", dr_ref.name)));
+        };
+        if let Err(e) = istio::check_destination_rule(
+            &dr,
+            &dr_ref.stable_subset,
+            &dr_ref.canary_subset,
+            stable_pods,
+            canary_pods,
+        ) {
+            return Ok(Err(e));
+        }
+        dr_host = istio::destination_rule_host(&dr).map(str::to_string);
+        if dr_host.is_none() {
+            return Ok(Err(format!("DestinationRule {ns}/{} has no spec.host", dr_ref.name)));
+        }
+    }
+    if let Some(hosts) = &routing.hosts {
+        let services: Api<Service> = Api::namespaced(client.clone(), ns);
+        let mut selectors = Vec::new();
+        for name in [&hosts.stable_service, &hosts.canary_service] {
+            let Some(svc) = services.get_opt(name).await? else {
+                return Ok(Err(format!("Service {ns}/{name} not found")));
+            };
+            selectors.push(svc.spec.and_then(|s| s.selector).unwrap_or_default());
+        }
+        let stable = (hosts.stable_service.as_str(), &selectors[0]);
+        let canary = (hosts.canary_service.as_str(), &selectors[1]);
+        if let Err(e) = istio::check_services(stable, canary, stable_pods, canary_pods) {
+            return Ok(Err(e));
+        }
+    }
+    let vs_name = &routing.virtual_service.name;
+    let Some(vs) = get_dynamic(client, ns, &istio_api.virtual_service, vs_name).await? else {
+        return Ok(Err(format!("VirtualService {ns}/{vs_name} not found")));
+    };
+    let Some(matcher) = DestinationMatch::new(routing, dr_host.as_deref()) else {
+        return Ok(Err("trafficRouting.istio needs destinationRule or hosts".into()));
+    };
+    match istio::managed_routes(&vs, &routing.virtual_service.routes, &matcher) {
+        Ok(routes) => {
+            let percent = istio::observed_canary_percent(&routes);
+            obs.routes = routes;
+            obs.virtual_service = Some(vs);
+            Ok(Ok(percent))
+        }
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// The canary Deployment for a revision: the target's spec with the track label set to
+/// `canary` in the selector and the pod labels, owned by the Rollout.
+pub fn canary_deployment(
+    rollout: &Rollout,
+    plan: &Plan,
+    target: &Deployment,
+    revision: &str,
+    replicas: i32,
+) -> Deployment {
+    let spec = &target.spec;
+    let mut template = spec.template.clone();
+    let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+    meta.labels = Some(canary_labels(
+        &meta.labels.clone().unwrap_or_default(),
+        &plan.track_label,
+    ));
+    let mut match_labels = spec.selector.match_labels.clone().unwrap_or_default();
+    match_labels.insert(plan.track_label.clone(), "canary".into());
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(plan.canary.clone()),
+            namespace: rollout.namespace(),
+            labels: Some(BTreeMap::from([
+                (ROLLOUT_LABEL.to_string(), rollout.name_any()),
+                ("app.kubernetes.io/managed-by".to_string(), "weir".to_string()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                REVISION_ANNOTATION.to_string(),
+                revision.to_string(),
+            )])),
+            owner_references: rollout.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(match_labels),
+                match_expressions: spec.selector.match_expressions.clone(),
+            },
+            template,
+            strategy: spec.strategy.clone(),
+            min_ready_seconds: spec.min_ready_seconds,
+            revision_history_limit: Some(2),
+            ..DeploymentSpec::default()
+        },
+        status: None,
+    }
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Applies one action. A conflict (someone edited the VirtualService between our read and
+/// our write) comes back as an error: the controller re-observes and decides again.
+pub async fn apply(
+    client: &Client,
+    istio_api: &IstioApi,
+    rollout: &Rollout,
+    plan: &Plan,
+    obs: &Observation,
+    action: &Action,
+) -> Result<(), Error> {
+    let ns = namespace(rollout);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    match action {
+        Action::PauseTarget(paused) => {
+            let body = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": plan.target}, "spec": {"paused": paused}});
+            deployments
+                .patch(&plan.target, &apply_params(), &Patch::Apply(body))
+                .await?;
+        }
+        Action::ApplyCanary { replicas: 0, .. } => {
+            if obs.world.canary.is_some() {
+                let body = json!({"spec": {"replicas": 0}});
+                deployments
+                    .patch(&plan.canary, &PatchParams::default(), &Patch::Merge(body))
+                    .await?;
+            }
+        }
+        Action::ApplyCanary { revision, replicas } => {
+            let target = obs
+                .target
+                .as_ref()
+                .ok_or_else(|| Error::Invariant("canary applied without a target".into()))?;
+            if obs.world.target.as_ref().map(|t| t.revision.as_str()) != Some(revision.as_str()) {
+                return Err(Error::Invariant(format!(
+                    "canary revision {revision} is not the target's template"
+                )));
+            }
+            let canary = canary_deployment(rollout, plan, target, revision, *replicas);
+            deployments
+                .patch(&plan.canary, &apply_params(), &Patch::Apply(canary))
+                .await?;
+        }
+        Action::SetCanaryWeight(percent) => {
+            let vs = obs
+                .virtual_service
+                .as_ref()
+                .ok_or_else(|| Error::Invariant("weights set without a VirtualService".into()))?;
+            let patch: json_patch::Patch = serde_json::from_value(istio::weight_patch(vs, &obs.routes, *percent))?;
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &istio_api.virtual_service);
+            api.patch(
+                &rollout.spec.traffic_routing.istio.virtual_service.name,
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the whole status by server-side apply on the status subresource.
+pub async fn write_status(client: &Client, rollout: &Rollout, status: &crate::api::RolloutStatus) -> Result<(), Error> {
+    let api: Api<Rollout> = Api::namespaced(client.clone(), &namespace(rollout));
+    let body = json!({"apiVersion": Rollout::api_version(&()), "kind": Rollout::kind(&()), "status": status});
+    api.patch_status(&rollout.name_any(), &apply_params(), &Patch::Apply(body))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! The metrics provider: builds one PromQL query per metric per look and reads the
+//! answer of Prometheus's HTTP API (`/api/v1/query`) into a `judge::Reading`.
+//!
+//! Built-in metrics come back per version in one result (grouped by
+//! `destination_workload`): the stable Deployment keeps its name, the canary runs as
+//! `<name>-canary`, so Istio's own telemetry tells the two apart without new labels.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use serde::Deserialize;
+
+use crate::api::Counts;
+use crate::judge::Reading;
+use crate::plan::{MetricKind, MetricPlan};
+
+/// Who the queries are about. Every field is a validated Kubernetes name, so substituting
+/// it into PromQL cannot change the query's structure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryScope {
+    pub namespace: String,
+    pub stable: String,
+    pub canary: String,
+}
+
+/// Prometheus duration for a window: whole seconds, at least one.
+pub fn promql_duration(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64().ceil().max(1.0) as u64)
+}
+
+fn selector(scope: &QueryScope) -> String {
+    format!(
+        r#"reporter="destination",destination_workload_namespace="{}",destination_workload=~"{}|{}""#,
+        scope.namespace, scope.stable, scope.canary
+    )
+}
+
+/// Label value Prometheus gives a bucket bound: `500` from Istio, `500.0` once
+/// Prometheus 3 normalizes it; the regex accepts both.
+fn le_regex(max_ms: f64) -> String {
+    let whole = if max_ms.fract() == 0.0 {
+        format!("{}", max_ms as u64)
+    } else {
+        format!("{max_ms}")
+    };
+    let escaped = whole.replace('.', r"\\.");
+    format!(r#"{escaped}(\\.0)?"#)
+}
+
+/// The query for one metric. `window`: the counters' range; `interval`: the threshold
+/// judge's window and a custom template's `{{interval}}`.
+pub fn query_for(metric: &MetricPlan, scope: &QueryScope, window: Duration, interval: Duration) -> String {
+    let sel = selector(scope);
+    let w = promql_duration(window);
+    match &metric.kind {
+        // 5xx and all requests per version, in one vector: label_replace marks the 5xx.
+        MetricKind::SuccessRate { .. } => format!(
+            r#"sum by (destination_workload, weir_class) (label_replace(increase(istio_requests_total{{{sel}}}[{w}]), "weir_class", "error", "response_code", "5.."))"#
+        ),
+        // The quantile per version (for people and the threshold judge) `or` the requests
+        // at and under the bound and in total (for the count tests): one query, both shapes.
+        MetricKind::Duration { quantile, max_ms } => {
+            let le = le_regex(*max_ms);
+            format!(
+                r#"label_replace(histogram_quantile({quantile}, sum by (destination_workload, le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{w}]))), "weir_stat", "quantile", "", "") or label_replace(sum by (destination_workload, le) (increase(istio_request_duration_milliseconds_bucket{{{sel},le=~"{le}|\\+Inf"}}[{w}])), "weir_stat", "count", "", "")"#
+            )
+        }
+        MetricKind::Custom { query, .. } => render_template(query, scope, interval),
+    }
+}
+
+/// Substitutes the template variables (checked by `plan` to be only the known ones).
+pub fn render_template(template: &str, scope: &QueryScope, interval: Duration) -> String {
+    template
+        .replace("{{namespace}}", &scope.namespace)
+        .replace("{{target}}", &scope.stable)
+        .replace("{{stable}}", &scope.stable)
+        .replace("{{canary}}", &scope.canary)
+        .replace("{{interval}}", &promql_duration(interval))
+}
+
+// ------------------------------------------------------------------ the HTTP API
+
+#[derive(Deserialize, Debug)]
+struct ApiResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<ApiData>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum ApiData {
+    Vector(Vec<Sample>),
+    Scalar((f64, String)),
+    Matrix(serde::de::IgnoredAny),
+    String(serde::de::IgnoredAny),
+}
+
+/// One series of an instant vector.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub metric: std::collections::BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+impl Sample {
+    /// The value; Prometheus writes NaN and ±Inf as strings.
+    pub fn value(&self) -> f64 {
+        self.value.1.parse().unwrap_or(f64::NAN)
+    }
+
+    fn label(&self, name: &str) -> &str {
+        self.metric.get(name).map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// Credentials from the Rollout's Secret.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Bearer(String),
+    Basic {
+        username: String,
+        password: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Worth another try: connection refused, timeout, 5xx.
+    #[error("Prometheus at {address} unreachable: {message}")]
+    Unavailable { address: String, message: String },
+    /// Not worth retrying: the query or the answer is wrong.
+    #[error("Prometheus rejected the query: {0}")]
+    Rejected(String),
+}
+
+/// Where one Rollout's Prometheus is and how to talk to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub address: String,
+    pub auth: Auth,
+    pub timeout: Duration,
+}
+
+/// A Prometheus HTTP API client; one per controller, shared by all Rollouts.
+#[derive(Clone, Debug)]
+pub struct Prometheus {
+    http: reqwest::Client,
+}
+
+impl Prometheus {
+    pub fn new() -> Result<Prometheus, crate::Error> {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Prometheus { http })
+    }
+
+    async fn query_once(
+        &self,
+        address: &str,
+        auth: &Auth,
+        query: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Sample>, QueryError> {
+        let url = format!("{}/api/v1/query", address.trim_end_matches('/'));
+        let unavailable = |message: String| QueryError::Unavailable {
+            address: address.to_string(),
+            message,
+        };
+        let mut req = self.http.post(&url).form(&[("query", query)]).timeout(timeout);
+        req = match auth {
+            Auth::None => req,
+            Auth::Bearer(token) => req.bearer_auth(token),
+            Auth::Basic { username, password } => req.basic_auth(username, Some(password)),
+        };
+        let resp = req.send().await.map_err(|e| unavailable(error_chain(&e)))?;
+        let code = resp.status();
+        if code.is_server_error() && code.as_u16() != 422 {
+            return Err(unavailable(format!("HTTP {code}")));
+        }
+        let body: ApiResponse = resp
+            .json()
+            .await
+            .map_err(|e| QueryError::Rejected(format!("HTTP {code}, unreadable answer: {}", error_chain(&e))))?;
+        if body.status != "success" {
+            return Err(QueryError::Rejected(format!(
+                "{}: {}",
+                body.error_type.unwrap_or_default(),
+                body.error.unwrap_or_default()
+            )));
+        }
+        match body.data {
+            Some(ApiData::Vector(v)) => Ok(v),
+            Some(ApiData::Scalar((t, v))) => Ok(vec![Sample {
+                metric: Default::default(),
+                value: (t, v),
+            }]),
+            _ => Err(QueryError::Rejected(
+                "the query must return an instant vector or a scalar".into(),
+            )),
+        }
+    }
+
+    /// Runs a query, retrying what may pass on another try (a restart, a blip) with
+    /// exponential backoff; a rejected query is not retried.
+    pub async fn query(
+        &self,
+        address: &str,
+        auth: &Auth,
+        query: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Sample>, QueryError> {
+        (|| self.query_once(address, auth, query, timeout))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_times(2),
+            )
+            .when(|e| matches!(e, QueryError::Unavailable { .. }))
+            .await
+    }
+
+    /// One look at one metric.
+    pub async fn read(
+        &self,
+        endpoint: &Endpoint,
+        metric: &MetricPlan,
+        scope: &QueryScope,
+        window: Duration,
+        interval: Duration,
+    ) -> Reading {
+        let query = query_for(metric, scope, window, interval);
+        match self
+            .query(&endpoint.address, &endpoint.auth, &query, endpoint.timeout)
+            .await
+        {
+            Ok(samples) => reading_from(metric, scope, &samples),
+            Err(e) => Reading::Error(e.to_string()),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+fn count(v: f64) -> u64 {
+    if v.is_finite() && v > 0.0 { v.round() as u64 } else { 0 }
+}
+
+/// Turns the samples of a metric's query into a reading.
+pub fn reading_from(metric: &MetricPlan, scope: &QueryScope, samples: &[Sample]) -> Reading {
+    fn of<'a>(samples: &'a [Sample], wl: &'a str) -> impl Iterator<Item = &'a Sample> {
+        samples.iter().filter(move |s| s.label("destination_workload") == wl)
+    }
+    match &metric.kind {
+        MetricKind::SuccessRate { .. } => {
+            let counts = |wl: &str| {
+                let all: f64 = of(samples, wl).map(|s| s.value()).filter(|v| v.is_finite()).sum();
+                let bad: f64 = of(samples, wl)
+                    .filter(|s| s.label("weir_class") == "error")
+                    .map(|s| s.value())
+                    .filter(|v| v.is_finite())
+                    .sum();
+                Counts {
+                    requests: count(all),
+                    bad: count(bad).min(count(all)),
+                }
+            };
+            let (canary, baseline) = (counts(&scope.canary), counts(&scope.stable));
+            let rate = |c: Counts| (c.requests > 0).then(|| 100.0 * (1.0 - c.bad as f64 / c.requests as f64));
+            Reading::Counts {
+                canary,
+                baseline,
+                canary_value: rate(canary),
+                baseline_value: rate(baseline),
+            }
+        }
+        MetricKind::Duration { .. } => {
+            let quantile = |wl: &str| {
+                of(samples, wl)
+                    .find(|s| s.label("weir_stat") == "quantile")
+                    .map(|s| s.value())
+                    .filter(|v| v.is_finite())
+            };
+            let counts = |wl: &str| {
+                let stat = |inf: bool| {
+                    of(samples, wl)
+                        .filter(|s| s.label("weir_stat") == "count" && (s.label("le") == "+Inf") == inf)
+                        .map(|s| s.value())
+                        .sum::<f64>()
+                };
+                let (all, fast) = (count(stat(true)), count(stat(false)));
+                Counts {
+                    requests: all,
+                    bad: all.saturating_sub(fast),
+                }
+            };
+            Reading::Counts {
+                canary: counts(&scope.canary),
+                baseline: counts(&scope.stable),
+                canary_value: quantile(&scope.canary),
+                baseline_value: quantile(&scope.stable),
+            }
+        }
+        MetricKind::Custom { .. } => match samples {
+            [] => Reading::Value(None),
+            [one] => Reading::Value(Some(one.value()).filter(|v| v.is_finite())),
+            many => Reading::Error(format!(
+                "custom query of {} returned {} series; it must return one (aggregate with sum, max, ...)",
+                metric.name,
+                many.len()
+            )),
+        },
+    }
+}

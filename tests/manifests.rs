@@ -1,0 +1,122 @@
+//! The committed YAML: the CRD is exactly what the Rust types generate, and every file
+//! under crds/, config/ and examples/ parses as Kubernetes objects.
+
+use std::path::{Path, PathBuf};
+
+fn yaml_files(dir: &str) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn documents(path: &Path) -> Vec<serde_yaml::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|v: &serde_yaml::Value| !v.is_null())
+        .collect()
+}
+
+#[test]
+fn the_committed_crd_is_the_generated_one() {
+    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/rollout.yaml")).unwrap();
+    let generated = weir::cli::crd_yaml().unwrap();
+    assert!(
+        committed == generated,
+        "crds/rollout.yaml is stale: run `cargo run -- crd > crds/rollout.yaml`"
+    );
+}
+
+#[test]
+fn every_manifest_parses_as_kubernetes_objects() {
+    let mut kinds = vec![];
+    for dir in ["crds", "config", "examples"] {
+        let files = yaml_files(dir);
+        assert!(!files.is_empty(), "{dir}/ has no YAML");
+        for f in files {
+            for doc in documents(&f) {
+                let field = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_string);
+                let kind = field("kind").unwrap_or_else(|| panic!("{}: a document without kind", f.display()));
+                assert!(
+                    field("apiVersion").is_some(),
+                    "{}: {kind} without apiVersion",
+                    f.display()
+                );
+                assert!(
+                    doc.get("metadata").and_then(|m| m.get("name")).is_some(),
+                    "{}: {kind} without metadata.name",
+                    f.display()
+                );
+                kinds.push(kind);
+            }
+        }
+    }
+    for expected in [
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "Deployment",
+        "VirtualService",
+        "DestinationRule",
+        "Rollout",
+    ] {
+        assert!(kinds.iter().any(|k| k == expected), "no {expected} among the manifests");
+    }
+}
+
+#[test]
+fn typed_manifests_deserialize_into_their_types() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    for dir in ["config", "examples"] {
+        for f in yaml_files(dir) {
+            for doc in documents(&f) {
+                let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+                let err = match kind.as_str() {
+                    "Deployment" => serde_yaml::from_value::<Deployment>(doc).err().map(|e| e.to_string()),
+                    "ClusterRole" => serde_yaml::from_value::<ClusterRole>(doc).err().map(|e| e.to_string()),
+                    "Rollout" => serde_yaml::from_value::<weir::api::Rollout>(doc)
+                        .err()
+                        .map(|e| e.to_string()),
+                    _ => None,
+                };
+                assert!(err.is_none(), "{}: {kind}: {err:?}", f.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_example_rollout_passes_the_controllers_validation() {
+    for f in yaml_files("examples") {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for problems in weir::cli::validate_documents(&text) {
+            assert!(problems.is_empty(), "{}: {problems:?}", f.display());
+        }
+    }
+}
+
+#[test]
+fn the_controller_runs_unprivileged() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let docs = documents(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/20-controller.yaml"));
+    let d: Deployment = serde_yaml::from_value(docs[0].clone()).unwrap();
+    let pod = d.spec.template.spec.unwrap();
+    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+    let c = &pod.containers[0];
+    let sc = c.security_context.clone().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert!(c.resources.as_ref().unwrap().limits.is_some());
+    assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
+}
