@@ -165,7 +165,7 @@ pub struct Analysis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]
     pub interval: Option<String>,
-    /// How often the sequential judge looks at the counters. Default 10s.
+    /// How often the sequential judge looks at the counters. Default 5s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new(DURATION_RULE).message(DURATION_MESSAGE))]
     pub tick: Option<String>,
@@ -197,7 +197,7 @@ pub struct SequentialParams {
     #[x_kube(validation = kube::core::Rule::new("self >= 1.0").message("theta0 must be at least 1"))]
     pub theta0: Option<f64>,
     /// A step may end early once the canary is shown no worse than `delta` × baseline.
-    /// Default 2.
+    /// Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self > 1.0").message("delta must be above 1"))]
     pub delta: Option<f64>,

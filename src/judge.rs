@@ -86,6 +86,9 @@ pub struct Judgement {
 /// Points of the discrete mixture over the alternative. An average of likelihood ratios
 /// is itself a likelihood ratio, so the mixture needs no integration and stays exact.
 const GRID: usize = 48;
+/// A baseline bad ratio this many times under the bound counts as rare: relative tests
+/// on it would take too long, so the absolute bound decides an early pass.
+const RARE_FACTOR: f64 = 10.0;
 /// The alternatives of the rollback test reach up to this multiple of θ0.
 const THETA_SPAN: f64 = 200.0;
 
@@ -352,8 +355,16 @@ fn judge_counts_sequential(
     }
     // Passing early needs positive evidence, and no lean at all towards "worse".
     let relative_ok = ln_lambda_no_worse(&steps, cfg.delta) >= ln_pass;
+    // Showing "within the absolute bound" is enough only where relative evidence cannot
+    // come in time: when the baseline's bad requests are far rarer than the bound allows
+    // (latency tails), or when no baseline serves (the 100 % step) and the relative test
+    // never had data. Otherwise a regression under the bound (3x of 0.2 % errors) could
+    // pass on absolute grounds before the rollback test has seen enough.
     let all_canary = sum_counts(steps.iter().map(|s| s.canary));
-    let absolute_ok = ln_lambda_under_bound(all_canary, bound) >= ln_pass;
+    let all_baseline = sum_counts(steps.iter().map(|s| s.baseline));
+    let baseline_far_inside = ratio(all_baseline).is_some_and(|r| r * RARE_FACTOR <= bound);
+    let no_baseline = all_baseline.requests == 0;
+    let absolute_ok = (baseline_far_inside || no_baseline) && ln_lambda_under_bound(all_canary, bound) >= ln_pass;
     if clock.elapsed >= cfg.min_dwell && ln_worse < 0.0 && (relative_ok || absolute_ok) {
         let why = if relative_ok {
             format!("shown no worse than {}x baseline", cfg.delta)

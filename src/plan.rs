@@ -54,7 +54,7 @@ impl Default for SequentialConfig {
         SequentialConfig {
             alpha: 0.005,
             theta0: 1.5,
-            delta: 2.0,
+            delta: 3.0,
             min_dwell: Duration::from_secs(60),
             min_requests: 20,
         }
@@ -301,7 +301,7 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
     let tick = duration_or(
         "analysis.tick",
         spec.analysis.tick.as_deref(),
-        Duration::from_secs(10),
+        Duration::from_secs(5),
         &mut errors,
     );
     if spec.steps.is_empty() {
