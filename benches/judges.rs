@@ -536,16 +536,19 @@ fn plot(results: &[(&Scenario, usize, Cell)]) -> String {
                 .map(|(_, _, c)| c);
             let v = cell.and_then(|c| median(&c.bad_served)).unwrap_or(0) as f64;
             let caught = cell.map(|c| c.rollback_rate()).unwrap_or(0.0);
+            let label = if caught == 0.0 {
+                "never rolled back: promoted".to_string()
+            } else {
+                format!("{v} ({:.0} % caught)", caught * 100.0)
+            };
             let yy = y + 14.0 * j as f64;
             let _ = writeln!(
                 svg,
-                r#"<rect x="{left}" y="{yy}" width="{:.1}" height="12" fill="{}"/><text x="{:.1}" y="{}">{} ({:.0} % caught)</text>"#,
+                r#"<rect x="{left}" y="{yy}" width="{:.1}" height="12" fill="{}"/><text x="{:.1}" y="{}">{label}</text>"#,
                 scale(v).max(1.0),
                 color,
                 left + scale(v).max(1.0) + 4.0,
                 yy + 10.0,
-                v,
-                caught * 100.0
             );
         }
     }
