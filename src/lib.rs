@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod devcluster;
 pub mod engine;
 pub mod istio;
 pub mod judge;

@@ -2,8 +2,6 @@
 //! this test serves: the built-in queries return the expected success rate and p99, and
 //! down servers, bad queries, empty results and NaN give the right readings.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use weir::api::Counts;
@@ -73,7 +71,7 @@ fn exposition(seconds: f64) -> String {
 }
 
 struct Mesh {
-    prometheus: support::PrometheusServer,
+    prometheus: weir::devcluster::LocalPrometheus,
     _exporter: tokio::task::JoinHandle<()>,
 }
 
@@ -88,9 +86,9 @@ async fn mesh() -> Mesh {
     let exporter = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let prometheus = tokio::task::spawn_blocking(move || support::PrometheusServer::start(&[target]))
-        .await
-        .unwrap();
+    // Started from this thread, not a blocking-pool one: the child dies with the thread
+    // that spawned it (PR_SET_PDEATHSIG), and pool threads come and go.
+    let prometheus = weir::devcluster::LocalPrometheus::start(&[target]).expect("start Prometheus");
     Mesh {
         prometheus,
         _exporter: exporter,

@@ -1,0 +1,488 @@
+//! A real Kubernetes control plane and a real Prometheus on this machine, for the
+//! end-to-end tests and the demo: etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler and kwok (fake nodes whose pods become Ready at once), built from Go
+//! modules by `testcluster/build.sh`, started on free loopback ports in a temporary
+//! directory. Everything is stopped and removed on drop; each child also gets SIGKILL
+//! from the kernel if this process dies first (PR_SET_PDEATHSIG), so a killed test run
+//! leaves no stray servers behind.
+
+use std::fs::File;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use kube::{Client, Config};
+
+use crate::Error;
+
+/// Where the repository is, for the scripts and manifests the harness uses.
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn free_port() -> Result<u16, Error> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The directory with the control-plane binaries: `$WEIR_TESTCLUSTER_BIN`, or whatever
+/// `testcluster/build.sh` prints (it builds what is missing; warm, it returns at once).
+pub fn binaries() -> Result<PathBuf, Error> {
+    if let Some(dir) = std::env::var_os("WEIR_TESTCLUSTER_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let out = Command::new("bash")
+        .arg(repo_dir().join("testcluster/build.sh"))
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(Error::Usage(format!("testcluster/build.sh failed ({})", out.status)));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// A child process that dies with us.
+struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> Result<Process, Error> {
+    let log = dir.join(format!("{name}.log"));
+    let out = File::create(&log)?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::Usage(format!("cannot start {}: {e}", program.display())))?;
+    Ok(Process {
+        name: name.to_string(),
+        child,
+        log,
+    })
+}
+
+impl Process {
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn tail(&self) -> String {
+        let mut s = String::new();
+        let _ = File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+fn http_get(url: &str, token: Option<&str>) -> Option<String> {
+    // A tiny probe: plain HTTP only (etcd, Prometheus); the API server is probed with kube.
+    use std::io::Write;
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").ok()?;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.").then_some(buf)
+}
+
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Result<(), Error> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(Error::Usage(format!("{what} not ready within {limit:?}")))
+}
+
+/// The local control plane.
+pub struct LocalCluster {
+    processes: Vec<Process>,
+    dir: tempfile::TempDir,
+    pub server: String,
+    pub token: String,
+    pub kubeconfig: PathBuf,
+}
+
+impl LocalCluster {
+    /// Starts etcd, the API server, the controller manager, the scheduler and kwok, and
+    /// registers one fake node. Takes a few seconds with warm binaries.
+    pub async fn start(bin: &Path) -> Result<LocalCluster, Error> {
+        let dir = tempfile::Builder::new().prefix("weir-cluster-").tempdir()?;
+        let d = dir.path().to_path_buf();
+        let token = "weir-local-admin".to_string();
+        let (etcd_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
+        let server = format!("https://127.0.0.1:{api_port}");
+        let mut cluster = LocalCluster {
+            processes: vec![],
+            dir,
+            server: server.clone(),
+            token: token.clone(),
+            kubeconfig: d.join("kubeconfig"),
+        };
+
+        for args in [
+            vec!["genrsa", "-out", "sa.key", "2048"],
+            vec!["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"],
+        ] {
+            let status = Command::new("openssl")
+                .args(&args)
+                .current_dir(&d)
+                .stderr(Stdio::null())
+                .status()?;
+            if !status.success() {
+                return Err(Error::Usage("openssl could not make the service-account key".into()));
+            }
+        }
+        std::fs::write(
+            d.join("tokens.csv"),
+            format!("{token},admin,admin-uid,\"system:masters\"\n"),
+        )?;
+        std::fs::write(
+            &cluster.kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: \"{server}\", insecure-skip-tls-verify: true}}\n\
+                 users:\n- name: admin\n  user: {{token: {token}}}\ncontexts:\n- name: local\n  context: {{cluster: local, user: admin}}\ncurrent-context: local\n"
+            ),
+        )?;
+
+        let s = |v: &str| v.to_string();
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        cluster.processes.push(spawn(
+            "etcd",
+            &bin.join("etcd"),
+            &[
+                s("--name=local"),
+                s("--data-dir=etcd"),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=local={peer_url}"),
+                s("--unsafe-no-fsync"),
+            ],
+            &d,
+        )?);
+        cluster.check_alive()?;
+        wait_for("etcd", Duration::from_secs(20), || {
+            http_get(&format!("{etcd_url}/health"), None).is_some_and(|b| b.contains("true"))
+        })
+        .map_err(|e| cluster.explain(e))?;
+
+        cluster.processes.push(spawn(
+            "kube-apiserver",
+            &bin.join("kube-apiserver"),
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                s("--bind-address=127.0.0.1"),
+                s("--advertise-address=127.0.0.1"),
+                format!("--secure-port={api_port}"),
+                s("--endpoint-reconciler-type=none"),
+                s("--cert-dir=certs"),
+                s("--token-auth-file=tokens.csv"),
+                s("--authorization-mode=RBAC"),
+                s("--service-account-key-file=sa.pub"),
+                s("--service-account-signing-key-file=sa.key"),
+                s("--service-account-issuer=https://kubernetes.default.svc"),
+                s("--service-cluster-ip-range=10.96.0.0/16"),
+                // No kubelet, no service-account tokens, no node lifecycle: pods are kwok's.
+                s("--disable-admission-plugins=ServiceAccount,TaintNodesByCondition"),
+            ],
+            &d,
+        )?);
+        let client = cluster.client().await?;
+        let start = Instant::now();
+        loop {
+            cluster.check_alive()?;
+            if client.apiserver_version().await.is_ok() && readyz(&client).await {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(cluster.explain(Error::Usage("kube-apiserver not ready within 60s".into())));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        let kubeconfig = format!("--kubeconfig={}", cluster.kubeconfig.display());
+        cluster.processes.push(spawn(
+            "kube-controller-manager",
+            &bin.join("kube-controller-manager"),
+            &[
+                kubeconfig.clone(),
+                s("--leader-elect=false"),
+                s("--bind-address=127.0.0.1"),
+                s("--secure-port=0"),
+                s("--controllers=deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller"),
+            ],
+            &d,
+        )?);
+        cluster.processes.push(spawn(
+            "kube-scheduler",
+            &bin.join("kube-scheduler"),
+            &[
+                kubeconfig.clone(),
+                s("--leader-elect=false"),
+                s("--bind-address=127.0.0.1"),
+                s("--secure-port=0"),
+            ],
+            &d,
+        )?);
+        let stages = repo_dir().join("testcluster/kwok-stages.yaml");
+        cluster.processes.push(spawn(
+            "kwok",
+            &bin.join("kwok"),
+            &[
+                kubeconfig,
+                format!("--config={}", stages.display()),
+                s("--manage-all-nodes=false"),
+                s("--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake"),
+                s("--cidr=10.0.0.1/16"),
+                s("--node-ip=10.0.0.1"),
+                s("--server-address=127.0.0.1:0"),
+            ],
+            &d,
+        )?);
+        apply_yaml(
+            &client,
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: kwok-node-0\n  annotations: {kwok.x-k8s.io/node: fake}\n  labels: {type: kwok}\n",
+        )
+        .await?;
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+        let start = Instant::now();
+        loop {
+            cluster.check_alive()?;
+            let ready = nodes
+                .get_opt("kwok-node-0")
+                .await?
+                .and_then(|n| n.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if ready {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(cluster.explain(Error::Usage("the kwok node did not become Ready within 30s".into())));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(cluster)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn client(&self) -> Result<Client, Error> {
+        let mut config = Config::new(
+            self.server
+                .parse()
+                .map_err(|e| Error::Usage(format!("server URL: {e}")))?,
+        );
+        config.accept_invalid_certs = true;
+        config.auth_info.token = Some(self.token.clone().into());
+        config.default_namespace = "default".into();
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Fails if a component died, with the end of its log.
+    pub fn check_alive(&mut self) -> Result<(), Error> {
+        for p in &mut self.processes {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Err(Error::Usage(format!("{} exited ({status}):\n{}", p.name, p.tail())));
+            }
+        }
+        Ok(())
+    }
+
+    /// An error with the end of every component's log attached.
+    pub fn explain(&self, e: Error) -> Error {
+        let logs: Vec<String> = self
+            .processes
+            .iter()
+            .map(|p| format!("--- {}:\n{}", p.name, p.tail()))
+            .collect();
+        Error::Usage(format!("{e}\n{}", logs.join("\n")))
+    }
+
+    pub fn stop(&mut self) {
+        // Reverse order: the API server's clients first, etcd last.
+        while let Some(mut p) = self.processes.pop() {
+            p.stop();
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn readyz(client: &Client) -> bool {
+    let req = http::Request::get("/readyz").body(Vec::new());
+    match req {
+        Ok(req) => client.request_text(req).await.is_ok_and(|t| t.trim() == "ok"),
+        Err(_) => false,
+    }
+}
+
+/// Applies every document of a YAML text by server-side apply (field manager
+/// `weir-devcluster`), creating CRDs first and waiting until they are served.
+pub async fn apply_yaml(client: &Client, text: &str) -> Result<Vec<DynamicObject>, Error> {
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(text)
+        .map(serde::Deserialize::deserialize)
+        .collect::<Result<Vec<serde_yaml::Value>, _>>()?
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .collect();
+    let params = PatchParams::apply("weir-devcluster").force();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut waited_for_crds = false;
+    for doc in docs
+        .iter()
+        .filter(|d| d.get("kind").and_then(|k| k.as_str()) == Some("CustomResourceDefinition"))
+    {
+        let crd: CustomResourceDefinition = serde_yaml::from_value(doc.clone())?;
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        let start = Instant::now();
+        loop {
+            let established = crds
+                .get(&name)
+                .await?
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err(Error::Usage(format!("CRD {name} not established within 20s")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        waited_for_crds = true;
+    }
+    if waited_for_crds {
+        // Discovery takes a moment to serve new groups.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let mut applied = vec![];
+    for doc in docs
+        .iter()
+        .filter(|d| d.get("kind").and_then(|k| k.as_str()) != Some("CustomResourceDefinition"))
+    {
+        let obj: DynamicObject = serde_yaml::from_value(doc.clone())?;
+        let types = obj
+            .types
+            .clone()
+            .ok_or_else(|| Error::Usage("a document without apiVersion/kind".into()))?;
+        let gvk = kube::api::GroupVersionKind::try_from(&types).map_err(|e| Error::Usage(format!("{e}")))?;
+        let (ar, caps): (ApiResource, ApiCapabilities) = discovery
+            .resolve_gvk(&gvk)
+            .ok_or_else(|| Error::Usage(format!("the cluster does not serve {gvk:?}")))?;
+        let api: Api<DynamicObject> = match (caps.scope, obj.metadata.namespace.as_deref()) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
+            (Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &ar),
+            (Scope::Cluster, _) => Api::all_with(client.clone(), &ar),
+        };
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        applied.push(api.patch(&name, &params, &Patch::Apply(&obj)).await?);
+    }
+    Ok(applied)
+}
+
+/// A Prometheus (Debian's package) on a free loopback port with a temporary data dir.
+pub struct LocalPrometheus {
+    process: Option<Process>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+    pub address: String,
+}
+
+impl LocalPrometheus {
+    /// Starts Prometheus scraping `targets` (host:port) every second.
+    pub fn start(targets: &[String]) -> Result<LocalPrometheus, Error> {
+        let dir = tempfile::Builder::new().prefix("weir-prometheus-").tempdir()?;
+        let port = free_port()?;
+        let quoted: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n      - targets: [{}]\n",
+            quoted.join(", ")
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config)?;
+        let mut p = LocalPrometheus {
+            process: None,
+            dir,
+            port,
+            address: format!("http://127.0.0.1:{port}"),
+        };
+        p.restart()?;
+        Ok(p)
+    }
+
+    /// (Re)starts the server on the same port and data dir.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.stop();
+        let program = which("prometheus").ok_or_else(|| {
+            Error::Usage("prometheus is not installed: run the README's test command, which installs it (apt-get install prometheus)".into())
+        })?;
+        let d = self.dir.path();
+        let args = [
+            format!("--config.file={}", d.join("prometheus.yml").display()),
+            format!("--storage.tsdb.path={}", d.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{}", self.port),
+        ];
+        self.process = Some(spawn("prometheus", &program, &args, d)?);
+        let ready = format!("{}/-/ready", self.address);
+        wait_for("Prometheus", Duration::from_secs(30), || {
+            http_get(&ready, None).is_some_and(|b| b.starts_with("HTTP/1.1 200") || b.starts_with("HTTP/1.0 200"))
+        })
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.stop();
+        }
+    }
+}
+
+impl Drop for LocalPrometheus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
