@@ -46,22 +46,36 @@ pub fn binaries() -> Result<PathBuf, Error> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
-/// A child process that dies with us.
-struct Process {
-    name: String,
+/// A child process that dies with us, its output in `<dir>/<name>.log`.
+pub struct Process {
+    pub name: String,
     child: Child,
     log: PathBuf,
 }
 
-fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> Result<Process, Error> {
+/// Starts a child process. It gets SIGKILL if the thread that started it ends, so start
+/// long-lived children from a thread that lives as long as they should (a test's own
+/// thread, `main`), not from a blocking pool.
+pub fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> Result<Process, Error> {
+    spawn_with_env(name, program, args, dir, &[])
+}
+
+pub fn spawn_with_env(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> Result<Process, Error> {
     let log = dir.join(format!("{name}.log"));
-    let out = File::create(&log)?;
+    let out = File::options().create(true).append(true).open(&log)?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);
+    cmd.envs(env.iter().copied());
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -82,12 +96,18 @@ fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> Result<Proc
 }
 
 impl Process {
-    fn stop(&mut self) {
+    /// SIGKILL, then reap.
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    fn tail(&self) -> String {
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last lines of its log.
+    pub fn tail(&self) -> String {
         let mut s = String::new();
         let _ = File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
         let lines: Vec<&str> = s.lines().collect();
@@ -337,6 +357,12 @@ impl LocalCluster {
         while let Some(mut p) = self.processes.pop() {
             p.stop();
         }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -309,7 +309,7 @@ impl Decider {
                 "revision {} was rolled back; change the template or run `weir retry` to try it again",
                 target.revision
             );
-            return self.keep_idle(plan, target, world, world_weight);
+            return self.keep_idle(target, world, world_weight);
         }
         if self.status.canary_revision.as_deref() != Some(target.revision.as_str()) {
             return self.start_canary(plan, target, world, world_weight);
@@ -372,12 +372,15 @@ impl Decider {
             "Initialized",
             format!("took over Deployment {} at revision {}", plan.target, target.revision),
         );
-        self.keep_idle(plan, target, world, world_weight);
+        self.keep_idle(target, world, world_weight);
     }
 
     /// No canary: the Deployment stays paused (so a bump cannot roll out unjudged), all
     /// traffic on stable, the canary scaled to zero.
-    fn keep_idle(&mut self, plan: &Plan, target: &TargetState, world: &World, world_weight: u32) {
+    ///
+    /// The canary pods go only after `drain_until`: the mesh needs a moment to stop sending
+    /// them requests after the weight write (Envoy configuration is pushed, not instant).
+    fn keep_idle(&mut self, target: &TargetState, world: &World, world_weight: u32) {
         self.set_weight(world_weight, 0);
         if !target.paused {
             self.actions.push(Action::PauseTarget(true));
@@ -385,19 +388,31 @@ impl Decider {
         if let Some(canary) = &world.canary
             && canary.replicas > 0
         {
-            self.actions.push(Action::ApplyCanary {
-                revision: canary.revision.clone().unwrap_or_else(|| target.revision.clone()),
-                replicas: 0,
-            });
+            match parse_ts(&self.status.drain_until).filter(|t| *t > self.now) {
+                Some(drain_until) => self.wake_at(drain_until),
+                None => self.actions.push(Action::ApplyCanary {
+                    revision: canary.revision.clone().unwrap_or_else(|| target.revision.clone()),
+                    replicas: 0,
+                }),
+            }
         }
-        let _ = plan;
+        if parse_ts(&self.status.drain_until).is_some_and(|t| t <= self.now) {
+            self.status.drain_until = None;
+        }
         self.status.canary_revision = None;
         self.status.current_step = None;
         self.status.step_state = None;
         self.status.step_started_at = None;
         self.status.waiting_since = None;
         self.status.promotion = None;
-        self.status.drain_until = None;
+    }
+
+    /// Traffic leaves the canary now; its pods may go (or change) once the mesh has caught up.
+    fn drain_canary(&mut self, plan: &Plan, world_weight: u32) {
+        if world_weight > 0 || self.status.canary_weight > 0 {
+            self.status.drain_until = Some(ts(after(self.now, plan.scale_down_delay)));
+        }
+        self.set_weight(world_weight, 0);
     }
 
     fn settle_on_stable(&mut self, plan: &Plan, target: &TargetState, world: &World, world_weight: u32) {
@@ -418,19 +433,12 @@ impl Decider {
                 self.status.phase = Phase::Healthy;
                 self.status.message = format!("canary {cancelled} cancelled: the template is back on stable");
                 self.status.analysis = None;
+                self.drain_canary(plan, world_weight);
             }
         }
         if self.status.phase == Phase::Promoting && !target.rolled_out() {
             self.status.message = "waiting for the Deployment to settle before moving traffic back to stable".into();
             self.wake_at(after(self.now, Duration::from_secs(30)));
-            return;
-        }
-        if let Some(drain_until) = parse_ts(&self.status.drain_until)
-            && drain_until > self.now
-        {
-            // Promoted: old canary pods finish in-flight requests before they go.
-            self.set_weight(world_weight, 0);
-            self.wake_at(drain_until);
             return;
         }
         if matches!(
@@ -442,7 +450,7 @@ impl Decider {
         if self.status.phase == Phase::Healthy {
             self.status.message = format!("stable runs revision {}", target.revision);
         }
-        self.keep_idle(plan, target, world, world_weight);
+        self.keep_idle(target, world, world_weight);
     }
 
     fn start_canary(&mut self, plan: &Plan, target: &TargetState, world: &World, world_weight: u32) {
@@ -459,8 +467,9 @@ impl Decider {
                 format!("template changed: canary of revision {revision} starts"),
             ),
         }
-        // Weight goes to zero first: the canary pods are about to change template.
-        self.set_weight(world_weight, 0);
+        // Weight goes to zero first, and the pods change template only once the mesh has
+        // stopped sending them traffic.
+        self.drain_canary(plan, world_weight);
         if !target.paused {
             self.actions.push(Action::PauseTarget(true));
         }
@@ -497,6 +506,16 @@ impl Decider {
         let needed = Plan::canary_replicas(target.replicas, step.weight);
         let revision = self.revision();
         let canary = world.canary.clone().unwrap_or_default();
+        if let Some(drain_until) = parse_ts(&self.status.drain_until).filter(|t| *t > self.now)
+            && canary.revision.as_deref() != Some(revision.as_str())
+        {
+            self.status.message = format!(
+                "step {}: the old canary drains before it runs revision {revision}",
+                index + 1
+            );
+            self.wake_at(drain_until);
+            return;
+        }
         let applied = canary.revision.as_deref() == Some(revision.as_str()) && canary.replicas == needed;
         if !applied && !self.actions.iter().any(|a| matches!(a, Action::ApplyCanary { .. })) {
             self.actions.push(Action::ApplyCanary {
@@ -829,7 +848,7 @@ impl Decider {
                 self.status.phase = Phase::Succeeded;
                 self.status.message = format!("revision {revision} promoted: stable runs it");
                 self.event(false, "Promoted", self.status.message.clone());
-                self.keep_idle(plan, target, world, 0);
+                self.keep_idle(target, world, 0);
                 // keep_idle saw weight 0 as current; the weight action (if any) was pushed above.
             }
         }
@@ -849,14 +868,11 @@ impl Decider {
         let revision = self.revision();
         let index = self.status.current_step.unwrap_or(0);
         let weight = plan.steps.get(index as usize).map(|s| s.weight).unwrap_or(0);
-        // All traffic to stable in one write, then the canary goes.
-        self.set_weight(world_weight, 0);
+        // All traffic to stable in one write; the canary is scaled down once it has drained.
         self.actions
             .retain(|a| !matches!(a, Action::ApplyCanary { .. } | Action::PauseTarget(false)));
-        self.actions.push(Action::ApplyCanary {
-            revision: revision.clone(),
-            replicas: 0,
-        });
+        self.drain_canary(plan, world_weight);
+        self.wake_at(after(self.now, plan.scale_down_delay));
         if !target.paused {
             self.actions.push(Action::PauseTarget(true));
         }

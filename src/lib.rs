@@ -13,6 +13,7 @@ pub mod engine;
 pub mod istio;
 pub mod judge;
 pub mod kubernetes;
+pub mod meshsim;
 pub mod plan;
 pub mod prometheus;
 

@@ -355,7 +355,17 @@ fn rollback_at_step(judge: &str, step: usize) {
         sim.weights_written.iter().all(|w| *w <= weights[step]),
         "weight never passed the failing step"
     );
-    assert_eq!(sim.canary.as_ref().map(|c| c.replicas), Some(0), "canary scaled down");
+    // The canary pods keep running until the mesh has stopped sending them requests.
+    assert!(
+        sim.canary.as_ref().is_some_and(|c| c.replicas > 0),
+        "canary drains first"
+    );
+    let rolled_back_at = sim.now;
+    sim.run_until(minutes(1), |s| s.canary.as_ref().map(|c| c.replicas) == Some(0));
+    assert!(
+        sim.now.duration_since(rolled_back_at) >= jiff::SignedDuration::from_secs(10),
+        "scaleDownDelay respected"
+    );
     let rb = sim.status.rollback.clone().expect("rollback recorded");
     assert_eq!(rb.step as usize, step + 1);
     assert_eq!(rb.weight, weights[step]);
@@ -486,7 +496,7 @@ fn a_revert_to_the_stable_template_cancels_the_canary() {
     sim.bump(STABLE);
     sim.reconcile();
     assert_eq!(sim.weight, 0);
-    assert_eq!(sim.canary.as_ref().map(|c| c.replicas), Some(0));
+    sim.run_until(minutes(1), |s| s.canary.as_ref().map(|c| c.replicas) == Some(0));
     assert_eq!(sim.status.phase, Phase::Healthy);
     assert_eq!(sim.status.canary_revision, None);
     assert!(sim.event_reasons().contains(&"CanaryCancelled"));

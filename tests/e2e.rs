@@ -1,0 +1,616 @@
+//! End to end, against a real Kubernetes control plane (built from Go modules, kwok for
+//! nodes), a real Prometheus scraping the mesh simulator, and the `weir` binary as the
+//! controller. Every scenario runs in its own namespace, all at once against one
+//! controller, with steps of a few seconds.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::ApiResource;
+use serde_json::json;
+use weir::api::{Phase, Rollout};
+use weir::devcluster::{self, LocalCluster, LocalPrometheus, Process};
+use weir::meshsim::{self, MeshConfig};
+
+type Failures = Arc<Mutex<Vec<String>>>;
+
+struct Env {
+    client: Client,
+    prometheus: String,
+    mesh: Arc<Mutex<meshsim::Telemetry>>,
+}
+
+/// The example application, made fast: steps of 4 s, looks every second.
+fn app(ns: &str, prometheus: &str, vs_name: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}, labels: {{istio-injection: enabled}}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: backend, namespace: {ns}}}
+spec:
+  replicas: 4
+  selector: {{matchLabels: {{app: backend, weir.dev/track: stable}}}}
+  strategy: {{rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}
+  template:
+    metadata: {{labels: {{app: backend, weir.dev/track: stable}}}}
+    spec:
+      containers: [{{name: backend, image: "nginxdemos/hello:1.0"}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: backend, namespace: {ns}}}
+spec:
+  selector: {{app: backend}}
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: backend, namespace: {ns}}}
+spec:
+  host: backend
+  subsets:
+    - {{name: stable, labels: {{weir.dev/track: stable}}}}
+    - {{name: canary, labels: {{weir.dev/track: canary}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: backend, namespace: {ns}}}
+spec:
+  hosts: [backend]
+  http:
+    - name: primary
+      retries: {{attempts: 2, perTryTimeout: 2s}}
+      timeout: 5s
+      route:
+        - {{destination: {{host: backend, subset: stable}}, weight: 100}}
+        - {{destination: {{host: backend, subset: canary}}, weight: 0}}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Rollout
+metadata: {{name: backend, namespace: {ns}}}
+spec:
+  targetRef: {{kind: Deployment, name: backend}}
+  trafficRouting:
+    istio:
+      virtualService: {{name: {vs_name}}}
+      destinationRule: {{name: backend, stableSubset: stable, canarySubset: canary}}
+  steps: [{{weight: 10}}, {{weight: 25}}, {{weight: 50}}, {{weight: 100}}]
+  progressDeadline: 15s
+  scaleDownDelay: 2s
+  analysis:
+    interval: 4s
+    tick: 1s
+    sequential: {{minDwell: 2s, minRequests: 10}}
+    prometheus: {{address: "{prometheus}", timeout: 1s}}
+    metrics:
+      - {{name: request-success-rate, min: 99}}
+      - {{name: request-duration, quantile: 0.99, max: 500}}
+"#
+    )
+}
+
+fn vs_api(client: &Client, ns: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "networking.istio.io",
+        "v1",
+        "VirtualService",
+    ));
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+/// Records every canary weight the VirtualService shows, as it changes.
+fn record_weights(client: Client, ns: &str) -> (Arc<Mutex<Vec<u64>>>, tokio::task::JoinHandle<()>) {
+    let weights = Arc::new(Mutex::new(vec![]));
+    let (w, api) = (weights.clone(), vs_api(&client, ns));
+    let task = tokio::spawn(async move {
+        loop {
+            if let Ok(vs) = api.get("backend").await {
+                let weight = vs
+                    .data
+                    .pointer("/spec/http/0/route/1/weight")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                let mut w = w.lock().unwrap();
+                if w.last() != Some(&weight) {
+                    w.push(weight);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    (weights, task)
+}
+
+async fn rollout(client: &Client, ns: &str) -> Rollout {
+    Api::<Rollout>::namespaced(client.clone(), ns)
+        .get("backend")
+        .await
+        .expect("get rollout")
+}
+
+async fn wait_phase(client: &Client, ns: &str, want: &[Phase], limit: Duration) -> Result<Rollout, String> {
+    let start = Instant::now();
+    loop {
+        let r = rollout(client, ns).await;
+        let phase = r.status.as_ref().map(|s| s.phase.clone());
+        if phase.as_ref().is_some_and(|p| want.contains(p)) {
+            return Ok(r);
+        }
+        if start.elapsed() > limit {
+            return Err(format!("{ns}: not {want:?} within {limit:?}; status {:#?}", r.status));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_weight(weights: &Arc<Mutex<Vec<u64>>>, weight: u64, limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    while weights.lock().unwrap().last() != Some(&weight) {
+        if start.elapsed() > limit {
+            return Err(format!(
+                "weight {weight} not reached within {limit:?}: {:?}",
+                weights.lock().unwrap()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn bump(client: &Client, ns: &str, image: &str) {
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "backend", "image": image}]}}}});
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .patch("backend", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .expect("bump the image");
+}
+
+async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deployment> {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("get deployment")
+}
+
+fn image_of(d: &Deployment) -> String {
+    d.spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers[0].image.clone())
+        .unwrap_or_default()
+}
+
+/// Applies the application and waits until weir has taken it over. Requests that met
+/// no ready pod before that (the VirtualService can land before the first pods are
+/// ready) are weir's business only from here on: the count is returned as the baseline.
+async fn setup(env: &Env, ns: &str, prometheus: &str) -> Result<(Arc<Mutex<Vec<u64>>>, u64), String> {
+    devcluster::apply_yaml(&env.client, &app(ns, prometheus, "backend"))
+        .await
+        .map_err(|e| format!("{ns}: apply: {e}"))?;
+    wait_phase(&env.client, ns, &[Phase::Healthy], Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let no_ready_before = env.mesh.lock().unwrap().no_ready_pods(ns);
+    let (weights, _task) = record_weights(env.client.clone(), ns);
+    Ok((weights, no_ready_before))
+}
+
+fn check(failures: &Failures, ok: bool, what: String) {
+    if !ok {
+        failures.lock().unwrap().push(what);
+    }
+}
+
+async fn healthy_canary_is_promoted(env: &Env, f: &Failures) -> Result<(), String> {
+    let ns = "e2e-healthy";
+    let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
+    let before = rollout(&env.client, ns).await.status.unwrap().stable_revision;
+    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    let r = wait_phase(
+        &env.client,
+        ns,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(120),
+    )
+    .await?;
+    let status = r.status.unwrap();
+    check(
+        f,
+        status.phase == Phase::Succeeded,
+        format!("{ns}: not promoted: {}", status.message),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let w = weights.lock().unwrap().clone();
+    check(f, w == vec![0, 10, 25, 50, 100, 0], format!("{ns}: weights went {w:?}"));
+    check(
+        f,
+        status.stable_revision != before,
+        format!("{ns}: stable revision unchanged"),
+    );
+    let target = deployment(&env.client, ns, "backend").await.unwrap();
+    let st = target.status.clone().unwrap_or_default();
+    check(
+        f,
+        image_of(&target) == "nginxdemos/hello:2.0"
+            && st.updated_replicas == Some(4)
+            && st.available_replicas == Some(4),
+        format!("{ns}: stable does not run the new template on every replica: {st:?}"),
+    );
+    check(
+        f,
+        target.spec.paused == Some(true),
+        format!("{ns}: the Deployment is not paused again"),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let canary = deployment(&env.client, ns, "backend-canary").await.unwrap();
+    check(
+        f,
+        canary.spec.replicas == Some(0),
+        format!("{ns}: canary not scaled down: {:?}", canary.spec.replicas),
+    );
+    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - no_ready_before;
+    check(
+        f,
+        no_ready == 0,
+        format!("{ns}: {no_ready} requests met a destination without ready pods"),
+    );
+    let (canary_served, _) = env.mesh.lock().unwrap().served(ns, "backend-canary");
+    check(
+        f,
+        canary_served > 100,
+        format!("{ns}: the canary served only {canary_served} requests"),
+    );
+    Ok(())
+}
+
+async fn bad_canary_is_rolled_back(env: &Env, f: &Failures, tag: &str, metric: &str) -> Result<(), String> {
+    let ns = &format!("e2e-{tag}");
+    let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
+    bump(&env.client, ns, &format!("nginxdemos/hello:2.0-{tag}")).await;
+    let r = wait_phase(
+        &env.client,
+        ns,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(120),
+    )
+    .await?;
+    let status = r.status.unwrap();
+    check(
+        f,
+        status.phase == Phase::RolledBack,
+        format!("{ns}: not rolled back: {}", status.message),
+    );
+    let rb = status.rollback.clone().unwrap_or_default();
+    check(
+        f,
+        rb.metric.as_deref() == Some(metric),
+        format!("{ns}: rolled back on {:?}, expected {metric}: {}", rb.metric, rb.reason),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let w = weights.lock().unwrap().clone();
+    let max = w.iter().copied().max().unwrap_or(0);
+    check(
+        f,
+        max <= u64::from(rb.weight) && w.last() == Some(&0),
+        format!("{ns}: weights {w:?} vs rollback at {}%", rb.weight),
+    );
+    check(f, max < 100, format!("{ns}: a bad canary reached 100%: {w:?}"));
+    let target = deployment(&env.client, ns, "backend").await.unwrap();
+    check(
+        f,
+        target.spec.paused == Some(true),
+        format!("{ns}: the Deployment rolled out the bad template"),
+    );
+    // Stable still serves: its pods are the old ReplicaSet's.
+    let (stable_before, _) = env.mesh.lock().unwrap().served(ns, "backend");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (stable_after, _) = env.mesh.lock().unwrap().served(ns, "backend");
+    check(
+        f,
+        stable_after > stable_before + 50,
+        format!("{ns}: stable is not serving after the rollback"),
+    );
+    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - no_ready_before;
+    check(
+        f,
+        no_ready == 0,
+        format!("{ns}: {no_ready} requests met a destination without ready pods"),
+    );
+    Ok(())
+}
+
+async fn controller_killed_mid_rollout_resumes(
+    env: &Env,
+    f: &Failures,
+    controller: &Arc<Mutex<Controller>>,
+) -> Result<(), String> {
+    let ns = "e2e-sigkill";
+    let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
+    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    wait_weight(&weights, 25, Duration::from_secs(60)).await?;
+    controller.lock().unwrap().kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    controller
+        .lock()
+        .unwrap()
+        .start()
+        .map_err(|e| format!("restart controller: {e}"))?;
+    let r = wait_phase(
+        &env.client,
+        ns,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(120),
+    )
+    .await?;
+    check(
+        f,
+        r.status.as_ref().unwrap().phase == Phase::Succeeded,
+        format!("{ns}: {}", r.status.unwrap().message),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let w = weights.lock().unwrap().clone();
+    check(
+        f,
+        w == vec![0, 10, 25, 50, 100, 0],
+        format!("{ns}: after SIGKILL the weights went {w:?}"),
+    );
+    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - no_ready_before;
+    check(
+        f,
+        no_ready == 0,
+        format!("{ns}: {no_ready} requests met a destination without ready pods"),
+    );
+    Ok(())
+}
+
+async fn prometheus_outage_never_promotes_blind(
+    env: &Env,
+    f: &Failures,
+    prometheus: &Mutex<LocalPrometheus>,
+) -> Result<(), String> {
+    let ns = "e2e-blind";
+    let address = prometheus.lock().unwrap().address.clone();
+    let (weights, _) = setup(env, ns, &address).await?;
+    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    wait_weight(&weights, 25, Duration::from_secs(60)).await?;
+    prometheus.lock().unwrap().stop();
+    let r = wait_phase(
+        &env.client,
+        ns,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(120),
+    )
+    .await?;
+    let status = r.status.unwrap();
+    check(
+        f,
+        status.phase == Phase::RolledBack,
+        format!("{ns}: promoted while blind: {}", status.message),
+    );
+    let reason = status.rollback.map(|r| r.reason).unwrap_or_default();
+    check(
+        f,
+        reason.contains("progressDeadline") && reason.contains("Prometheus"),
+        format!("{ns}: rollback reason: {reason}"),
+    );
+    let w = weights.lock().unwrap().clone();
+    check(f, !w.contains(&100), format!("{ns}: weights {w:?}"));
+    Ok(())
+}
+
+async fn second_bump_restarts_for_the_newest(env: &Env, f: &Failures) -> Result<(), String> {
+    let ns = "e2e-rebump";
+    let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
+    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    wait_weight(&weights, 25, Duration::from_secs(60)).await?;
+    bump(&env.client, ns, "nginxdemos/hello:3.0").await;
+    let r = wait_phase(
+        &env.client,
+        ns,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(120),
+    )
+    .await?;
+    check(
+        f,
+        r.status.as_ref().unwrap().phase == Phase::Succeeded,
+        format!("{ns}: {}", r.status.unwrap().message),
+    );
+    let target = deployment(&env.client, ns, "backend").await.unwrap();
+    check(
+        f,
+        image_of(&target) == "nginxdemos/hello:3.0",
+        format!("{ns}: stable runs {}", image_of(&target)),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let w = weights.lock().unwrap().clone();
+    let restart = w
+        .iter()
+        .position(|x| *x == 25)
+        .map(|i| w[i + 1..].to_vec())
+        .unwrap_or_default();
+    check(
+        f,
+        restart.first() == Some(&0) && restart.ends_with(&[10, 25, 50, 100, 0]),
+        format!("{ns}: weights {w:?}"),
+    );
+    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - no_ready_before;
+    check(
+        f,
+        no_ready == 0,
+        format!("{ns}: {no_ready} requests met a destination without ready pods"),
+    );
+    Ok(())
+}
+
+async fn invalid_rollouts_are_refused_or_reported(env: &Env, f: &Failures) -> Result<(), String> {
+    let ns = "e2e-invalid";
+    let text = app(ns, &env.prometheus, "no-such-vs");
+    devcluster::apply_yaml(&env.client, &text)
+        .await
+        .map_err(|e| format!("{ns}: {e}"))?;
+    let r = wait_phase(&env.client, ns, &[Phase::InvalidSpec], Duration::from_secs(30)).await?;
+    let message = r.status.unwrap().message;
+    check(
+        f,
+        message == format!("VirtualService {ns}/no-such-vs not found"),
+        format!("{ns}: message {message:?}"),
+    );
+    // The schema's CEL rules: the API server refuses decreasing weights.
+    let mut bad: Rollout = rollout(&env.client, ns).await;
+    bad.metadata = kube::api::ObjectMeta {
+        name: Some("decreasing".into()),
+        namespace: Some(ns.into()),
+        ..Default::default()
+    };
+    bad.status = None;
+    bad.spec.steps = serde_json::from_value(json!([{"weight": 50}, {"weight": 20}])).unwrap();
+    let err = Api::<Rollout>::namespaced(env.client.clone(), ns)
+        .create(&PostParams::default(), &bad)
+        .await;
+    let refused =
+        matches!(&err, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("strictly increasing"));
+    check(
+        f,
+        refused,
+        format!("{ns}: decreasing weights were not refused: {err:?}"),
+    );
+    Ok(())
+}
+
+/// The `weir` binary as the controller, restartable.
+struct Controller {
+    process: Option<Process>,
+    kubeconfig: String,
+    dir: std::path::PathBuf,
+}
+
+impl Controller {
+    fn start(&mut self) -> Result<(), weir::Error> {
+        let port = devcluster::free_port()?.to_string();
+        let args = ["controller".to_string(), format!("--http-addr=127.0.0.1:{port}")];
+        let env = [("KUBECONFIG", self.kubeconfig.as_str()), ("RUST_LOG", "info,kube=warn")];
+        self.process = Some(devcluster::spawn_with_env(
+            "weir",
+            Path::new(env!("CARGO_BIN_EXE_weir")),
+            &args,
+            &self.dir,
+            &env,
+        )?);
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.stop();
+        }
+    }
+}
+
+#[test]
+fn end_to_end() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Children are started from this thread, which lives for the whole test.
+    runtime.block_on(async {
+        let bin = devcluster::binaries().expect("control-plane binaries (testcluster/build.sh)");
+        let cluster = LocalCluster::start(&bin).await.expect("local cluster");
+        let client = cluster.client().await.unwrap();
+        let repo = devcluster::repo_dir();
+        for file in ["testcluster/istio-crds.yaml", "crds/rollout.yaml"] {
+            let text = std::fs::read_to_string(repo.join(file)).unwrap();
+            devcluster::apply_yaml(&client, &text)
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+        let config =
+            MeshConfig::from_yaml(&std::fs::read_to_string(repo.join("testcluster/mesh.yaml")).unwrap()).unwrap();
+        let mesh = meshsim::start(client.clone(), config, "127.0.0.1:0".parse().unwrap(), 7)
+            .await
+            .unwrap();
+        let prometheus = LocalPrometheus::start(&[mesh.addr.to_string()]).expect("Prometheus");
+        let blind = Mutex::new(LocalPrometheus::start(&[mesh.addr.to_string()]).expect("second Prometheus"));
+        let controller = Arc::new(Mutex::new(Controller {
+            process: None,
+            kubeconfig: cluster.kubeconfig.display().to_string(),
+            dir: cluster.dir().to_path_buf(),
+        }));
+        controller.lock().unwrap().start().expect("start weir");
+
+        let env = Env {
+            client: client.clone(),
+            prometheus: prometheus.address.clone(),
+            mesh: mesh.telemetry.clone(),
+        };
+        let failures: Failures = Arc::default();
+        let started = Instant::now();
+        let results = tokio::join!(
+            healthy_canary_is_promoted(&env, &failures),
+            bad_canary_is_rolled_back(&env, &failures, "bad", "request-success-rate"),
+            bad_canary_is_rolled_back(&env, &failures, "slow", "request-duration"),
+            controller_killed_mid_rollout_resumes(&env, &failures, &controller),
+            prometheus_outage_never_promotes_blind(&env, &failures, &blind),
+            second_bump_restarts_for_the_newest(&env, &failures),
+            invalid_rollouts_are_refused_or_reported(&env, &failures),
+        );
+        let mut errors: Vec<String> = [
+            results.0, results.1, results.2, results.3, results.4, results.5, results.6,
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+        errors.extend(failures.lock().unwrap().iter().cloned());
+        eprintln!("end-to-end scenarios took {:?}", started.elapsed());
+        if !errors.is_empty() {
+            let log = controller
+                .lock()
+                .unwrap()
+                .process
+                .as_ref()
+                .map(|p| p.tail())
+                .unwrap_or_default();
+            let mut events = BTreeMap::new();
+            for ns in [
+                "e2e-healthy",
+                "e2e-bad",
+                "e2e-slow",
+                "e2e-sigkill",
+                "e2e-blind",
+                "e2e-rebump",
+                "e2e-invalid",
+            ] {
+                let list = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+                    .list(&Default::default())
+                    .await;
+                let notes: Vec<String> = list
+                    .map(|l| {
+                        l.items
+                            .iter()
+                            .map(|e| format!("{:?}: {:?}", e.reason, e.note))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                events.insert(ns, notes);
+            }
+            panic!(
+                "{} failure(s):\n{}\n\nweir log (tail):\n{log}\n\nEvents: {events:#?}",
+                errors.len(),
+                errors.join("\n")
+            );
+        }
+        drop(controller);
+        drop(mesh);
+    });
+}
