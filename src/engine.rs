@@ -305,8 +305,14 @@ impl Decider {
         }
         if self.status.rolled_back_revision.as_deref() == Some(target.revision.as_str()) {
             self.status.phase = Phase::RolledBack;
+            let why = match &self.status.rollback {
+                Some(rb) if rb.revision == target.revision => {
+                    format!(" at step {} ({}%): {}", rb.step, rb.weight, rb.reason)
+                }
+                _ => String::new(),
+            };
             self.status.message = format!(
-                "revision {} was rolled back; change the template or run `weir retry` to try it again",
+                "revision {} was rolled back{why}. Change the template or run `weir retry` to try it again",
                 target.revision
             );
             return self.keep_idle(target, world, world_weight);

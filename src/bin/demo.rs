@@ -1,0 +1,157 @@
+//! `make demo`: a whole canary story on this machine, no cluster needed.
+//!
+//! Starts a local control plane (built from Go modules), the mesh simulator, a real
+//! Prometheus and the weir controller; applies `examples/dev`; bumps the backend image
+//! and shows the canary go 10 → 25 → 50 → 100 live until it is promoted; then bumps to
+//! a bad image and shows the rollback; prints a summary and stops everything.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
+use serde_json::json;
+use weir::api::{Phase, Rollout};
+use weir::controller;
+use weir::devcluster::{self, LocalCluster, LocalPrometheus};
+use weir::meshsim::{self, MeshConfig};
+
+fn say(start: Instant, what: &str) {
+    println!("[{:>6.1}s] {what}", start.elapsed().as_secs_f64());
+}
+
+async fn bump(client: &Client, image: &str) -> Result<(), weir::Error> {
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "backend", "image": image}]}}}});
+    Api::<Deployment>::namespaced(client.clone(), "dev")
+        .patch("backend", &PatchParams::default(), &Patch::Strategic(patch))
+        .await?;
+    Ok(())
+}
+
+/// Prints a line whenever the rollout's step, weight or verdict changes, until `until`.
+async fn watch(client: &Client, start: Instant, until: &[Phase], limit: Duration) -> Result<Rollout, weir::Error> {
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "dev");
+    let mut last = String::new();
+    let began = Instant::now();
+    loop {
+        let r = api.get("backend").await?;
+        let s = r.status.clone().unwrap_or_default();
+        let metric = |name: &str| {
+            s.analysis
+                .as_ref()
+                .and_then(|a| a.metrics.iter().find(|m| m.name == name))
+                .and_then(|m| m.canary_value)
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let line = format!(
+            "{:<11} step {:<4} canary {:>3}%  success {:>6}%  p99 {:>6} ms  {}",
+            format!("{:?}", s.phase),
+            s.step_display.clone().unwrap_or_else(|| "-".into()),
+            s.canary_weight,
+            metric("request-success-rate"),
+            metric("request-duration"),
+            s.message
+        );
+        if line != last {
+            say(start, &line);
+            last = line;
+        }
+        if until.contains(&s.phase) {
+            return Ok(r);
+        }
+        if began.elapsed() > limit {
+            return Err(weir::Error::Usage(format!("no {until:?} within {limit:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn run(start: Instant) -> Result<(), weir::Error> {
+    say(start, "building or finding the control plane (testcluster/build.sh; the first build takes ~15 min) ...");
+    let bin = devcluster::binaries()?;
+    let cluster = LocalCluster::start(&bin).await?;
+    say(start, &format!("Kubernetes {} is up (etcd, kube-apiserver, controller-manager, scheduler, kwok)", cluster.server));
+    let client = cluster.client().await?;
+    let repo = devcluster::repo_dir();
+    for file in ["testcluster/istio-crds.yaml", "crds/rollout.yaml"] {
+        devcluster::apply_yaml(&client, &std::fs::read_to_string(repo.join(file))?).await?;
+    }
+    let config = MeshConfig::from_yaml(&std::fs::read_to_string(repo.join("testcluster/mesh.yaml"))?)?;
+    let mesh = meshsim::start(client.clone(), config, "127.0.0.1:0".parse().map_err(|_| weir::Error::Usage("address".into()))?, 1).await?;
+    let prometheus = LocalPrometheus::start(&[mesh.addr.to_string()])?;
+    say(start, &format!("mesh simulator on {} scraped by Prometheus on {}", mesh.addr, prometheus.address));
+
+    let http_addr = format!("127.0.0.1:{}", devcluster::free_port()?).parse().map_err(|_| weir::Error::Usage("address".into()))?;
+    let controller_client = client.clone();
+    let controller = tokio::spawn(async move {
+        let options = controller::Options { http_addr, concurrency: 16, namespace: None };
+        controller::run(controller_client, options).await
+    });
+    say(start, &format!("weir controller running (metrics on http://{http_addr}/metrics)"));
+
+    let mut example = String::new();
+    let mut files: Vec<_> = std::fs::read_dir(repo.join("examples/dev"))?.filter_map(Result::ok).map(|e| e.path()).collect();
+    files.sort();
+    for f in files {
+        example.push_str(&std::fs::read_to_string(f)?);
+        example.push_str("\n---\n");
+    }
+    devcluster::apply_yaml(&client, &example).await?;
+    // The example's timings are for production (1m steps); the demo runs them in seconds
+    // and points the analysis at the local Prometheus.
+    let fast = json!({"spec": {
+        "progressDeadline": "30s", "scaleDownDelay": "3s",
+        "analysis": {"interval": "6s", "tick": "1s", "prometheus": {"address": prometheus.address},
+                     "sequential": {"minDwell": "3s", "minRequests": 10}}}});
+    Api::<Rollout>::namespaced(client.clone(), "dev").patch("backend", &PatchParams::default(), &Patch::Merge(fast)).await?;
+    say(start, "applied examples/dev: backend + frontend, DestinationRule, VirtualService, Rollout");
+    watch(&client, start, &[Phase::Healthy], Duration::from_secs(60)).await?;
+
+    say(start, "$ kubectl -n dev set image deployment/backend backend=nginxdemos/hello:0.4");
+    bump(&client, "nginxdemos/hello:0.4").await?;
+    watch(&client, start, &[Phase::Progressing], Duration::from_secs(30)).await?;
+    let good = watch(&client, start, &[Phase::Succeeded, Phase::RolledBack], Duration::from_secs(180)).await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    say(start, "$ kubectl -n dev set image deployment/backend backend=nginxdemos/hello:0.5-bad   (5 % of its requests fail)");
+    bump(&client, "nginxdemos/hello:0.5-bad").await?;
+    watch(&client, start, &[Phase::Progressing], Duration::from_secs(30)).await?;
+    let bad = watch(&client, start, &[Phase::Succeeded, Phase::RolledBack], Duration::from_secs(180)).await?;
+
+    let t = mesh.telemetry.lock().map_err(|_| weir::Error::Usage("telemetry lock".into()))?;
+    let (canary_n, canary_5xx) = t.served("dev", "backend-canary");
+    let (stable_n, stable_5xx) = t.served("dev", "backend");
+    println!("\nSummary");
+    println!("  0.4      -> {:?}: {}", good.status.as_ref().map(|s| s.phase.clone()), good.status.as_ref().map(|s| s.message.clone()).unwrap_or_default());
+    println!("  0.5-bad  -> {:?}: {}", bad.status.as_ref().map(|s| s.phase.clone()), bad.status.as_ref().map(|s| s.message.clone()).unwrap_or_default());
+    println!("  requests served: stable {stable_n} ({stable_5xx} 5xx), canary {canary_n} ({canary_5xx} 5xx)");
+    println!("  requests sent to a destination without ready pods: {}", t.no_ready_pods("dev"));
+    drop(t);
+    controller.abort();
+    drop(mesh);
+    drop(prometheus);
+    drop(cluster);
+    say(start, "stopped everything this demo started");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    // Quiet controller logs; the demo prints its own story.
+    tracing_subscriber::fmt().with_env_filter("error,kube_client=off").with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let start = Instant::now();
+    match runtime.block_on(run(start)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
