@@ -391,6 +391,41 @@ mod tests {
     }
 
     #[test]
+    fn host_mode_finds_the_two_services_and_checks_their_selectors() {
+        let vs = json!({"metadata": {"name": "backend", "namespace": "dev"}, "spec": {"http": [{"route": [
+            {"destination": {"host": "backend-stable.dev.svc.cluster.local"}, "weight": 80},
+            {"destination": {"host": "backend-canary"}, "weight": 20}]}]}});
+        let hosts = DestinationMatch::Hosts {
+            stable: "backend-stable".into(),
+            canary: "backend-canary".into(),
+        };
+        let routes = managed_routes(&vs, &[], &hosts).unwrap();
+        assert_eq!(observed_canary_percent(&routes), 20);
+        let l =
+            |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let stable_pods = l(&[("app", "backend"), ("weir.dev/track", "stable")]);
+        let canary_pods = l(&[("app", "backend"), ("weir.dev/track", "canary")]);
+        let ok = check_services(
+            ("backend-stable", &l(&[("weir.dev/track", "stable")])),
+            ("backend-canary", &l(&[("weir.dev/track", "canary")])),
+            &stable_pods,
+            &canary_pods,
+        );
+        assert_eq!(ok, Ok(()));
+        let e = check_services(
+            ("backend-stable", &l(&[("app", "backend")])),
+            ("backend-canary", &l(&[("weir.dev/track", "canary")])),
+            &stable_pods,
+            &canary_pods,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("Service backend-stable") && e.contains("also matches the canary pods"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn destination_rule_subsets_must_separate_the_tracks() {
         let dr: Value = serde_json::from_str(
             r#"{"metadata": {"name": "backend", "namespace": "dev"}, "spec": {"host": "backend", "subsets": [

@@ -407,6 +407,39 @@ async fn prometheus_outage_never_promotes_blind(
     Ok(())
 }
 
+async fn prometheus_back_in_time_resumes_the_rollout(
+    env: &Env,
+    f: &Failures,
+    prometheus: &Mutex<LocalPrometheus>,
+) -> Result<(), String> {
+    let ns = "e2e-blip";
+    let address = prometheus.lock().unwrap().address.clone();
+    let (weights, _) = setup(env, ns, &address).await?;
+    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    wait_weight(&weights, 25, Duration::from_secs(60)).await?;
+    prometheus.lock().unwrap().stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    prometheus
+        .lock()
+        .unwrap()
+        .restart()
+        .map_err(|e| format!("{ns}: restart Prometheus: {e}"))?;
+    let r = wait_phase(
+        &env.client,
+        ns,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(120),
+    )
+    .await?;
+    let status = r.status.unwrap();
+    check(
+        f,
+        status.phase == Phase::Succeeded,
+        format!("{ns}: did not resume after the outage: {}", status.message),
+    );
+    Ok(())
+}
+
 async fn second_bump_restarts_for_the_newest(env: &Env, f: &Failures) -> Result<(), String> {
     let ns = "e2e-rebump";
     let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
@@ -542,6 +575,7 @@ fn end_to_end() {
             .unwrap();
         let prometheus = LocalPrometheus::start(&[mesh.addr.to_string()]).expect("Prometheus");
         let blind = Mutex::new(LocalPrometheus::start(&[mesh.addr.to_string()]).expect("second Prometheus"));
+        let blip = Mutex::new(LocalPrometheus::start(&[mesh.addr.to_string()]).expect("third Prometheus"));
         let controller = Arc::new(Mutex::new(Controller {
             process: None,
             kubeconfig: cluster.kubeconfig.display().to_string(),
@@ -562,11 +596,12 @@ fn end_to_end() {
             bad_canary_is_rolled_back(&env, &failures, "slow", "request-duration"),
             controller_killed_mid_rollout_resumes(&env, &failures, &controller),
             prometheus_outage_never_promotes_blind(&env, &failures, &blind),
+            prometheus_back_in_time_resumes_the_rollout(&env, &failures, &blip),
             second_bump_restarts_for_the_newest(&env, &failures),
             invalid_rollouts_are_refused_or_reported(&env, &failures),
         );
         let mut errors: Vec<String> = [
-            results.0, results.1, results.2, results.3, results.4, results.5, results.6,
+            results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7,
         ]
         .into_iter()
         .filter_map(Result::err)
@@ -588,6 +623,7 @@ fn end_to_end() {
                 "e2e-slow",
                 "e2e-sigkill",
                 "e2e-blind",
+                "e2e-blip",
                 "e2e-rebump",
                 "e2e-invalid",
             ] {

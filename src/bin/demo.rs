@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use weir::api::{Phase, Rollout};
 use weir::controller;
@@ -68,30 +68,65 @@ async fn watch(client: &Client, start: Instant, until: &[Phase], limit: Duration
 }
 
 async fn run(start: Instant) -> Result<(), weir::Error> {
-    say(start, "building or finding the control plane (testcluster/build.sh; the first build takes ~15 min) ...");
+    say(
+        start,
+        "building or finding the control plane (testcluster/build.sh; the first build takes ~15 min) ...",
+    );
     let bin = devcluster::binaries()?;
     let cluster = LocalCluster::start(&bin).await?;
-    say(start, &format!("Kubernetes {} is up (etcd, kube-apiserver, controller-manager, scheduler, kwok)", cluster.server));
+    say(
+        start,
+        &format!(
+            "Kubernetes {} is up (etcd, kube-apiserver, controller-manager, scheduler, kwok)",
+            cluster.server
+        ),
+    );
     let client = cluster.client().await?;
     let repo = devcluster::repo_dir();
     for file in ["testcluster/istio-crds.yaml", "crds/rollout.yaml"] {
         devcluster::apply_yaml(&client, &std::fs::read_to_string(repo.join(file))?).await?;
     }
     let config = MeshConfig::from_yaml(&std::fs::read_to_string(repo.join("testcluster/mesh.yaml"))?)?;
-    let mesh = meshsim::start(client.clone(), config, "127.0.0.1:0".parse().map_err(|_| weir::Error::Usage("address".into()))?, 1).await?;
+    let mesh = meshsim::start(
+        client.clone(),
+        config,
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|_| weir::Error::Usage("address".into()))?,
+        1,
+    )
+    .await?;
     let prometheus = LocalPrometheus::start(&[mesh.addr.to_string()])?;
-    say(start, &format!("mesh simulator on {} scraped by Prometheus on {}", mesh.addr, prometheus.address));
+    say(
+        start,
+        &format!(
+            "mesh simulator on {} scraped by Prometheus on {}",
+            mesh.addr, prometheus.address
+        ),
+    );
 
-    let http_addr = format!("127.0.0.1:{}", devcluster::free_port()?).parse().map_err(|_| weir::Error::Usage("address".into()))?;
+    let http_addr = format!("127.0.0.1:{}", devcluster::free_port()?)
+        .parse()
+        .map_err(|_| weir::Error::Usage("address".into()))?;
     let controller_client = client.clone();
     let controller = tokio::spawn(async move {
-        let options = controller::Options { http_addr, concurrency: 16, namespace: None };
+        let options = controller::Options {
+            http_addr,
+            concurrency: 16,
+            namespace: None,
+        };
         controller::run(controller_client, options).await
     });
-    say(start, &format!("weir controller running (metrics on http://{http_addr}/metrics)"));
+    say(
+        start,
+        &format!("weir controller running (metrics on http://{http_addr}/metrics)"),
+    );
 
     let mut example = String::new();
-    let mut files: Vec<_> = std::fs::read_dir(repo.join("examples/dev"))?.filter_map(Result::ok).map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(repo.join("examples/dev"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
     files.sort();
     for f in files {
         example.push_str(&std::fs::read_to_string(f)?);
@@ -104,29 +139,66 @@ async fn run(start: Instant) -> Result<(), weir::Error> {
         "progressDeadline": "30s", "scaleDownDelay": "3s",
         "analysis": {"interval": "6s", "tick": "1s", "prometheus": {"address": prometheus.address},
                      "sequential": {"minDwell": "3s", "minRequests": 10}}}});
-    Api::<Rollout>::namespaced(client.clone(), "dev").patch("backend", &PatchParams::default(), &Patch::Merge(fast)).await?;
-    say(start, "applied examples/dev: backend + frontend, DestinationRule, VirtualService, Rollout");
+    Api::<Rollout>::namespaced(client.clone(), "dev")
+        .patch("backend", &PatchParams::default(), &Patch::Merge(fast))
+        .await?;
+    say(
+        start,
+        "applied examples/dev: backend + frontend, DestinationRule, VirtualService, Rollout",
+    );
     watch(&client, start, &[Phase::Healthy], Duration::from_secs(60)).await?;
 
-    say(start, "$ kubectl -n dev set image deployment/backend backend=nginxdemos/hello:0.4");
+    say(
+        start,
+        "$ kubectl -n dev set image deployment/backend backend=nginxdemos/hello:0.4",
+    );
     bump(&client, "nginxdemos/hello:0.4").await?;
     watch(&client, start, &[Phase::Progressing], Duration::from_secs(30)).await?;
-    let good = watch(&client, start, &[Phase::Succeeded, Phase::RolledBack], Duration::from_secs(180)).await?;
+    let good = watch(
+        &client,
+        start,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(180),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
 
-    say(start, "$ kubectl -n dev set image deployment/backend backend=nginxdemos/hello:0.5-bad   (5 % of its requests fail)");
+    say(
+        start,
+        "$ kubectl -n dev set image deployment/backend backend=nginxdemos/hello:0.5-bad   (5 % of its requests fail)",
+    );
     bump(&client, "nginxdemos/hello:0.5-bad").await?;
     watch(&client, start, &[Phase::Progressing], Duration::from_secs(30)).await?;
-    let bad = watch(&client, start, &[Phase::Succeeded, Phase::RolledBack], Duration::from_secs(180)).await?;
+    let bad = watch(
+        &client,
+        start,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(180),
+    )
+    .await?;
 
-    let t = mesh.telemetry.lock().map_err(|_| weir::Error::Usage("telemetry lock".into()))?;
+    let t = mesh
+        .telemetry
+        .lock()
+        .map_err(|_| weir::Error::Usage("telemetry lock".into()))?;
     let (canary_n, canary_5xx) = t.served("dev", "backend-canary");
     let (stable_n, stable_5xx) = t.served("dev", "backend");
     println!("\nSummary");
-    println!("  0.4      -> {:?}: {}", good.status.as_ref().map(|s| s.phase.clone()), good.status.as_ref().map(|s| s.message.clone()).unwrap_or_default());
-    println!("  0.5-bad  -> {:?}: {}", bad.status.as_ref().map(|s| s.phase.clone()), bad.status.as_ref().map(|s| s.message.clone()).unwrap_or_default());
+    println!(
+        "  0.4      -> {:?}: {}",
+        good.status.as_ref().map(|s| s.phase.clone()),
+        good.status.as_ref().map(|s| s.message.clone()).unwrap_or_default()
+    );
+    println!(
+        "  0.5-bad  -> {:?}: {}",
+        bad.status.as_ref().map(|s| s.phase.clone()),
+        bad.status.as_ref().map(|s| s.message.clone()).unwrap_or_default()
+    );
     println!("  requests served: stable {stable_n} ({stable_5xx} 5xx), canary {canary_n} ({canary_5xx} 5xx)");
-    println!("  requests sent to a destination without ready pods: {}", t.no_ready_pods("dev"));
+    println!(
+        "  requests sent to a destination without ready pods: {}",
+        t.no_ready_pods("dev")
+    );
     drop(t);
     controller.abort();
     drop(mesh);
@@ -138,7 +210,10 @@ async fn run(start: Instant) -> Result<(), weir::Error> {
 
 fn main() -> std::process::ExitCode {
     // Quiet controller logs; the demo prints its own story.
-    tracing_subscriber::fmt().with_env_filter("error,kube_client=off").with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter("error,kube_client=off")
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
