@@ -152,17 +152,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
     let generation = rollout.meta().generation;
     let planned = plan::plan(&rollout.spec);
     let decision = match &planned {
-        Err(errors) => {
-            let world = World {
-                target: None,
-                canary: None,
-                traffic: Ok(0),
-                request: None,
-                pause_requested: false,
-                readings: None,
-            };
-            engine::decide(Err(errors), generation, &status, &world, now)
-        }
+        Err(errors) => engine::decide(Err(errors), generation, &status, &World::unobserved(), now),
         Ok(plan) => {
             let mut obs = kubernetes::observe(&ctx.client, &ctx.istio, &rollout, plan).await?;
             if let Some(req) = engine::analysis_request(plan, &status, now) {

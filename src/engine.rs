@@ -17,14 +17,11 @@ use crate::api::{
 use crate::judge::{self, MetricInput, Reading, StepClock, StepCounts, Verdict};
 use crate::plan::Plan;
 
-/// The user's Deployment as weir sees it.
+/// What the Deployment controller reports about a Deployment's pods.
 #[derive(Clone, Debug, PartialEq, Default)]
-pub struct TargetState {
-    /// Hash of `spec.template`.
-    pub revision: String,
-    pub paused: bool,
-    /// `spec.replicas` (the HPA's choice when there is one).
-    pub replicas: i32,
+pub struct Pods {
+    /// `spec.replicas` (for the target: the HPA's choice when there is one).
+    pub desired: i32,
     pub generation: i64,
     pub observed_generation: i64,
     /// `status.replicas`, `status.updatedReplicas`, `status.availableReplicas`.
@@ -33,13 +30,30 @@ pub struct TargetState {
     pub available: i32,
 }
 
+impl Pods {
+    /// At least `needed` pods run the current template and are available, and no pod of
+    /// an older template is left.
+    pub fn updated_and_available(&self, needed: i32) -> bool {
+        self.observed_generation >= self.generation
+            && self.updated >= needed
+            && self.available >= needed
+            && self.total == self.updated
+    }
+}
+
+/// The user's Deployment as weir sees it.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct TargetState {
+    /// Hash of `spec.template`.
+    pub revision: String,
+    pub paused: bool,
+    pub pods: Pods,
+}
+
 impl TargetState {
     /// The Deployment runs its current template on every replica, all available.
     pub fn rolled_out(&self) -> bool {
-        self.observed_generation >= self.generation
-            && self.updated == self.replicas
-            && self.total == self.updated
-            && self.available == self.updated
+        self.pods.updated == self.pods.desired && self.pods.updated_and_available(self.pods.desired)
     }
 }
 
@@ -48,22 +62,13 @@ impl TargetState {
 pub struct CanaryState {
     /// The `weir.dev/revision` annotation: which template it runs.
     pub revision: Option<String>,
-    pub replicas: i32,
-    pub generation: i64,
-    pub observed_generation: i64,
-    pub total: i32,
-    pub updated: i32,
-    pub available: i32,
+    pub pods: Pods,
 }
 
 impl CanaryState {
     /// At least `needed` pods of `revision` are available and no pod of another revision is left.
     pub fn ready_for(&self, revision: &str, needed: i32) -> bool {
-        self.revision.as_deref() == Some(revision)
-            && self.observed_generation >= self.generation
-            && self.updated >= needed
-            && self.available >= needed
-            && self.total == self.updated
+        self.revision.as_deref() == Some(revision) && self.pods.updated_and_available(needed)
     }
 }
 
@@ -81,6 +86,20 @@ pub struct World {
     pub pause_requested: bool,
     /// Metric readings, present when `analysis_request` said a look was due.
     pub readings: Option<Vec<(String, Reading)>>,
+}
+
+impl World {
+    /// Nothing observed yet: what the engine gets for a spec too broken to observe by.
+    pub fn unobserved() -> World {
+        World {
+            target: None,
+            canary: None,
+            traffic: Ok(0),
+            request: None,
+            pause_requested: false,
+            readings: None,
+        }
+    }
 }
 
 /// A change to make in the cluster, in the order given.
@@ -363,7 +382,7 @@ impl Decider {
             self.status.phase = Phase::Initializing;
             self.status.message = format!(
                 "waiting for Deployment {} to finish its own rollout ({}/{} updated, {} available) before taking it over",
-                plan.target, target.updated, target.replicas, target.available
+                plan.target, target.pods.updated, target.pods.desired, target.pods.available
             );
             return;
         }
@@ -392,7 +411,7 @@ impl Decider {
             self.actions.push(Action::PauseTarget(true));
         }
         if let Some(canary) = &world.canary
-            && canary.replicas > 0
+            && canary.pods.desired > 0
         {
             match parse_ts(&self.status.drain_until).filter(|t| *t > self.now) {
                 Some(drain_until) => self.wake_at(drain_until),
@@ -509,7 +528,7 @@ impl Decider {
     fn scale_canary_for_step(&mut self, plan: &Plan, target: &TargetState, world: &World, world_weight: u32) {
         let index = self.status.current_step.unwrap_or(0) as usize;
         let step = plan.steps[index.min(plan.steps.len() - 1)];
-        let needed = Plan::canary_replicas(target.replicas, step.weight);
+        let needed = Plan::canary_replicas(target.pods.desired, step.weight);
         let revision = self.revision();
         let canary = world.canary.clone().unwrap_or_default();
         if let Some(drain_until) = parse_ts(&self.status.drain_until).filter(|t| *t > self.now)
@@ -522,7 +541,7 @@ impl Decider {
             self.wake_at(drain_until);
             return;
         }
-        let applied = canary.revision.as_deref() == Some(revision.as_str()) && canary.replicas == needed;
+        let applied = canary.revision.as_deref() == Some(revision.as_str()) && canary.pods.desired == needed;
         if !applied && !self.actions.iter().any(|a| matches!(a, Action::ApplyCanary { .. })) {
             self.actions.push(Action::ApplyCanary {
                 revision: revision.clone(),
@@ -556,7 +575,7 @@ impl Decider {
                     index + 1,
                     plan.steps.len(),
                     step.weight,
-                    canary.available
+                    canary.pods.available
                 ),
             );
             return;
@@ -570,7 +589,7 @@ impl Decider {
             let reason = format!(
                 "canary pods not ready within progressDeadline {}: {} of {needed} available",
                 humantime::format_duration(plan.progress_deadline),
-                canary.available
+                canary.pods.available
             );
             return self.rollback(plan, target, world_weight, None, None, String::new(), reason);
         }
@@ -578,7 +597,7 @@ impl Decider {
             "step {}/{}: waiting for canary pods ({} of {needed} available) before sending {}% of traffic",
             index + 1,
             plan.steps.len(),
-            canary.available,
+            canary.pods.available,
             step.weight
         );
         self.wake_at(deadline);
@@ -628,7 +647,7 @@ impl Decider {
             return self.scale_canary_for_step(plan, target, world, world_weight);
         }
         let step = plan.steps[index];
-        if world.canary.as_ref().is_none_or(|c| c.available == 0) && self.status.canary_weight > 0 {
+        if world.canary.as_ref().is_none_or(|c| c.pods.available == 0) && self.status.canary_weight > 0 {
             // Never send traffic to a destination without ready pods: withdraw it and wait
             // for the pods again (the progress deadline rolls back a canary that stays down).
             self.event(
@@ -643,8 +662,8 @@ impl Decider {
         }
         // Keep the canary sized for the step (the HPA may have moved stable) and the weight
         // where weir put it (GitOps may have reverted it).
-        let needed = Plan::canary_replicas(target.replicas, step.weight);
-        if world.canary.as_ref().map(|c| c.replicas) != Some(needed) {
+        let needed = Plan::canary_replicas(target.pods.desired, step.weight);
+        if world.canary.as_ref().map(|c| c.pods.desired) != Some(needed) {
             self.actions.push(Action::ApplyCanary {
                 revision: self.revision(),
                 replicas: needed,
@@ -827,7 +846,11 @@ impl Decider {
                 if target.paused || !target.rolled_out() {
                     self.status.message = format!(
                         "promoting: Deployment {} has {}/{} replicas updated, {} available; canary keeps {}% until it is ready",
-                        plan.target, target.updated, target.replicas, target.available, self.status.canary_weight
+                        plan.target,
+                        target.pods.updated,
+                        target.pods.desired,
+                        target.pods.available,
+                        self.status.canary_weight
                     );
                     self.wake_at(after(self.now, Duration::from_secs(30)));
                     return;

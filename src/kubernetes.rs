@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::Error;
 use crate::api::{Labels, PAUSED_ANNOTATION, REQUEST_ANNOTATION, REVISION_ANNOTATION, ROLLOUT_LABEL, Rollout};
-use crate::engine::{Action, CanaryState, TargetState, World};
+use crate::engine::{Action, CanaryState, Pods, TargetState, World};
 use crate::istio::{self, DestinationMatch, ManagedRoute};
 use crate::plan::Plan;
 use crate::prometheus::Auth;
@@ -91,43 +91,30 @@ fn namespace(rollout: &Rollout) -> String {
     rollout.namespace().unwrap_or_else(|| "default".into())
 }
 
-fn deployment_state(d: &Deployment) -> (i32, i64, i64, i32, i32, i32) {
+fn pods(d: &Deployment) -> Pods {
     let st = d.status.clone().unwrap_or_default();
-    (
-        d.spec.replicas.unwrap_or(1),
-        d.metadata.generation.unwrap_or(0),
-        st.observed_generation.unwrap_or(0),
-        st.replicas.unwrap_or(0),
-        st.updated_replicas.unwrap_or(0),
-        st.available_replicas.unwrap_or(0),
-    )
+    Pods {
+        desired: d.spec.replicas.unwrap_or(1),
+        generation: d.metadata.generation.unwrap_or(0),
+        observed_generation: st.observed_generation.unwrap_or(0),
+        total: st.replicas.unwrap_or(0),
+        updated: st.updated_replicas.unwrap_or(0),
+        available: st.available_replicas.unwrap_or(0),
+    }
 }
 
 fn target_state(d: &Deployment) -> TargetState {
-    let (replicas, generation, observed_generation, total, updated, available) = deployment_state(d);
-    let spec = &d.spec;
     TargetState {
-        revision: template_hash(&spec.template),
-        paused: spec.paused.unwrap_or(false),
-        replicas,
-        generation,
-        observed_generation,
-        total,
-        updated,
-        available,
+        revision: template_hash(&d.spec.template),
+        paused: d.spec.paused.unwrap_or(false),
+        pods: pods(d),
     }
 }
 
 fn canary_state(d: &Deployment) -> CanaryState {
-    let (replicas, generation, observed_generation, total, updated, available) = deployment_state(d);
     CanaryState {
         revision: d.annotations().get(REVISION_ANNOTATION).cloned(),
-        replicas,
-        generation,
-        observed_generation,
-        total,
-        updated,
-        available,
+        pods: pods(d),
     }
 }
 

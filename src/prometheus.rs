@@ -163,19 +163,14 @@ impl Prometheus {
         Ok(Prometheus { http })
     }
 
-    async fn query_once(
-        &self,
-        address: &str,
-        auth: &Auth,
-        query: &str,
-        timeout: Duration,
-    ) -> Result<Vec<Sample>, QueryError> {
+    async fn query_once(&self, endpoint: &Endpoint, query: &str) -> Result<Vec<Sample>, QueryError> {
+        let Endpoint { address, auth, timeout } = endpoint;
         let url = format!("{}/api/v1/query", address.trim_end_matches('/'));
         let unavailable = |message: String| QueryError::Unavailable {
             address: address.to_string(),
             message,
         };
-        let mut req = self.http.post(&url).form(&[("query", query)]).timeout(timeout);
+        let mut req = self.http.post(&url).form(&[("query", query)]).timeout(*timeout);
         req = match auth {
             Auth::None => req,
             Auth::Bearer(token) => req.bearer_auth(token),
@@ -211,14 +206,8 @@ impl Prometheus {
 
     /// Runs a query, retrying what may pass on another try (a restart, a blip) with
     /// exponential backoff; a rejected query is not retried.
-    pub async fn query(
-        &self,
-        address: &str,
-        auth: &Auth,
-        query: &str,
-        timeout: Duration,
-    ) -> Result<Vec<Sample>, QueryError> {
-        (|| self.query_once(address, auth, query, timeout))
+    pub async fn query(&self, endpoint: &Endpoint, query: &str) -> Result<Vec<Sample>, QueryError> {
+        (|| self.query_once(endpoint, query))
             .retry(
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(200))
@@ -238,10 +227,7 @@ impl Prometheus {
         interval: Duration,
     ) -> Reading {
         let query = query_for(metric, scope, window, interval);
-        match self
-            .query(&endpoint.address, &endpoint.auth, &query, endpoint.timeout)
-            .await
-        {
+        match self.query(endpoint, &query).await {
             Ok(samples) => reading_from(metric, scope, &samples),
             Err(e) => Reading::Error(e.to_string()),
         }

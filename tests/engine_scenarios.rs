@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use weir::api::{Counts, Phase, RolloutSpec, RolloutStatus};
-use weir::engine::{self, Action, AnalysisRequest, CanaryState, Event, TargetState, World};
+use weir::engine::{self, Action, AnalysisRequest, CanaryState, Event, Pods, TargetState, World};
 use weir::judge::Reading;
 use weir::plan::{self, Plan};
 
@@ -98,12 +98,14 @@ impl Sim {
             target: TargetState {
                 revision: STABLE.into(),
                 paused: false,
-                replicas: 4,
-                generation: 1,
-                observed_generation: 1,
-                total: 4,
-                updated: 4,
-                available: 4,
+                pods: Pods {
+                    desired: 4,
+                    generation: 1,
+                    observed_generation: 1,
+                    total: 4,
+                    updated: 4,
+                    available: 4,
+                },
             },
             stable_running: STABLE.into(),
             canary: None,
@@ -128,9 +130,13 @@ impl Sim {
 
     fn bump(&mut self, revision: &str) {
         self.target.revision = revision.into();
-        self.target.generation += 1;
-        self.target.observed_generation = self.target.generation;
-        self.target.updated = if self.target.paused { 0 } else { self.target.replicas };
+        self.target.pods.generation += 1;
+        self.target.pods.observed_generation = self.target.pods.generation;
+        self.target.pods.updated = if self.target.paused {
+            0
+        } else {
+            self.target.pods.desired
+        };
     }
 
     fn readings(&self, req: AnalysisRequest) -> Vec<(String, Reading)> {
@@ -215,13 +221,13 @@ impl Sim {
         match a {
             Action::PauseTarget(p) => {
                 self.target.paused = *p;
-                self.target.generation += 1;
+                self.target.pods.generation += 1;
             }
             Action::ApplyCanary { revision, replicas } => {
                 let c = self.canary.get_or_insert_with(CanaryState::default);
                 c.revision = Some(revision.clone());
-                c.replicas = *replicas;
-                c.generation += 1;
+                c.pods.desired = *replicas;
+                c.pods.generation += 1;
             }
             Action::SetCanaryWeight(w) => {
                 assert!(
@@ -235,24 +241,24 @@ impl Sim {
     }
 
     fn canary_ready_pods(&self) -> i32 {
-        self.canary.as_ref().map(|c| c.available).unwrap_or(0)
+        self.canary.as_ref().map(|c| c.pods.available).unwrap_or(0)
     }
 
     /// The Kubernetes controllers catch up between reconciles.
     fn cluster_settles(&mut self) {
         if let Some(c) = self.canary.as_mut() {
-            c.observed_generation = c.generation;
-            c.total = c.replicas;
-            c.updated = c.replicas;
-            c.available = if self.canary_pods_start { c.replicas } else { 0 };
+            c.pods.observed_generation = c.pods.generation;
+            c.pods.total = c.pods.desired;
+            c.pods.updated = c.pods.desired;
+            c.pods.available = if self.canary_pods_start { c.pods.desired } else { 0 };
         }
         let t = &mut self.target;
-        t.observed_generation = t.generation;
+        t.pods.observed_generation = t.pods.generation;
         if !t.paused {
             self.stable_running = t.revision.clone();
-            t.updated = t.replicas;
-            t.total = t.replicas;
-            t.available = t.replicas;
+            t.pods.updated = t.pods.desired;
+            t.pods.total = t.pods.desired;
+            t.pods.available = t.pods.desired;
         }
     }
 
@@ -293,7 +299,7 @@ fn healthy_canary_is_promoted_through_every_step() {
     assert_eq!(sim.status.stable_revision.as_deref(), Some(NEW));
     assert_eq!(sim.stable_running, NEW, "the user's Deployment runs the new template");
     assert!(sim.target.paused, "re-paused so the next bump waits for weir");
-    assert_eq!(sim.canary.as_ref().map(|c| c.replicas), Some(0));
+    assert_eq!(sim.canary.as_ref().map(|c| c.pods.desired), Some(0));
     let reasons = sim.event_reasons();
     assert_eq!(reasons.iter().filter(|r| **r == "StepPassed").count(), 4);
     assert!(reasons.contains(&"Promoted"));
@@ -357,11 +363,11 @@ fn rollback_at_step(judge: &str, step: usize) {
     );
     // The canary pods keep running until the mesh has stopped sending them requests.
     assert!(
-        sim.canary.as_ref().is_some_and(|c| c.replicas > 0),
+        sim.canary.as_ref().is_some_and(|c| c.pods.desired > 0),
         "canary drains first"
     );
     let rolled_back_at = sim.now;
-    sim.run_until(minutes(1), |s| s.canary.as_ref().map(|c| c.replicas) == Some(0));
+    sim.run_until(minutes(1), |s| s.canary.as_ref().map(|c| c.pods.desired) == Some(0));
     assert!(
         sim.now.duration_since(rolled_back_at) >= jiff::SignedDuration::from_secs(10),
         "scaleDownDelay respected"
@@ -496,7 +502,7 @@ fn a_revert_to_the_stable_template_cancels_the_canary() {
     sim.bump(STABLE);
     sim.reconcile();
     assert_eq!(sim.weight, 0);
-    sim.run_until(minutes(1), |s| s.canary.as_ref().map(|c| c.replicas) == Some(0));
+    sim.run_until(minutes(1), |s| s.canary.as_ref().map(|c| c.pods.desired) == Some(0));
     assert_eq!(sim.status.phase, Phase::Healthy);
     assert_eq!(sim.status.canary_revision, None);
     assert!(sim.event_reasons().contains(&"CanaryCancelled"));
@@ -608,10 +614,10 @@ fn the_canary_follows_the_hpa() {
     let mut sim = Sim::new(&spec(""));
     sim.bump(NEW);
     sim.run_until(minutes(5), |s| s.weight == 25);
-    assert_eq!(sim.canary.as_ref().unwrap().replicas, 1);
-    sim.target.replicas = 20; // HPA scaled stable up
+    assert_eq!(sim.canary.as_ref().unwrap().pods.desired, 1);
+    sim.target.pods.desired = 20; // HPA scaled stable up
     sim.reconcile();
-    assert_eq!(sim.canary.as_ref().unwrap().replicas, 5, "25% of 20");
+    assert_eq!(sim.canary.as_ref().unwrap().pods.desired, 5, "25% of 20");
 }
 
 #[test]
@@ -628,14 +634,7 @@ fn a_reverted_weight_is_written_again() {
 fn an_invalid_spec_is_reported_and_nothing_is_touched() {
     let errors = vec!["steps[1].weight: 5 does not exceed the previous step's 10".to_string()];
     let status = RolloutStatus::default();
-    let world = World {
-        target: None,
-        canary: None,
-        traffic: Ok(0),
-        request: None,
-        pause_requested: false,
-        readings: None,
-    };
+    let world = World::unobserved();
     let d = engine::decide(Err(&errors), Some(3), &status, &world, Timestamp::UNIX_EPOCH);
     assert!(d.actions.is_empty());
     assert_eq!(d.status.phase, Phase::InvalidSpec);
@@ -651,14 +650,7 @@ fn an_invalid_spec_is_reported_and_nothing_is_touched() {
 #[test]
 fn a_missing_deployment_or_unusable_routing_is_reported_precisely() {
     let sim = Sim::new(&spec(""));
-    let mut world = World {
-        target: None,
-        canary: None,
-        traffic: Ok(0),
-        request: None,
-        pause_requested: false,
-        readings: None,
-    };
+    let mut world = World::unobserved();
     let d = engine::decide(Ok(&sim.plan), Some(1), &sim.status, &world, sim.now);
     assert_eq!(d.status.phase, Phase::InvalidSpec);
     assert_eq!(d.status.message, "Deployment backend not found");
@@ -679,13 +671,15 @@ fn taking_over_waits_for_the_deployments_own_rollout() {
     let p = plan::plan(&s).unwrap();
     let target = TargetState {
         revision: "r".into(),
-        replicas: 3,
-        generation: 2,
-        observed_generation: 2,
-        total: 4,
-        updated: 2,
-        available: 3,
-        ..Default::default()
+        paused: false,
+        pods: Pods {
+            desired: 3,
+            generation: 2,
+            observed_generation: 2,
+            total: 4,
+            updated: 2,
+            available: 3,
+        },
     };
     let world = World {
         target: Some(target),
