@@ -325,3 +325,56 @@ pub fn describe(rollout: &Rollout) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AnalysisStatus, Counts, MetricStatus, Phase, RollbackRecord};
+
+    #[test]
+    fn status_shows_the_evidence_and_why() {
+        let mut r: Rollout = serde_yaml::from_str(include_str!("../examples/dev/40-rollout.yaml")).unwrap();
+        r.status = Some(RolloutStatus {
+            phase: Phase::RolledBack,
+            message: "rolled back revision abc at step 2/4 (25%): ...".into(),
+            canary_weight: 0,
+            analysis: Some(AnalysisStatus {
+                failures: 0,
+                last_verdict: Some("Breach".into()),
+                metrics: vec![MetricStatus {
+                    name: "request-success-rate".into(),
+                    verdict: "Breach".into(),
+                    canary_value: Some(94.0),
+                    baseline_value: Some(99.9),
+                    canary_counts: Some(Counts { requests: 100, bad: 6 }),
+                    baseline_counts: Some(Counts { requests: 900, bad: 1 }),
+                    lambda: Some(1.2e4),
+                    reason: "canary is worse than 1.5x baseline".into(),
+                }],
+                ..Default::default()
+            }),
+            rollback: Some(RollbackRecord {
+                revision: "abc".into(),
+                step: 2,
+                weight: 25,
+                metric: Some("request-success-rate".into()),
+                value: Some(94.0),
+                bound: Some(">= 99%".into()),
+                reason: "canary is worse than 1.5x baseline".into(),
+                at: "2026-11-25T00:00:00Z".into(),
+            }),
+            ..Default::default()
+        });
+        let text = describe(&r);
+        assert!(text.contains("Rollout dev/backend: RolledBack"), "{text}");
+        assert!(text.contains("weights    stable 100% / canary 0%"), "{text}");
+        assert!(
+            text.contains("6/100") && text.contains("1/900") && text.contains("1.200e4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("at step 2 (25%): metric request-success-rate value 94.000 bound >= 99%"),
+            "{text}"
+        );
+    }
+}

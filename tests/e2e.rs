@@ -520,6 +520,44 @@ async fn invalid_rollouts_are_refused_or_reported(env: &Env, f: &Failures) -> Re
     Ok(())
 }
 
+/// The files under examples/dev, as a user would apply them: the API server accepts them
+/// (the Rollout passes the CRD's CEL rules) and weir takes the Deployment over.
+async fn the_example_application_is_taken_over(env: &Env, f: &Failures) -> Result<(), String> {
+    let dir = devcluster::repo_dir().join("examples/dev");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+        devcluster::apply_yaml(&env.client, &text)
+            .await
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    let r = wait_phase(
+        &env.client,
+        "dev",
+        &[Phase::Healthy, Phase::InvalidSpec],
+        Duration::from_secs(60),
+    )
+    .await?;
+    let status = r.status.unwrap();
+    check(
+        f,
+        status.phase == Phase::Healthy,
+        format!("examples/dev: {}", status.message),
+    );
+    let target = deployment(&env.client, "dev", "backend").await.unwrap();
+    check(
+        f,
+        target.spec.paused == Some(true),
+        "examples/dev: backend not paused by weir".into(),
+    );
+    Ok(())
+}
+
 /// The `weir` binary as the controller, restartable.
 struct Controller {
     process: Option<Process>,
@@ -599,9 +637,10 @@ fn end_to_end() {
             prometheus_back_in_time_resumes_the_rollout(&env, &failures, &blip),
             second_bump_restarts_for_the_newest(&env, &failures),
             invalid_rollouts_are_refused_or_reported(&env, &failures),
+            the_example_application_is_taken_over(&env, &failures),
         );
         let mut errors: Vec<String> = [
-            results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7,
+            results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7, results.8,
         ]
         .into_iter()
         .filter_map(Result::err)
