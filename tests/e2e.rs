@@ -214,7 +214,32 @@ async fn healthy_canary_is_promoted(env: &Env, f: &Failures) -> Result<(), Strin
     let ns = "e2e-healthy";
     let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
     let before = rollout(&env.client, ns).await.status.unwrap().stable_revision;
+    let bumped = Instant::now();
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    // Responsiveness, measured by polling every 10 ms (printed, not asserted: numbers
+    // on a shared machine belong in a report, not in a pass/fail line).
+    let poll = |what: &'static str| async move {
+        let start = Instant::now();
+        loop {
+            let c = deployment(&env.client, ns, "backend-canary").await;
+            let ok = match what {
+                "scaled" => c.as_ref().is_some_and(|c| c.spec.replicas.unwrap_or(0) >= 1),
+                _ => c.and_then(|c| c.status).and_then(|s| s.available_replicas).unwrap_or(0) >= 1,
+            };
+            if ok || start.elapsed() > Duration::from_secs(30) {
+                return Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let scaled = poll("scaled").await;
+    let ready = poll("ready").await;
+    wait_weight(&weights, 10, Duration::from_secs(30)).await?;
+    eprintln!(
+        "responsiveness: image bump -> canary scaled up {} ms; canary ready -> first weight written {} ms (10 ms polling)",
+        scaled.duration_since(bumped).as_millis(),
+        Instant::now().duration_since(ready).as_millis()
+    );
     let r = wait_phase(
         &env.client,
         ns,
