@@ -426,3 +426,46 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
         track_label,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_the_api_server_writes_them() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m30s"), Ok(Duration::from_secs(150)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn canary_replicas_are_the_step_share_of_stable_at_least_one() {
+        assert_eq!(Plan::canary_replicas(4, 10), 1);
+        assert_eq!(Plan::canary_replicas(4, 25), 1);
+        assert_eq!(Plan::canary_replicas(4, 50), 2);
+        assert_eq!(Plan::canary_replicas(20, 25), 5);
+        assert_eq!(Plan::canary_replicas(3, 100), 3);
+        assert_eq!(Plan::canary_replicas(0, 10), 1);
+    }
+
+    #[test]
+    fn template_variables_are_the_only_thing_substituted() {
+        let metric = Metric {
+            name: "m".into(),
+            query: Some(r#"up{job="{{ namespace }}"} + on() {{canary}}"#.into()),
+            min: None,
+            max: Some(1.0),
+            quantile: None,
+        };
+        let mut errors = vec![];
+        check_template(&metric, metric.query.as_deref().unwrap_or_default(), &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        check_template(&metric, "up{{{x}}", &mut errors);
+        assert!(
+            errors.iter().any(|e| e.contains("unknown template variable")),
+            "{errors:?}"
+        );
+    }
+}

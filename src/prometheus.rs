@@ -70,13 +70,75 @@ pub fn query_for(metric: &MetricPlan, scope: &QueryScope, window: Duration, inte
 }
 
 /// Substitutes the template variables (checked by `plan` to be only the known ones).
+/// `{{ name }}` and `{{name}}` alike, as `plan::check_template` reads them; anything else
+/// in braces is left as written (`plan` has refused such a Rollout already).
 pub fn render_template(template: &str, scope: &QueryScope, interval: Duration) -> String {
-    template
-        .replace("{{namespace}}", &scope.namespace)
-        .replace("{{target}}", &scope.stable)
-        .replace("{{stable}}", &scope.stable)
-        .replace("{{canary}}", &scope.canary)
-        .replace("{{interval}}", &promql_duration(interval))
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let value = match after[..close].trim() {
+            "namespace" => scope.namespace.clone(),
+            "target" | "stable" => scope.stable.clone(),
+            "canary" => scope.canary.clone(),
+            "interval" => promql_duration(interval),
+            _ => rest[open..open + 2 + close + 2].to_string(),
+        };
+        out.push_str(&value);
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_substitute_every_variable_with_or_without_spaces() {
+        let scope = QueryScope {
+            namespace: "dev".into(),
+            stable: "backend".into(),
+            canary: "backend-canary".into(),
+        };
+        let q = render_template(
+            r#"sum(rate(x{ns="{{ namespace }}",w=~"{{stable}}|{{canary}}",t="{{target}}"}[{{interval}}]))"#,
+            &scope,
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            q,
+            r#"sum(rate(x{ns="dev",w=~"backend|backend-canary",t="backend"}[60s]))"#
+        );
+    }
+
+    #[test]
+    fn builtin_queries_select_both_versions_in_one_query() {
+        let scope = QueryScope {
+            namespace: "dev".into(),
+            stable: "backend".into(),
+            canary: "backend-canary".into(),
+        };
+        let m = MetricPlan {
+            name: "request-duration".into(),
+            kind: MetricKind::Duration {
+                quantile: 0.99,
+                max_ms: 500.0,
+            },
+        };
+        let q = query_for(&m, &scope, Duration::from_secs(42), Duration::from_secs(60));
+        assert!(q.contains(r#"destination_workload=~"backend|backend-canary""#), "{q}");
+        assert!(
+            q.contains("histogram_quantile(0.99") && q.contains(r#"le=~"500(\\.0)?|\\+Inf""#) && q.contains("[42s]"),
+            "{q}"
+        );
+    }
 }
 
 // ------------------------------------------------------------------ the HTTP API
