@@ -12,6 +12,10 @@ etcd=$(version_of go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")
 kwok=$(version_of sigs.k8s.io/kwok "$here/kwok/go.mod")
 bin="$cache/bin/k8s-$k8s.etcd-$etcd.kwok-$kwok"
 mkdir -p "$bin"
+# Two builds at once (a test run and the demo, say) take turns: the second finds the
+# binaries the first built.
+exec 9>"$bin/.lock"
+flock 9
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 
 build() { # name, module dir, package, extra ldflags
@@ -19,8 +23,8 @@ build() { # name, module dir, package, extra ldflags
   if [ -x "$bin/$name" ]; then return; fi
   local start=$SECONDS
   echo "building $name ($pkg) into $bin ..." >&2
-  (cd "$here/$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$name.tmp" "$pkg")
-  mv "$bin/$name.tmp" "$bin/$name"
+  (cd "$here/$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$name.tmp.$$" "$pkg")
+  mv "$bin/$name.tmp.$$" "$bin/$name"
   echo "built $name in $((SECONDS - start))s" >&2
 }
 
