@@ -355,6 +355,30 @@ pub struct RolloutStatus {
     pub conditions: Vec<Condition>,
 }
 
+impl RolloutStatus {
+    /// The status without what changes at every look of the judge: the last look's values
+    /// and when to look next, and the message that quotes them. weir writes status when
+    /// this part changes (a step, a verdict of another kind, a breach, a rollback); the
+    /// looks in between stay in the controller's memory, so a step costs one status write,
+    /// not one per tick. A restart forgets them and costs one early look, no more.
+    pub fn decisive_part(&self) -> RolloutStatus {
+        let mut s = self.clone();
+        s.message.clear();
+        if let Some(a) = s.analysis.as_mut() {
+            // Errors and breaches are news; a pass or "not yet" is what a step says anyway.
+            if matches!(a.last_verdict.as_deref(), Some("Pass" | "Inconclusive")) {
+                a.last_verdict = None;
+            }
+            a.last_checked_at = None;
+            a.next_check_at = None;
+            a.consecutive_errors = 0;
+            a.last_error = None;
+            a.metrics.clear();
+        }
+        s
+    }
+}
+
 /// What the analysis of the current revision has seen so far.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]

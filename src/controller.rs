@@ -3,8 +3,9 @@
 //! plan (pure) → observe (reads) → metrics (Prometheus) → decide (pure) → apply (writes)
 //! → Events → status.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -24,7 +25,7 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use crate::Error;
-use crate::api::{Phase, ROLLOUT_LABEL, Rollout};
+use crate::api::{Phase, ROLLOUT_LABEL, Rollout, RolloutStatus};
 use crate::engine::{self, AnalysisRequest, World};
 use crate::judge::Reading;
 use crate::kubernetes::{self, IstioApi, Observation};
@@ -94,12 +95,51 @@ impl Default for Telemetry {
     }
 }
 
+/// The status last decided for each Rollout under analysis, and the status last written
+/// for it. The looks between two writes live here (see `RolloutStatus::decisive_part`).
+#[derive(Default)]
+pub struct Looks(Mutex<HashMap<String, Look>>);
+
+struct Look {
+    decided: RolloutStatus,
+    written: RolloutStatus,
+}
+
+impl Looks {
+    /// What the engine starts from: the last decided status when the API still holds what
+    /// weir last wrote, else the stored one (someone else wrote it, or weir restarted).
+    fn resume(&self, uid: &str, stored: &RolloutStatus) -> RolloutStatus {
+        let looks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match looks.get(uid) {
+            Some(look) if look.written == *stored => look.decided.clone(),
+            _ => stored.clone(),
+        }
+    }
+
+    /// Remembers a decision while the Rollout is under analysis; forgets it after.
+    fn remember(&self, uid: &str, decided: &RolloutStatus, written: &RolloutStatus) {
+        let mut looks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(decided.phase, Phase::Progressing | Phase::Paused | Phase::Promoting) {
+            looks.insert(
+                uid.to_string(),
+                Look {
+                    decided: decided.clone(),
+                    written: written.clone(),
+                },
+            );
+        } else {
+            looks.remove(uid);
+        }
+    }
+}
+
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub istio: IstioApi,
     pub prometheus: Prometheus,
     pub telemetry: Telemetry,
+    pub looks: Looks,
 }
 
 fn phase_name(p: &Phase) -> String {
@@ -148,7 +188,9 @@ async fn read_metrics(
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
     let now = Timestamp::now();
-    let status = rollout.status.clone().unwrap_or_default();
+    let stored = rollout.status.clone().unwrap_or_default();
+    let uid = rollout.uid().unwrap_or_default();
+    let status = ctx.looks.resume(&uid, &stored);
     let generation = rollout.meta().generation;
     let planned = plan::plan(&rollout.spec);
     let decision = match &planned {
@@ -195,9 +237,13 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
             warn!(rollout = %rollout.name_any(), %err, "publishing an Event failed");
         }
     }
-    if decision.status != status {
+    let written = if decision.status.decisive_part() != stored.decisive_part() {
         kubernetes::write_status(&ctx.client, &rollout, &decision.status).await?;
-    }
+        &decision.status
+    } else {
+        &stored
+    };
+    ctx.looks.remember(&uid, &decision.status, written);
     let labels = RolloutLabels {
         namespace: rollout.namespace().unwrap_or_default(),
         name: rollout.name_any(),
@@ -282,6 +328,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         istio,
         prometheus: Prometheus::new()?,
         telemetry: Telemetry::default(),
+        looks: Looks::default(),
     });
     let (rollouts, deployments): (Api<Rollout>, Api<Deployment>) = match &options.namespace {
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),

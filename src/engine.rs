@@ -236,7 +236,14 @@ impl Decider {
         self.wake = Some(self.wake.map_or(t, |w| w.min(t)));
     }
 
-    fn event(&mut self, warning: bool, reason: &str, note: String) {
+    fn event(&mut self, warning: bool, reason: &str, mut note: String) {
+        // A step that passes and the next step that starts at once make one Event, so a
+        // step costs one Event write: `StepStarted`, carrying the verdict of the step before.
+        if reason == "StepStarted"
+            && let Some(passed) = self.events.pop_if(|e| e.reason == "StepPassed")
+        {
+            note = format!("{note}; {}", passed.note);
+        }
         self.events.push(Event {
             warning,
             reason: reason.into(),
@@ -732,7 +739,10 @@ impl Decider {
                 analysis.last_verdict = Some("Error".into());
                 analysis.consecutive_errors += 1;
                 analysis.last_error = Some(judgement.reason.clone());
-                self.event(true, "AnalysisError", note.clone());
+                // One Event when Prometheus starts failing, not one per look.
+                if analysis.consecutive_errors == 1 {
+                    self.event(true, "AnalysisError", note.clone());
+                }
                 self.hold(plan, note, deadline, target, world_weight, plan.tick);
             }
             Verdict::Inconclusive => {

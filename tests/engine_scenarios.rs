@@ -86,6 +86,8 @@ struct Sim {
     actions: Vec<Action>,
     weights_written: Vec<u32>,
     queries: Vec<AnalysisRequest>,
+    /// API writes of each reconcile: actions, Events, and 1 when the status changed.
+    writes: Vec<(Vec<Action>, usize)>,
 }
 
 impl Sim {
@@ -121,6 +123,7 @@ impl Sim {
             actions: vec![],
             weights_written: vec![],
             queries: vec![],
+            writes: vec![],
         };
         sim.reconcile();
         assert_eq!(sim.status.phase, Phase::Healthy, "{}", sim.status.message);
@@ -212,6 +215,10 @@ impl Sim {
         }
         self.actions.extend(d.actions.clone());
         self.events.extend(d.events.clone());
+        // The controller writes status when its decisive part changes (not at every look).
+        let status_write = usize::from(d.status.decisive_part() != self.status.decisive_part());
+        self.writes
+            .push((d.actions.clone(), d.actions.len() + d.events.len() + status_write));
         let json = serde_json::to_string(&d.status).unwrap();
         self.status = serde_json::from_str(&json).unwrap();
         d.requeue_after
@@ -301,8 +308,43 @@ fn healthy_canary_is_promoted_through_every_step() {
     assert!(sim.target.paused, "re-paused so the next bump waits for weir");
     assert_eq!(sim.canary.as_ref().map(|c| c.pods.desired), Some(0));
     let reasons = sim.event_reasons();
-    assert_eq!(reasons.iter().filter(|r| **r == "StepPassed").count(), 4);
+    let passed = sim.events.iter().filter(|e| e.note.contains("step passed")).count();
+    assert_eq!(passed, 4, "every step's verdict is in an Event");
     assert!(reasons.contains(&"Promoted"));
+    // Moving from one step to the next costs three API writes: the weight, one Event
+    // (the new step, with the verdict of the one before) and the status.
+    for w in [25, 50, 100] {
+        let (_, writes) = sim
+            .writes
+            .iter()
+            .find(|(actions, _)| actions.contains(&Action::SetCanaryWeight(w)))
+            .unwrap();
+        assert_eq!(*writes, 3, "writes of the step to {w}%");
+    }
+}
+
+#[test]
+fn looks_between_steps_write_nothing() {
+    // 20 rps: the sequential judge looks every 5 s for the whole 1-minute steps.
+    let mut sim = Sim::new(&spec(""));
+    sim.metrics = Metrics::Traffic {
+        rps: 20.0,
+        canary: HEALTHY,
+    };
+    sim.bump(NEW);
+    sim.run_until(minutes(30), phase_is(Phase::Succeeded));
+    assert_eq!(sim.weights_written, vec![10, 25, 50, 100, 0]);
+    assert!(sim.queries.len() > 40, "{} looks", sim.queries.len());
+    // A reconcile that changes nothing in the cluster writes nothing: no status, no Event.
+    for (actions, writes) in &sim.writes {
+        if actions.is_empty() {
+            assert_eq!(*writes, 0, "a look without a decision wrote something");
+        }
+        // A weight change is the weight, one Event and the status.
+        if let [Action::SetCanaryWeight(w)] = actions.as_slice() {
+            assert_eq!(*writes, 3, "writes of the step to {w}%");
+        }
+    }
     // Traffic moved back to stable only once stable ran the new template on every replica.
     let back = sim
         .actions
@@ -459,6 +501,8 @@ fn prometheus_errors_hold_without_counting_as_breaches_and_recovery_resumes() {
     assert_eq!(a.failures, 0, "errors are not breaches");
     assert!(a.last_error.unwrap().contains("connection refused"));
     assert_eq!(sim.weight, 10, "held");
+    let errors = sim.event_reasons().iter().filter(|r| **r == "AnalysisError").count();
+    assert_eq!(errors, 1, "one Event when the outage begins, not one per look");
     sim.metrics = Metrics::Traffic {
         rps: 200.0,
         canary: HEALTHY,

@@ -10,7 +10,7 @@ use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 use weir::api::{Phase, Rollout, RolloutStatus, StepState};
-use weir::controller::{self, Context, Telemetry};
+use weir::controller::{self, Context, Looks, Telemetry};
 use weir::kubernetes::{IstioApi, template_hash};
 use weir::prometheus::Prometheus;
 
@@ -133,6 +133,7 @@ fn context(client: Client) -> Arc<Context> {
         istio: IstioApi::version("v1"),
         prometheus: Prometheus::new().unwrap(),
         telemetry: Telemetry::default(),
+        looks: Looks::default(),
     })
 }
 
