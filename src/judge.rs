@@ -478,9 +478,11 @@ pub fn judge(mode: JudgeKind, cfg: &SequentialConfig, inputs: &[MetricInput], cl
         };
         (Verdict::Pass { early }, what.into())
     };
-    // The threshold judge has no early pass: a step runs its full duration.
+    // Only sequential evidence ends a step early. The threshold judge, and any metric
+    // judged by its value over a window (a custom query), wait for the step's full duration.
+    let early_allowed = mode == JudgeKind::Sequential && inputs.iter().all(|i| i.plan.kind.bad_ratio_bound().is_some());
     let verdict = match verdict {
-        Verdict::Pass { .. } if mode == JudgeKind::Threshold && clock.elapsed < clock.duration => Verdict::Inconclusive,
+        Verdict::Pass { .. } if !early_allowed && clock.elapsed < clock.duration => Verdict::Inconclusive,
         v => v,
     };
     Judgement {

@@ -843,3 +843,18 @@ fn every_class_of_invalid_spec_is_refused_with_a_precise_message() {
         );
     }
 }
+
+#[test]
+fn a_custom_metric_never_ends_a_step_early() {
+    // A custom query is judged by its value over a window: no sequential evidence, so
+    // under the default judge too every step runs its full minute.
+    let mut s = spec("");
+    s.analysis.metrics = serde_yaml::from_str("[{name: jobs-ok-percent, query: 'vector(100)', min: 90}]").unwrap();
+    let mut sim = Sim::new(&s);
+    sim.bump(NEW);
+    sim.run_until(minutes(2), |s| s.weight == 10);
+    let started = sim.now;
+    sim.run_until(minutes(5), |s| s.weight == 25);
+    let took = sim.now.duration_since(started);
+    assert!(took >= jiff::SignedDuration::from_secs(60), "step 1 ended after {took}");
+}
