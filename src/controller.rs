@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -132,6 +132,8 @@ impl Looks {
         }
     }
 }
+
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 pub struct Context {
     pub client: Client,
@@ -252,26 +254,17 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
         .canary_weight
         .get_or_create(&labels)
         .set(i64::from(decision.status.canary_weight));
-    for p in [
-        Phase::Initializing,
-        Phase::Healthy,
-        Phase::Progressing,
-        Phase::Paused,
-        Phase::Promoting,
-        Phase::Succeeded,
-        Phase::RolledBack,
-        Phase::InvalidSpec,
-    ] {
-        let l = PhaseLabels {
-            namespace: labels.namespace.clone(),
-            name: labels.name.clone(),
-            phase: phase_name(&p),
-        };
-        ctx.telemetry
-            .phase
-            .get_or_create(&l)
-            .set(i64::from(p == decision.status.phase));
+    // One series per Rollout, for the phase it is in: with thousands of idle Rollouts,
+    // a zero for every other phase would be most of the controller's memory.
+    let phase = |p: &Phase| PhaseLabels {
+        namespace: labels.namespace.clone(),
+        name: labels.name.clone(),
+        phase: phase_name(p),
+    };
+    if stored.phase != decision.status.phase {
+        ctx.telemetry.phase.remove(&phase(&stored.phase));
     }
+    ctx.telemetry.phase.get_or_create(&phase(&decision.status.phase)).set(1);
     ctx.telemetry.reconcile_seconds.observe(started.elapsed().as_secs_f64());
     Ok(Requeue::requeue(decision.requeue_after))
 }
@@ -334,7 +327,24 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let controller = Controller::new(rollouts, watcher::Config::default().any_semantic());
+    // The Rollout cache keeps what reconciles read: no managed fields, no copy of the spec
+    // in kubectl's last-applied annotation. Only changes of the spec or the annotations
+    // (weir.dev/request, weir.dev/paused) wake a reconcile: weir's own status writes do
+    // not, each decision says when it wants to look again.
+    let (reader, writer) = reflector::store();
+    let rollout_changes = watcher::watcher(rollouts, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|r: &mut Rollout| {
+            r.managed_fields_mut().clear();
+            r.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+        })
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::annotations),
+            PredicateConfig::default(),
+        );
+    let controller = Controller::for_stream(rollout_changes, reader);
     let store = controller.store();
     // One watch over Deployments serves both directions: a canary names its Rollout in a
     // label; a target is found through the Rollouts that reference it.
