@@ -28,9 +28,9 @@ use crate::Error;
 use crate::api::{Phase, ROLLOUT_LABEL, Rollout, RolloutStatus};
 use crate::engine::{self, AnalysisRequest, World};
 use crate::judge::Reading;
-use crate::kubernetes::{self, IstioApi, Observation};
+use crate::kubernetes::{self, IstioApi};
 use crate::plan::{self, Plan};
-use crate::prometheus::{Endpoint, Prometheus, QueryScope};
+use crate::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RolloutLabels {
@@ -95,42 +95,129 @@ impl Default for Telemetry {
     }
 }
 
-/// The status last decided for each Rollout under analysis, and the status last written
-/// for it. The looks between two writes live here (see `RolloutStatus::decisive_part`).
+/// What weir remembers of each Rollout under analysis between two reconciles, keyed by
+/// namespace/name: the status it last decided and the one it last wrote (the judge's
+/// looks in between are not written, see `RolloutStatus::decisive_part`), and the world
+/// it last observed, valid while none of the Rollout's Deployments changed.
 #[derive(Default)]
 pub struct Looks(Mutex<HashMap<String, Look>>);
 
 struct Look {
+    uid: String,
     decided: RolloutStatus,
     written: RolloutStatus,
+    /// Moves at every watch event of the Rollout's Deployments.
+    epoch: u64,
+    observed: Option<Observed>,
+}
+
+/// A full observation that a look of the judge may reuse instead of reading the
+/// Deployments, VirtualService and DestinationRule again.
+#[derive(Clone)]
+struct Observed {
+    world: World,
+    auth: Result<Auth, String>,
+    /// The `Look::epoch` when the observation began: any event since makes it stale.
+    epoch: u64,
+    generation: Option<i64>,
+    at: Instant,
+}
+
+/// The VirtualService and DestinationRule are not watched: a GitOps sync that rewrites
+/// the weights is seen by the next full observation, at most this long after the last.
+const OBSERVATION_MAX_AGE: Duration = Duration::from_secs(30);
+
+struct Resumed {
+    status: RolloutStatus,
+    /// The last observation, when nothing weir watches has changed since.
+    unchanged: Option<Observed>,
+    /// The epoch an observation starting now belongs to (`None`: not remembered yet).
+    epoch: Option<u64>,
+}
+
+fn lock(looks: &Looks) -> std::sync::MutexGuard<'_, HashMap<String, Look>> {
+    looks.0.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Looks {
-    /// What the engine starts from: the last decided status when the API still holds what
+    /// Where a reconcile starts: the last decided status when the API still holds what
     /// weir last wrote, else the stored one (someone else wrote it, or weir restarted).
-    fn resume(&self, uid: &str, stored: &RolloutStatus) -> RolloutStatus {
-        let looks = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match looks.get(uid) {
-            Some(look) if look.written == *stored => look.decided.clone(),
-            _ => stored.clone(),
+    fn resume(&self, key: &str, rollout: &Rollout, stored: &RolloutStatus) -> Resumed {
+        let looks = lock(self);
+        let uid = rollout.uid().unwrap_or_default();
+        match looks.get(key) {
+            Some(look) if look.uid == uid && look.written == *stored => Resumed {
+                status: look.decided.clone(),
+                unchanged: look
+                    .observed
+                    .as_ref()
+                    .filter(|o| {
+                        o.epoch == look.epoch
+                            && o.generation == rollout.meta().generation
+                            && o.at.elapsed() < OBSERVATION_MAX_AGE
+                    })
+                    .cloned(),
+                epoch: Some(look.epoch),
+            },
+            Some(look) if look.uid == uid => Resumed {
+                status: stored.clone(),
+                unchanged: None,
+                epoch: Some(look.epoch),
+            },
+            _ => Resumed {
+                status: stored.clone(),
+                unchanged: None,
+                epoch: None,
+            },
+        }
+    }
+
+    /// One of the Rollout's Deployments changed: the next reconcile observes again.
+    pub fn touch(&self, key: &str) {
+        if let Some(look) = lock(self).get_mut(key) {
+            look.epoch += 1;
+            look.observed = None;
         }
     }
 
     /// Remembers a decision while the Rollout is under analysis; forgets it after.
-    fn remember(&self, uid: &str, decided: &RolloutStatus, written: &RolloutStatus) {
-        let mut looks = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(decided.phase, Phase::Progressing | Phase::Paused | Phase::Promoting) {
-            looks.insert(
-                uid.to_string(),
-                Look {
-                    decided: decided.clone(),
-                    written: written.clone(),
-                },
-            );
-        } else {
-            looks.remove(uid);
+    fn remember(
+        &self,
+        key: &str,
+        uid: &str,
+        decided: &RolloutStatus,
+        written: &RolloutStatus,
+        observed: Option<Observed>,
+    ) {
+        let mut looks = lock(self);
+        if !matches!(decided.phase, Phase::Progressing | Phase::Paused | Phase::Promoting) {
+            looks.remove(key);
+            return;
         }
+        let look = looks.entry(key.to_string()).or_insert_with(|| Look {
+            uid: uid.to_string(),
+            decided: RolloutStatus::default(),
+            written: RolloutStatus::default(),
+            epoch: 0,
+            observed: None,
+        });
+        if look.uid != uid {
+            *look = Look {
+                uid: uid.to_string(),
+                decided: RolloutStatus::default(),
+                written: RolloutStatus::default(),
+                epoch: 0,
+                observed: None,
+            };
+        }
+        look.decided = decided.clone();
+        look.written = written.clone();
+        look.observed = observed.filter(|o| o.epoch == look.epoch);
     }
+}
+
+fn look_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -153,7 +240,7 @@ async fn read_metrics(
     ctx: &Context,
     rollout: &Rollout,
     plan: &Plan,
-    obs: &Observation,
+    auth: &Result<Auth, String>,
     req: AnalysisRequest,
 ) -> Vec<(String, Reading)> {
     let scope = QueryScope {
@@ -161,7 +248,7 @@ async fn read_metrics(
         stable: plan.target.clone(),
         canary: plan.canary.clone(),
     };
-    let endpoint = obs.auth.clone().map(|auth| Endpoint {
+    let endpoint = auth.clone().map(|auth| Endpoint {
         address: rollout.spec.analysis.prometheus.address.clone(),
         auth,
         timeout: plan.prometheus_timeout,
@@ -192,22 +279,66 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
     let now = Timestamp::now();
     let stored = rollout.status.clone().unwrap_or_default();
     let uid = rollout.uid().unwrap_or_default();
-    let status = ctx.looks.resume(&uid, &stored);
+    let key = look_key(&rollout.namespace().unwrap_or_default(), &rollout.name_any());
+    let resumed = ctx.looks.resume(&key, &rollout, &stored);
+    let status = resumed.status;
     let generation = rollout.meta().generation;
     let planned = plan::plan(&rollout.spec);
+    let mut observed = None;
     let decision = match &planned {
         Err(errors) => engine::decide(Err(errors), generation, &status, &World::unobserved(), now),
         Ok(plan) => {
-            let mut obs = kubernetes::observe(&ctx.client, &ctx.istio, &rollout, plan).await?;
-            if let Some(req) = engine::analysis_request(plan, &status, now) {
-                obs.world.readings = Some(read_metrics(&ctx, &rollout, plan, &obs, req).await);
+            let due = engine::analysis_request(plan, &status, now);
+            let mut readings = None;
+            let mut quick = None;
+            if let Some(seen) = resumed.unchanged {
+                // Nothing weir watches changed since the last observation: a look of the
+                // judge needs fresh readings, not fresh reads of the cluster. Anything
+                // to change in the cluster is decided again on a full observation.
+                let mut world = seen.world.clone();
+                world.request = kubernetes::request(&rollout);
+                world.pause_requested = kubernetes::pause_requested(&rollout);
+                if let Some(req) = due {
+                    readings = Some(read_metrics(&ctx, &rollout, plan, &seen.auth, req).await);
+                }
+                world.readings = readings.clone();
+                let decision = engine::decide(Ok(plan), generation, &status, &world, now);
+                if decision.actions.is_empty() {
+                    quick = Some(decision);
+                    observed = Some(seen);
+                }
             }
-            let decision = engine::decide(Ok(plan), generation, &status, &obs.world, now);
-            for action in &decision.actions {
-                info!(rollout = %rollout.name_any(), ?action, "applying");
-                kubernetes::apply(&ctx.client, &ctx.istio, &rollout, plan, &obs, action).await?;
+            match quick {
+                Some(decision) => decision,
+                None => {
+                    let mut obs = kubernetes::observe(&ctx.client, &ctx.istio, &rollout, plan).await?;
+                    obs.world.readings = match (readings, due) {
+                        (Some(r), _) => Some(r),
+                        (None, Some(req)) => Some(read_metrics(&ctx, &rollout, plan, &obs.auth, req).await),
+                        (None, None) => None,
+                    };
+                    let decision = engine::decide(Ok(plan), generation, &status, &obs.world, now);
+                    for action in &decision.actions {
+                        info!(rollout = %rollout.name_any(), ?action, "applying");
+                        kubernetes::apply(&ctx.client, &ctx.istio, &rollout, plan, &obs, action).await?;
+                    }
+                    // What weir just changed is not in this observation: keep it only when
+                    // nothing was applied.
+                    if decision.actions.is_empty()
+                        && let Some(epoch) = resumed.epoch
+                    {
+                        obs.world.readings = None;
+                        observed = Some(Observed {
+                            world: obs.world,
+                            auth: obs.auth,
+                            epoch,
+                            generation,
+                            at: Instant::now(),
+                        });
+                    }
+                    decision
+                }
             }
-            decision
         }
     };
     let reference = rollout.object_ref(&());
@@ -245,7 +376,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
     } else {
         &stored
     };
-    ctx.looks.remember(&uid, &decision.status, written);
+    ctx.looks.remember(&key, &uid, &decision.status, written, observed);
     let labels = RolloutLabels {
         namespace: rollout.namespace().unwrap_or_default(),
         name: rollout.name_any(),
@@ -348,18 +479,25 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     let store = controller.store();
     // One watch over Deployments serves both directions: a canary names its Rollout in a
     // label; a target is found through the Rollouts that reference it.
+    let looks_ctx = ctx.clone();
     let to_rollouts = move |d: Deployment| {
         let ns = d.namespace().unwrap_or_default();
-        if let Some(owner) = d.labels().get(ROLLOUT_LABEL) {
-            return vec![ObjectRef::<Rollout>::new(owner).within(&ns)];
+        let rollouts = match d.labels().get(ROLLOUT_LABEL) {
+            Some(owner) => vec![ObjectRef::<Rollout>::new(owner).within(&ns)],
+            None => {
+                let name = d.name_any();
+                store
+                    .state()
+                    .iter()
+                    .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && r.spec.target_ref.name == name)
+                    .map(|r| ObjectRef::from_obj(r.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        };
+        for r in &rollouts {
+            looks_ctx.looks.touch(&look_key(&ns, &r.name));
         }
-        let name = d.name_any();
-        store
-            .state()
-            .iter()
-            .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && r.spec.target_ref.name == name)
-            .map(|r| ObjectRef::from_obj(r.as_ref()))
-            .collect::<Vec<_>>()
+        rollouts
     };
     let http = tokio::spawn(serve_http(options.http_addr, ctx.clone()));
     let telemetry_ctx = ctx.clone();

@@ -155,6 +155,19 @@ async fn prometheus_auth(client: &Client, ns: &str, rollout: &Rollout) -> Result
     })
 }
 
+/// The `weir.dev/request` annotation (promote, abort, retry), if any.
+pub fn request(rollout: &Rollout) -> Option<String> {
+    rollout.annotations().get(REQUEST_ANNOTATION).cloned()
+}
+
+/// The `weir.dev/paused` annotation says "true".
+pub fn pause_requested(rollout: &Rollout) -> bool {
+    rollout
+        .annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
 /// Observes everything one Rollout depends on. API failures are errors (retried by the
 /// controller); problems the user must fix land in `world.traffic` as a precise message.
 pub async fn observe(
@@ -167,14 +180,13 @@ pub async fn observe(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let target = deployments.get_opt(&plan.target).await?;
     let canary = deployments.get_opt(&plan.canary).await?;
-    let annotations = rollout.annotations();
     let mut obs = Observation {
         world: World {
             target: target.as_ref().map(target_state),
             canary: canary.as_ref().map(canary_state),
             traffic: Ok(0),
-            request: annotations.get(REQUEST_ANNOTATION).cloned(),
-            pause_requested: annotations.get(PAUSED_ANNOTATION).is_some_and(|v| v == "true"),
+            request: request(rollout),
+            pause_requested: pause_requested(rollout),
             readings: None,
         },
         target,

@@ -449,3 +449,111 @@ async fn a_conflicting_weight_write_fails_the_reconcile_before_any_status_write(
     // The client is gone with the context: no further request (no status write) was made.
     assert!(handle.next_request().await.is_none());
 }
+
+/// No request comes within 100 ms.
+async fn no_request(handle: &mut Handle) -> bool {
+    tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request())
+        .await
+        .is_err()
+}
+
+/// Answers the four reads of a full observation.
+async fn expect_observation(handle: &mut Handle, target: &Value, canary: &Value, vs: &Value) {
+    expect(
+        handle,
+        Method::GET,
+        &format!("{DEPLOYMENTS}/backend"),
+        ok(target.clone()),
+    )
+    .await;
+    expect(
+        handle,
+        Method::GET,
+        &format!("{DEPLOYMENTS}/backend-canary"),
+        ok(canary.clone()),
+    )
+    .await;
+    expect(
+        handle,
+        Method::GET,
+        &format!("{ISTIO}/destinationrules/backend"),
+        ok(destination_rule()),
+    )
+    .await;
+    expect(
+        handle,
+        Method::GET,
+        &format!("{ISTIO}/virtualservices/backend"),
+        ok(vs.clone()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_look_while_nothing_changed_reads_nothing_from_the_cluster() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "dev"));
+    let target = deployment("backend", "hello:0.4", true, json!({}));
+    let revision = target_revision(&target);
+    let mut canary = deployment(
+        "backend-canary",
+        "hello:0.4",
+        false,
+        json!({"weir.dev/rollout": "backend"}),
+    );
+    canary["metadata"]["annotations"] = json!({"weir.dev/revision": revision});
+    canary["spec"]["replicas"] = json!(1);
+    canary["status"] = json!({"observedGeneration": 3, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1});
+    let now = jiff::Timestamp::now();
+    let status = RolloutStatus {
+        phase: Phase::Progressing,
+        stable_revision: Some("old".into()),
+        canary_revision: Some(revision),
+        current_step: Some(0),
+        step_display: Some("1/3".into()),
+        step_state: Some(StepState::Analysing),
+        step_started_at: Some(now.to_string()),
+        canary_weight: 10,
+        analysis: Some(weir::api::AnalysisStatus {
+            // No look is due during this test: Prometheus is not asked.
+            next_check_at: Some((now + jiff::SignedDuration::from_hours(1)).to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let rollout = Arc::new(rollout(Some(status)));
+    let vs = virtual_service(10);
+
+    // The first reconcile observes and records the SpecValid condition: the status as
+    // the API server then holds it is what the next reconciles see.
+    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
+    expect_observation(&mut handle, &target, &canary, &vs).await;
+    let written = expect(
+        &mut handle,
+        Method::PATCH,
+        "/apis/weir.dev/v1alpha1/namespaces/dev/rollouts/backend/status",
+        ok(serde_json::to_value(rollout.as_ref()).unwrap()),
+    )
+    .await;
+    reconcile.await.unwrap().expect("reconcile");
+    let mut stored = rollout.as_ref().clone();
+    stored.status = Some(serde_json::from_value(written["status"].clone()).unwrap());
+    let rollout = Arc::new(stored);
+    // The next one observes again (no observation was remembered yet) and writes nothing.
+    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
+    expect_observation(&mut handle, &target, &canary, &vs).await;
+    reconcile.await.unwrap().expect("reconcile");
+    assert!(no_request(&mut handle).await, "no write");
+    // Nothing watched changed since: the next reconcile reads nothing.
+    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
+    assert!(
+        no_request(&mut handle).await,
+        "a look without changes reads the cluster"
+    );
+    reconcile.await.unwrap().expect("reconcile");
+    // A Deployment of the Rollout changed: observe again.
+    ctx.looks.touch("dev/backend");
+    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
+    expect_observation(&mut handle, &target, &canary, &vs).await;
+    reconcile.await.unwrap().expect("reconcile");
+}
