@@ -129,6 +129,8 @@ const OBSERVATION_MAX_AGE: Duration = Duration::from_secs(30);
 
 struct Resumed {
     status: RolloutStatus,
+    /// What the API server holds, or will once the watch catches up.
+    written: RolloutStatus,
     /// The last observation, when nothing weir watches has changed since.
     unchanged: Option<Observed>,
     /// The epoch an observation starting now belongs to (`None`: not remembered yet).
@@ -140,14 +142,18 @@ fn lock(looks: &Looks) -> std::sync::MutexGuard<'_, HashMap<String, Look>> {
 }
 
 impl Looks {
-    /// Where a reconcile starts: the last decided status when the API still holds what
-    /// weir last wrote, else the stored one (someone else wrote it, or weir restarted).
+    /// Where a reconcile starts: the last decided status, when weir has one for this
+    /// Rollout, else the stored one (weir restarted, or the Rollout is new to analysis).
+    /// weir is the only writer of the status, so a stored status that differs from what
+    /// weir last wrote is one the watch has not delivered yet: deciding from it again
+    /// would restart the step's clock.
     fn resume(&self, key: &str, rollout: &Rollout, stored: &RolloutStatus) -> Resumed {
         let looks = lock(self);
         let uid = rollout.uid().unwrap_or_default();
         match looks.get(key) {
-            Some(look) if look.uid == uid && look.written == *stored => Resumed {
+            Some(look) if look.uid == uid => Resumed {
                 status: look.decided.clone(),
+                written: look.written.clone(),
                 unchanged: look
                     .observed
                     .as_ref()
@@ -159,13 +165,9 @@ impl Looks {
                     .cloned(),
                 epoch: Some(look.epoch),
             },
-            Some(look) if look.uid == uid => Resumed {
-                status: stored.clone(),
-                unchanged: None,
-                epoch: Some(look.epoch),
-            },
             _ => Resumed {
                 status: stored.clone(),
+                written: stored.clone(),
                 unchanged: None,
                 epoch: None,
             },
@@ -282,6 +284,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
     let key = look_key(&rollout.namespace().unwrap_or_default(), &rollout.name_any());
     let resumed = ctx.looks.resume(&key, &rollout, &stored);
     let status = resumed.status;
+    let in_api = resumed.written;
     let generation = rollout.meta().generation;
     let planned = plan::plan(&rollout.spec);
     let mut observed = None;
@@ -370,11 +373,11 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
             warn!(rollout = %rollout.name_any(), %err, "publishing an Event failed");
         }
     }
-    let written = if decision.status.decisive_part() != stored.decisive_part() {
+    let written = if decision.status.decisive_part() != in_api.decisive_part() {
         kubernetes::write_status(&ctx.client, &rollout, &decision.status).await?;
         &decision.status
     } else {
-        &stored
+        &in_api
     };
     ctx.looks.remember(&key, &uid, &decision.status, written, observed);
     let labels = RolloutLabels {
@@ -392,8 +395,8 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
         name: labels.name.clone(),
         phase: phase_name(p),
     };
-    if stored.phase != decision.status.phase {
-        ctx.telemetry.phase.remove(&phase(&stored.phase));
+    if status.phase != decision.status.phase {
+        ctx.telemetry.phase.remove(&phase(&status.phase));
     }
     ctx.telemetry.phase.get_or_create(&phase(&decision.status.phase)).set(1);
     ctx.telemetry.reconcile_seconds.observe(started.elapsed().as_secs_f64());
