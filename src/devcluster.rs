@@ -102,6 +102,10 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -261,6 +265,12 @@ impl LocalCluster {
                 s("--bind-address=127.0.0.1"),
                 s("--secure-port=0"),
                 s("--controllers=deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller"),
+                // Client-side limits sized for thousands of Deployments (benches/scale.rs),
+                // so the cluster, not weir, is never what a measurement waits for.
+                s("--kube-api-qps=500"),
+                s("--kube-api-burst=1000"),
+                s("--concurrent-deployment-syncs=20"),
+                s("--concurrent-replicaset-syncs=20"),
             ],
             &d,
         )?);
@@ -272,6 +282,8 @@ impl LocalCluster {
                 s("--leader-elect=false"),
                 s("--bind-address=127.0.0.1"),
                 s("--secure-port=0"),
+                s("--kube-api-qps=500"),
+                s("--kube-api-burst=1000"),
             ],
             &d,
         )?);

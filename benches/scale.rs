@@ -1,0 +1,487 @@
+//! weir at scale on one controller replica: many idle Rollouts and many progressing at
+//! once, against the local control plane (testcluster/build.sh) and a real Prometheus,
+//! with the release build of `weir` as a separate process. Prints one table: the time to
+//! take every Rollout over, the controller's RSS (idle, and peak while the canaries
+//! progress), bump → canary scaled up, canary ready → first weight, how late each timed
+//! step's weight was written after it was due, and the API calls weir made per step.
+//!
+//!   cargo bench --bench scale                                  # 1,000 idle + 100 progressing
+//!   WEIR_SCALE_IDLE=10000 WEIR_SCALE_ACTIVE=1000 cargo bench --bench scale
+//!
+//! Idle apps have `replicas: 0` (weir reads only Deployments, never Pods, so their pods
+//! would load the cluster, not weir). Progressing apps have one replica, four steps of
+//! `WEIR_SCALE_STEP` (default 20 s) under the default judge, which looks every 5 s; the
+//! metric is a custom query (`vector(0)`, always within bounds: the bench measures the
+//! controller, not the judge) on a real Prometheus, and the bumps are
+//! spread over one step so the steps fall due evenly, as independent releases do.
+//! Latencies are measured by watches in this process: they include the watch delivery.
+//! Without `--bench` (as `cargo test --all-targets` runs it) it does nothing.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use weir::api::{Phase, Rollout, StepState};
+use weir::devcluster::{self, LocalCluster, LocalPrometheus};
+
+const NS: &str = "scale";
+const STEPS: [u32; 4] = [10, 25, 50, 100];
+
+struct Sizes {
+    idle: usize,
+    active: usize,
+    step: Duration,
+}
+
+impl Sizes {
+    fn from_env() -> Sizes {
+        let var = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        Sizes {
+            idle: var("WEIR_SCALE_IDLE", 1000),
+            active: var("WEIR_SCALE_ACTIVE", 100),
+            step: Duration::from_secs(var("WEIR_SCALE_STEP", 20) as u64),
+        }
+    }
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn istio(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("networking.istio.io", "v1", kind))
+}
+
+fn app_name(i: usize) -> String {
+    format!("app-{i:05}")
+}
+
+async fn create_app(
+    client: &Client,
+    i: usize,
+    replicas: i32,
+    prometheus: &str,
+    step: Duration,
+) -> Result<(), weir::Error> {
+    let name = app_name(i);
+    let labels = json!({"app": name, "weir.dev/track": "stable"});
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "app", "image": "hello:1"}]}}}
+    }))?;
+    Api::<Deployment>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    let dr: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": name},
+        "spec": {"host": name, "subsets": [{"name": "stable", "labels": {"weir.dev/track": "stable"}},
+                                           {"name": "canary", "labels": {"weir.dev/track": "canary"}}]}}))?;
+    Api::<DynamicObject>::namespaced_with(client.clone(), NS, &istio("DestinationRule"))
+        .create(&PostParams::default(), &dr)
+        .await?;
+    let vs: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": name},
+        "spec": {"hosts": [name], "http": [{"route": [
+            {"destination": {"host": name, "subset": "stable"}, "weight": 100},
+            {"destination": {"host": name, "subset": "canary"}, "weight": 0}]}]}}))?;
+    Api::<DynamicObject>::namespaced_with(client.clone(), NS, &istio("VirtualService"))
+        .create(&PostParams::default(), &vs)
+        .await?;
+    let steps: Vec<_> = STEPS.iter().map(|w| json!({"weight": w})).collect();
+    let rollout: Rollout = serde_json::from_value(json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": name},
+        "spec": {"targetRef": {"kind": "Deployment", "name": name},
+                 "trafficRouting": {"istio": {"virtualService": {"name": name},
+                     "destinationRule": {"name": name, "stableSubset": "stable", "canarySubset": "canary"}}},
+                 "steps": steps,
+                 "progressDeadline": "10m",
+                 "scaleDownDelay": "1s",
+                 "analysis": {"interval": humantime::format_duration(step).to_string(),
+                              "prometheus": {"address": prometheus},
+                              "metrics": [{"name": "always-within", "query": "vector(0)", "max": 1}]}}
+    }))?;
+    Api::<Rollout>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &rollout)
+        .await?;
+    Ok(())
+}
+
+/// What the bench's own watches saw, each stamped when it arrived.
+#[derive(Default)]
+struct Seen {
+    /// Canary weight changes per VirtualService.
+    weights: BTreeMap<String, Vec<(u32, Timestamp)>>,
+    /// `stepStartedAt` of each analysed step, per Rollout.
+    step_started: BTreeMap<(String, u32), Timestamp>,
+    phases: BTreeMap<String, Phase>,
+    canary_scaled: BTreeMap<String, Timestamp>,
+    canary_ready: BTreeMap<String, Timestamp>,
+}
+
+fn watch_all(client: &Client, seen: Arc<Mutex<Seen>>) {
+    let vs_api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &istio("VirtualService"));
+    let s = seen.clone();
+    tokio::spawn(
+        watcher::watcher(vs_api, watcher::Config::default())
+            .applied_objects()
+            .for_each(move |vs| {
+                if let Ok(vs) = vs {
+                    let weight = vs.data.pointer("/spec/http/0/route/1/weight").and_then(|v| v.as_u64());
+                    let mut seen = s.lock().unwrap_or_else(|e| e.into_inner());
+                    let changes = seen.weights.entry(vs.name_any()).or_default();
+                    if let Some(w) = weight.map(|w| w as u32)
+                        && changes.last().map(|c| c.0) != Some(w)
+                    {
+                        changes.push((w, Timestamp::now()));
+                    }
+                }
+                futures::future::ready(())
+            }),
+    );
+    let s = seen.clone();
+    tokio::spawn(
+        watcher::watcher(
+            Api::<Rollout>::namespaced(client.clone(), NS),
+            watcher::Config::default(),
+        )
+        .applied_objects()
+        .for_each(move |r| {
+            if let Ok(r) = r
+                && let Some(status) = &r.status
+            {
+                let mut seen = s.lock().unwrap_or_else(|e| e.into_inner());
+                seen.phases.insert(r.name_any(), status.phase.clone());
+                if status.step_state == Some(StepState::Analysing)
+                    && let (Some(step), Some(Ok(at))) = (
+                        status.current_step,
+                        status.step_started_at.as_deref().map(str::parse::<Timestamp>),
+                    )
+                {
+                    seen.step_started.insert((r.name_any(), step), at);
+                }
+            }
+            futures::future::ready(())
+        }),
+    );
+    let s = seen;
+    tokio::spawn(
+        watcher::watcher(
+            Api::<Deployment>::namespaced(client.clone(), NS),
+            watcher::Config::default(),
+        )
+        .applied_objects()
+        .for_each(move |d| {
+            if let Ok(d) = d
+                && let Some(app) = d.name_any().strip_suffix("-canary")
+            {
+                let now = Timestamp::now();
+                let mut seen = s.lock().unwrap_or_else(|e| e.into_inner());
+                if d.spec.replicas.unwrap_or(0) >= 1 {
+                    seen.canary_scaled.entry(app.to_string()).or_insert(now);
+                }
+                if d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0) >= 1 {
+                    seen.canary_ready.entry(app.to_string()).or_insert(now);
+                }
+            }
+            futures::future::ready(())
+        }),
+    );
+}
+
+/// `apiserver_request_total` summed by verb and resource, from the API server's metrics.
+async fn api_requests(client: &Client) -> Result<BTreeMap<(String, String), f64>, weir::Error> {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .map_err(|e| weir::Error::Usage(e.to_string()))?;
+    let text = client.request_text(req).await?;
+    let mut totals = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(&format!("{k}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        let mut resource = label("resource");
+        if !label("group").is_empty() {
+            resource = format!("{}.{resource}", label("group"));
+        }
+        if !label("subresource").is_empty() {
+            resource = format!("{resource}/{}", label("subresource"));
+        }
+        *totals.entry((label("verb"), resource)).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(totals)
+}
+
+fn millis(from: Timestamp, to: Timestamp) -> f64 {
+    to.duration_since(from).as_secs_f64() * 1000.0
+}
+
+/// "median / p99 / max (n)" of a list of milliseconds.
+fn spread(mut v: Vec<f64>) -> String {
+    if v.is_empty() {
+        return "no samples".into();
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "{:.0} / {:.0} / {:.0} ms (n={})",
+        at(0.5),
+        at(0.99),
+        v[v.len() - 1],
+        v.len()
+    )
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut done: F) -> Result<(), weir::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, weir::Error>>,
+{
+    let start = Instant::now();
+    while !done().await? {
+        if start.elapsed() > limit {
+            return Err(weir::Error::Usage(format!("{what}: not within {limit:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
+async fn run(sizes: Sizes) -> Result<(), weir::Error> {
+    let total = sizes.idle + sizes.active;
+    let bin = devcluster::binaries()?;
+    let cluster = LocalCluster::start(&bin).await?;
+    let client = cluster.client().await?;
+    let repo = devcluster::repo_dir();
+    for file in ["testcluster/istio-crds.yaml", "crds/rollout.yaml"] {
+        devcluster::apply_yaml(&client, &std::fs::read_to_string(repo.join(file))?).await?;
+    }
+    let prometheus = LocalPrometheus::start(&[])?;
+    devcluster::apply_yaml(
+        &client,
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"),
+    )
+    .await?;
+
+    let created = Instant::now();
+    futures::stream::iter(0..total)
+        .map(|i| {
+            let replicas = if i < sizes.active { 1 } else { 0 };
+            create_app(&client, i, replicas, &prometheus.address, sizes.step)
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await?;
+    eprintln!("created {total} apps in {:.0} s", created.elapsed().as_secs_f64());
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    wait_until("progressing apps available", Duration::from_secs(900), || async {
+        let list = deployments.list(&ListParams::default()).await?;
+        Ok(list
+            .items
+            .iter()
+            .filter(|d| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1))
+            .count()
+            >= sizes.active)
+    })
+    .await?;
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    watch_all(&client, seen.clone());
+    let weir = std::path::Path::new(env!("CARGO_BIN_EXE_weir"));
+    let port = devcluster::free_port()?.to_string();
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let process = devcluster::spawn_with_env(
+        "weir",
+        weir,
+        &["controller".into(), format!("--http-addr=127.0.0.1:{port}")],
+        cluster.dir(),
+        &[("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "warn")],
+    )?;
+    let pid = process.pid();
+    let peak = Arc::new(Mutex::new(0.0f64));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(rss) = rss_mib(pid) {
+                    let mut p = peak.lock().unwrap_or_else(|e| e.into_inner());
+                    *p = p.max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let healthy = |seen: &Arc<Mutex<Seen>>| {
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.phases.values().filter(|p| **p == Phase::Healthy).count()
+    };
+    let takeover = Instant::now();
+    wait_until("takeover", Duration::from_secs(900), || async {
+        Ok(healthy(&seen) == total)
+    })
+    .await?;
+    let takeover = takeover.elapsed();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let idle_rss = rss_mib(pid).unwrap_or(0.0);
+    let takeover_peak = *peak.lock().unwrap_or_else(|e| e.into_inner());
+
+    // Bump the progressing apps, spread over one step.
+    let before = api_requests(&client).await?;
+    let mut bumped = BTreeMap::new();
+    let gap = sizes.step / sizes.active.max(1) as u32;
+    let bumps_started = Instant::now();
+    for i in 0..sizes.active {
+        let name = app_name(i);
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "hello:2"}]}}}});
+        bumped.insert(name.clone(), Timestamp::now());
+        deployments
+            .patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await?;
+        tokio::time::sleep_until((bumps_started + gap * (i as u32 + 1)).into()).await;
+    }
+    let active: Vec<String> = (0..sizes.active).map(app_name).collect();
+    let done = |seen: &Arc<Mutex<Seen>>| promoted(&seen.lock().unwrap_or_else(|e| e.into_inner()), &active);
+    let progressed = Instant::now();
+    let outcome = wait_until(
+        "every canary promoted",
+        sizes.step * 4 + Duration::from_secs(600),
+        || async { Ok(done(&seen) == sizes.active) },
+    )
+    .await;
+    let progress_time = progressed.elapsed();
+    let after = api_requests(&client).await?;
+    sampler.abort();
+    let peak_rss = *peak.lock().unwrap_or_else(|e| e.into_inner());
+    drop(process);
+
+    // Per Rollout: bump → canary scaled; canary ready → 10 %; step k due → step k+1 written.
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut to_canary, mut to_first_weight, mut lateness) = (vec![], vec![], vec![]);
+    for name in &active {
+        let (Some(bump), Some(weights)) = (bumped.get(name), seen.weights.get(name)) else {
+            continue;
+        };
+        if let Some(scaled) = seen.canary_scaled.get(name) {
+            to_canary.push(millis(*bump, *scaled));
+        }
+        let written = |w: u32| weights.iter().find(|(x, _)| *x == w).map(|(_, t)| *t);
+        if let (Some(ready), Some(first)) = (seen.canary_ready.get(name), written(STEPS[0])) {
+            to_first_weight.push(millis(*ready, first));
+        }
+        for (k, next) in STEPS.iter().skip(1).enumerate() {
+            if let (Some(started), Some(t)) = (seen.step_started.get(&(name.clone(), k as u32)), written(*next)) {
+                let due = *started + sizes.step;
+                lateness.push(millis(due, t));
+            }
+        }
+    }
+    let promoted = promoted(&seen, &active);
+    let steps_done = (promoted * STEPS.len()).max(1) as f64;
+    let delta = |verb: &str, resource: &str| {
+        let k = (verb.to_string(), resource.to_string());
+        after.get(&k).unwrap_or(&0.0) - before.get(&k).unwrap_or(&0.0)
+    };
+    let writes = [
+        (
+            "VirtualService patches",
+            delta("PATCH", "networking.istio.io.virtualservices"),
+        ),
+        ("status applies", delta("APPLY", "weir.dev.rollouts/status")),
+        ("Events created (events.k8s.io)", delta("POST", "events.k8s.io.events")),
+        (
+            "Deployment applies and patches (canary, paused)",
+            // The bench's own bumps are PATCHes too.
+            delta("APPLY", "apps.deployments") + delta("PATCH", "apps.deployments") - sizes.active as f64,
+        ),
+    ];
+    let reads = delta("GET", "apps.deployments")
+        + delta("GET", "networking.istio.io.virtualservices")
+        + delta("GET", "networking.istio.io.destinationrules");
+
+    println!(
+        "\nweir scale bench: {} idle + {} progressing Rollouts, steps {STEPS:?} x {:?}, one controller",
+        sizes.idle, sizes.active, sizes.step
+    );
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!(
+        "| take over {total} Rollouts (all Healthy) | {:.1} s |",
+        takeover.as_secs_f64()
+    );
+    println!("| RSS, peak during takeover | {takeover_peak:.1} MiB |");
+    println!("| RSS, idle with {total} Rollouts | {idle_rss:.1} MiB |");
+    println!("| RSS, peak while {} progress | {peak_rss:.1} MiB |", sizes.active);
+    println!(
+        "| promoted | {promoted} of {} in {:.0} s |",
+        sizes.active,
+        progress_time.as_secs_f64()
+    );
+    println!(
+        "| image bump → canary scaled up (median / p99 / max) | {} |",
+        spread(to_canary)
+    );
+    println!("| canary ready → first weight written | {} |", spread(to_first_weight));
+    println!("| step due → next weight written | {} |", spread(lateness));
+    let releases = promoted.max(1) as f64;
+    for (what, n) in &writes {
+        println!("| {what} per release | {:.1} |", n / releases);
+    }
+    let all: f64 = writes.iter().map(|(_, n)| n).sum();
+    println!(
+        "| all writes per release (per step) | {:.1} ({:.1}) |",
+        all / releases,
+        all / steps_done
+    );
+    println!("| GETs (Deployments, VS, DR) per release | {:.0} |", reads / releases);
+    drop(prometheus);
+    drop(cluster);
+    outcome
+}
+
+/// Promoted: phase Succeeded, and the weights went 0 → 10 → 25 → 50 → 100 → 0.
+fn promoted(seen: &Seen, active: &[String]) -> usize {
+    active
+        .iter()
+        .filter(|n| {
+            seen.phases.get(*n) == Some(&Phase::Succeeded)
+                && seen.weights.get(*n).is_some_and(|w| w.len() == STEPS.len() + 2)
+        })
+        .count()
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run(Sizes::from_env())) {
+        eprintln!("scale bench failed: {e}");
+        std::process::exit(1);
+    }
+}
