@@ -56,6 +56,20 @@ fn deployment(name: &str, image: &str, paused: bool, extra_labels: Value) -> Val
     })
 }
 
+/// weir's canary Deployment running `revision` with one available pod.
+fn ready_canary(revision: &str) -> Value {
+    let mut canary = deployment(
+        "backend-canary",
+        "hello:0.4",
+        false,
+        json!({"weir.dev/rollout": "backend"}),
+    );
+    canary["metadata"]["annotations"] = json!({"weir.dev/revision": revision});
+    canary["spec"]["replicas"] = json!(1);
+    canary["status"] = json!({"observedGeneration": 3, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1});
+    canary
+}
+
 fn target_revision(d: &Value) -> String {
     let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(d.clone()).unwrap();
     template_hash(&d.spec.template)
@@ -212,15 +226,7 @@ async fn a_ready_canary_gets_its_weight_by_a_patch_of_exactly_two_fields() {
     let ctx = context(Client::new(service, "dev"));
     let target = deployment("backend", "hello:0.4", true, json!({}));
     let revision = target_revision(&target);
-    let mut canary = deployment(
-        "backend-canary",
-        "hello:0.4",
-        false,
-        json!({"weir.dev/rollout": "backend"}),
-    );
-    canary["metadata"]["annotations"] = json!({"weir.dev/revision": revision});
-    canary["spec"]["replicas"] = json!(1);
-    canary["status"] = json!({"observedGeneration": 3, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1});
+    let canary = ready_canary(&revision);
     let status = RolloutStatus {
         phase: Phase::Progressing,
         stable_revision: Some("old".into()),
@@ -495,15 +501,7 @@ async fn a_look_while_nothing_changed_reads_nothing_from_the_cluster() {
     let ctx = context(Client::new(service, "dev"));
     let target = deployment("backend", "hello:0.4", true, json!({}));
     let revision = target_revision(&target);
-    let mut canary = deployment(
-        "backend-canary",
-        "hello:0.4",
-        false,
-        json!({"weir.dev/rollout": "backend"}),
-    );
-    canary["metadata"]["annotations"] = json!({"weir.dev/revision": revision});
-    canary["spec"]["replicas"] = json!(1);
-    canary["status"] = json!({"observedGeneration": 3, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1});
+    let canary = ready_canary(&revision);
     let now = jiff::Timestamp::now();
     let status = RolloutStatus {
         phase: Phase::Progressing,
