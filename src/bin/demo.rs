@@ -14,7 +14,10 @@ use serde_json::json;
 use weir::api::{Phase, Rollout};
 use weir::controller;
 use weir::devcluster::{self, LocalCluster, LocalPrometheus};
+use weir::judge::Reading;
 use weir::meshsim::{self, MeshConfig};
+use weir::plan;
+use weir::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
 
 fn say(start: Instant, what: &str) {
     println!("[{:>6.1}s] {what}", start.elapsed().as_secs_f64());
@@ -28,21 +31,67 @@ async fn bump(client: &Client, image: &str) -> Result<(), weir::Error> {
     Ok(())
 }
 
-/// Prints a line whenever the rollout's step, weight or verdict changes, until `until`.
-async fn watch(client: &Client, start: Instant, until: &[Phase], limit: Duration) -> Result<Rollout, weir::Error> {
+/// The canary's value of a built-in metric over the last 10 s, asked of Prometheus
+/// directly: weir writes its evidence into status only when it decides something.
+async fn canary_value(prometheus: &str, rollout: &Rollout, name: &str) -> String {
+    let Ok(plan) = plan::plan(&rollout.spec) else {
+        return "-".into();
+    };
+    let Some(metric) = plan.metrics.iter().find(|m| m.name == name) else {
+        return "-".into();
+    };
+    let Ok(client) = Prometheus::new() else {
+        return "-".into();
+    };
+    let endpoint = Endpoint {
+        address: prometheus.to_string(),
+        auth: Auth::None,
+        timeout: Duration::from_secs(1),
+    };
+    let scope = QueryScope {
+        namespace: "dev".into(),
+        stable: plan.target.clone(),
+        canary: plan.canary.clone(),
+    };
+    let window = Duration::from_secs(10);
+    match client.read(&endpoint, metric, &scope, window, window).await {
+        Reading::Value(Some(v))
+        | Reading::Counts {
+            canary_value: Some(v), ..
+        } => format!("{v:.1}"),
+        _ => "-".into(),
+    }
+}
+
+/// Prints a line whenever the rollout's step, weight, message or the canary's live
+/// numbers change, until `until`.
+async fn watch(
+    client: &Client,
+    prometheus: &str,
+    start: Instant,
+    until: &[Phase],
+    limit: Duration,
+) -> Result<Rollout, weir::Error> {
     let api: Api<Rollout> = Api::namespaced(client.clone(), "dev");
     let mut last = String::new();
     let began = Instant::now();
     loop {
         let r = api.get("backend").await?;
         let s = r.status.clone().unwrap_or_default();
+        let (success, p99) = if s.canary_weight > 0 {
+            (
+                canary_value(prometheus, &r, "request-success-rate").await,
+                canary_value(prometheus, &r, "request-duration").await,
+            )
+        } else {
+            ("-".into(), "-".into())
+        };
         let metric = |name: &str| {
-            s.analysis
-                .as_ref()
-                .and_then(|a| a.metrics.iter().find(|m| m.name == name))
-                .and_then(|m| m.canary_value)
-                .map(|v| format!("{v:.1}"))
-                .unwrap_or_else(|| "-".into())
+            if name == "request-success-rate" {
+                success.clone()
+            } else {
+                p99.clone()
+            }
         };
         let line = format!(
             "{:<11} step {:<4} canary {:>3}%  success {:>6}%  p99 {:>6} ms  {}",
@@ -146,16 +195,38 @@ async fn run(start: Instant) -> Result<(), weir::Error> {
         start,
         "applied examples/dev: backend + frontend, DestinationRule, VirtualService, Rollout",
     );
-    watch(&client, start, &[Phase::Healthy], Duration::from_secs(60)).await?;
+    watch(
+        &client,
+        &prometheus.address,
+        start,
+        &[Phase::Healthy],
+        Duration::from_secs(60),
+    )
+    .await?;
 
     say(
         start,
         "$ kubectl -n dev set image deployment/backend backend=nginxdemos/hello:0.4",
     );
+    // Requests that met a subset without ready pods before the first bump are the
+    // example's own start-up (its pods becoming ready), not weir's doing.
+    let no_ready_before = mesh
+        .telemetry
+        .lock()
+        .map_err(|_| weir::Error::Usage("telemetry lock".into()))?
+        .no_ready_pods("dev");
     bump(&client, "nginxdemos/hello:0.4").await?;
-    watch(&client, start, &[Phase::Progressing], Duration::from_secs(30)).await?;
+    watch(
+        &client,
+        &prometheus.address,
+        start,
+        &[Phase::Progressing],
+        Duration::from_secs(30),
+    )
+    .await?;
     let good = watch(
         &client,
+        &prometheus.address,
         start,
         &[Phase::Succeeded, Phase::RolledBack],
         Duration::from_secs(180),
@@ -168,9 +239,17 @@ async fn run(start: Instant) -> Result<(), weir::Error> {
         "$ kubectl -n dev set image deployment/backend backend=nginxdemos/hello:0.5-bad   (5 % of its requests fail)",
     );
     bump(&client, "nginxdemos/hello:0.5-bad").await?;
-    watch(&client, start, &[Phase::Progressing], Duration::from_secs(30)).await?;
+    watch(
+        &client,
+        &prometheus.address,
+        start,
+        &[Phase::Progressing],
+        Duration::from_secs(30),
+    )
+    .await?;
     let bad = watch(
         &client,
+        &prometheus.address,
         start,
         &[Phase::Succeeded, Phase::RolledBack],
         Duration::from_secs(180),
@@ -196,8 +275,8 @@ async fn run(start: Instant) -> Result<(), weir::Error> {
     );
     println!("  requests served: stable {stable_n} ({stable_5xx} 5xx), canary {canary_n} ({canary_5xx} 5xx)");
     println!(
-        "  requests sent to a destination without ready pods: {}",
-        t.no_ready_pods("dev")
+        "  requests sent to a destination without ready pods since the first bump: {}",
+        t.no_ready_pods("dev") - no_ready_before
     );
     drop(t);
     controller.abort();
