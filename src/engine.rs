@@ -196,6 +196,7 @@ pub fn decide(
         events: Vec::new(),
         wake: None,
         steps_total: plan.as_ref().map(|p| p.steps.len()).unwrap_or(0),
+        passed: None,
     };
     d.status.observed_generation = generation;
     match plan {
@@ -212,6 +213,9 @@ struct Decider {
     events: Vec<Event>,
     wake: Option<Timestamp>,
     steps_total: usize,
+    /// The verdict of a step that just passed, not yet told: the next step's
+    /// `StepStarted` carries it when that step starts at once (one Event per step).
+    passed: Option<String>,
 }
 
 impl Decider {
@@ -236,14 +240,7 @@ impl Decider {
         self.wake = Some(self.wake.map_or(t, |w| w.min(t)));
     }
 
-    fn event(&mut self, warning: bool, reason: &str, mut note: String) {
-        // A step that passes and the next step that starts at once make one Event, so a
-        // step costs one Event write: `StepStarted`, carrying the verdict of the step before.
-        if reason == "StepStarted"
-            && let Some(passed) = self.events.pop_if(|e| e.reason == "StepPassed")
-        {
-            note = format!("{note}; {}", passed.note);
-        }
+    fn event(&mut self, warning: bool, reason: &str, note: String) {
         self.events.push(Event {
             warning,
             reason: reason.into(),
@@ -574,17 +571,17 @@ impl Decider {
                 plan.steps.len(),
                 step.weight
             );
-            self.event(
-                false,
-                "StepStarted",
-                format!(
-                    "step {}/{}: canary weight {}% ({} canary pods ready)",
-                    index + 1,
-                    plan.steps.len(),
-                    step.weight,
-                    canary.pods.available
-                ),
+            let mut note = format!(
+                "step {}/{}: canary weight {}% ({} canary pods ready)",
+                index + 1,
+                plan.steps.len(),
+                step.weight,
+                canary.pods.available
             );
+            if let Some(passed) = self.passed.take() {
+                note = format!("{note}; {passed}");
+            }
+            self.event(false, "StepStarted", note);
             return;
         }
         // The weight stays at the last step's, which the ready pods already carry.
@@ -713,7 +710,7 @@ impl Decider {
                 analysis.consecutive_errors = 0;
                 analysis.last_error = None;
                 let when = if early { " early" } else { "" };
-                self.event(false, "StepPassed", format!("{note}; step passed{when}"));
+                self.passed = Some(format!("{note}; step passed{when}"));
                 self.advance(plan, target, world, world_weight, index);
             }
             Verdict::Breach {
@@ -828,8 +825,11 @@ impl Decider {
             }
         }
         if index + 1 < plan.steps.len() {
-            return self.enter_step(plan, target, world, index + 1, world_weight);
+            self.enter_step(plan, target, world, index + 1, world_weight);
+            // The next step could not start at once (more canary pods first).
+            return self.tell_passed();
         }
+        self.tell_passed();
         // Promotion: the stable track (the user's Deployment) rolls out the new template
         // while the canary keeps the traffic it has; traffic returns once stable is ready.
         self.actions.push(Action::PauseTarget(false));
@@ -844,6 +844,12 @@ impl Decider {
         );
         self.event(false, "Promoting", self.status.message.clone());
         self.wake_at(after(self.now, Duration::from_secs(30)));
+    }
+
+    fn tell_passed(&mut self) {
+        if let Some(passed) = self.passed.take() {
+            self.event(false, "StepPassed", passed);
+        }
     }
 
     fn promote(&mut self, plan: &Plan, target: &TargetState, world: &World, world_weight: u32) {
