@@ -116,6 +116,27 @@ async fn watch(
     }
 }
 
+/// Bumps the image and shows the canary live until it is promoted or rolled back.
+async fn release(client: &Client, prometheus: &str, start: Instant, image: &str) -> Result<Rollout, weir::Error> {
+    bump(client, image).await?;
+    watch(
+        client,
+        prometheus,
+        start,
+        &[Phase::Progressing],
+        Duration::from_secs(30),
+    )
+    .await?;
+    watch(
+        client,
+        prometheus,
+        start,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(180),
+    )
+    .await
+}
+
 async fn run(start: Instant) -> Result<(), weir::Error> {
     say(
         start,
@@ -215,46 +236,14 @@ async fn run(start: Instant) -> Result<(), weir::Error> {
         .lock()
         .map_err(|_| weir::Error::Usage("telemetry lock".into()))?
         .no_ready_pods("dev");
-    bump(&client, "nginxdemos/hello:0.4").await?;
-    watch(
-        &client,
-        &prometheus.address,
-        start,
-        &[Phase::Progressing],
-        Duration::from_secs(30),
-    )
-    .await?;
-    let good = watch(
-        &client,
-        &prometheus.address,
-        start,
-        &[Phase::Succeeded, Phase::RolledBack],
-        Duration::from_secs(180),
-    )
-    .await?;
+    let good = release(&client, &prometheus.address, start, "nginxdemos/hello:0.4").await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     say(
         start,
         "$ kubectl -n dev set image deployment/backend backend=nginxdemos/hello:0.5-bad   (5 % of its requests fail)",
     );
-    bump(&client, "nginxdemos/hello:0.5-bad").await?;
-    watch(
-        &client,
-        &prometheus.address,
-        start,
-        &[Phase::Progressing],
-        Duration::from_secs(30),
-    )
-    .await?;
-    let bad = watch(
-        &client,
-        &prometheus.address,
-        start,
-        &[Phase::Succeeded, Phase::RolledBack],
-        Duration::from_secs(180),
-    )
-    .await?;
+    let bad = release(&client, &prometheus.address, start, "nginxdemos/hello:0.5-bad").await?;
 
     let t = mesh
         .telemetry
