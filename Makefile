@@ -3,11 +3,12 @@
 
 demo:
 	./testcluster/prepare.sh
-	cargo run --release --bin demo
+	cargo build --release --bin weir
+	cargo run --release -p weir-testkit --bin demo
 
 test:
 	./testcluster/prepare.sh
-	cargo test --all-targets
+	cargo test --workspace --all-targets
 
 bench:
-	cargo bench --bench judges
+	cargo bench -p weir-core --bench judges

@@ -29,7 +29,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use weir::api::{Phase, Rollout, StepState};
-use weir::devcluster::{self, LocalCluster, LocalPrometheus};
+use weir_testkit::devcluster::{self, LocalCluster, LocalPrometheus};
 
 const NS: &str = "scale";
 const STEPS: [u32; 4] = [10, 25, 50, 100];
@@ -77,7 +77,7 @@ async fn create_app(
     replicas: i32,
     prometheus: &str,
     step: Duration,
-) -> Result<(), weir::Error> {
+) -> Result<(), weir_testkit::Error> {
     let name = app_name(i);
     let labels = json!({"app": name, "weir.dev/track": "stable"});
     let deployment: Deployment = serde_json::from_value(json!({
@@ -205,10 +205,10 @@ fn watch_all(client: &Client, seen: Arc<Mutex<Seen>>) {
 }
 
 /// `apiserver_request_total` summed by verb and resource, from the API server's metrics.
-async fn api_requests(client: &Client) -> Result<BTreeMap<(String, String), f64>, weir::Error> {
+async fn api_requests(client: &Client) -> Result<BTreeMap<(String, String), f64>, weir_testkit::Error> {
     let req = http::Request::get("/metrics")
         .body(Vec::new())
-        .map_err(|e| weir::Error::Usage(e.to_string()))?;
+        .map_err(|e| weir_testkit::Error::Setup(e.to_string()))?;
     let text = client.request_text(req).await?;
     let mut totals = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
@@ -255,22 +255,22 @@ fn spread(mut v: Vec<f64>) -> String {
     )
 }
 
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut done: F) -> Result<(), weir::Error>
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut done: F) -> Result<(), weir_testkit::Error>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool, weir::Error>>,
+    Fut: std::future::Future<Output = Result<bool, weir_testkit::Error>>,
 {
     let start = Instant::now();
     while !done().await? {
         if start.elapsed() > limit {
-            return Err(weir::Error::Usage(format!("{what}: not within {limit:?}")));
+            return Err(weir_testkit::Error::Setup(format!("{what}: not within {limit:?}")));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Ok(())
 }
 
-async fn run(sizes: Sizes) -> Result<(), weir::Error> {
+async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
     let total = sizes.idle + sizes.active;
     let bin = devcluster::binaries()?;
     let cluster = LocalCluster::start(&bin).await?;

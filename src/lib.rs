@@ -1,21 +1,19 @@
 //! weir: a progressive-delivery controller for Kubernetes.
 //!
-//! The pure core decides: `plan` (validate and default a spec), `judge` (verdicts from
-//! metric readings), `engine` (actions and new status). The edges observe and apply,
-//! one module each: `kubernetes`, `istio` (traffic router), `prometheus` (metrics
+//! The pure core (crate `weir-core`, re-exported here) decides: `plan` (validate and
+//! default a spec), `judge` (verdicts from metric readings), `engine` (actions and new
+//! status). This crate holds the custom resource (`api`) and the edges that observe and
+//! apply, one module each: `kubernetes`, `istio` (traffic router), `prometheus` (metrics
 //! provider). `controller` ties them together; `cli` is the `weir` command.
 
 pub mod api;
 pub mod cli;
 pub mod controller;
-pub mod devcluster;
-pub mod engine;
 pub mod istio;
-pub mod judge;
 pub mod kubernetes;
-pub mod meshsim;
-pub mod plan;
 pub mod prometheus;
+
+pub use weir_core::{engine, judge, plan};
 
 /// Every error weir's I/O can meet. Problems a user can fix are not errors: they become
 /// status conditions and Events, and the controller keeps serving other Rollouts.

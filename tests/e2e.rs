@@ -14,8 +14,8 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::json;
 use weir::api::{Phase, Rollout};
-use weir::devcluster::{self, LocalCluster, LocalPrometheus, Process};
-use weir::meshsim::{self, MeshConfig};
+use weir_testkit::devcluster::{self, LocalCluster, LocalPrometheus, Process};
+use weir_testkit::meshsim::{self, MeshConfig};
 
 type Failures = Arc<Mutex<Vec<String>>>;
 
@@ -591,7 +591,7 @@ struct Controller {
 }
 
 impl Controller {
-    fn start(&mut self) -> Result<(), weir::Error> {
+    fn start(&mut self) -> Result<(), weir_testkit::Error> {
         let port = devcluster::free_port()?.to_string();
         let args = ["controller".to_string(), format!("--http-addr=127.0.0.1:{port}")];
         let env = [("KUBECONFIG", self.kubeconfig.as_str()), ("RUST_LOG", "info,kube=warn")];

@@ -71,7 +71,7 @@ fn exposition(seconds: f64) -> String {
 }
 
 struct Mesh {
-    prometheus: weir::devcluster::LocalPrometheus,
+    prometheus: weir_testkit::devcluster::LocalPrometheus,
     _exporter: tokio::task::JoinHandle<()>,
 }
 
@@ -88,7 +88,7 @@ async fn mesh() -> Mesh {
     });
     // Started from this thread, not a blocking-pool one: the child dies with the thread
     // that spawned it (PR_SET_PDEATHSIG), and pool threads come and go.
-    let prometheus = weir::devcluster::LocalPrometheus::start(&[target]).expect("start Prometheus");
+    let prometheus = weir_testkit::devcluster::LocalPrometheus::start(&[target]).expect("start Prometheus");
     Mesh {
         prometheus,
         _exporter: exporter,

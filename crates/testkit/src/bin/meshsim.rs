@@ -21,11 +21,11 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), weir::Error> {
+async fn main() -> Result<(), weir_testkit::Error> {
     let args = Args::parse();
-    let config = weir::meshsim::MeshConfig::from_yaml(&std::fs::read_to_string(&args.config)?)?;
+    let config = weir_testkit::meshsim::MeshConfig::from_yaml(&std::fs::read_to_string(&args.config)?)?;
     let client = kube::Client::try_default().await?;
-    let mesh = weir::meshsim::start(client, config, args.listen, args.seed).await?;
+    let mesh = weir_testkit::meshsim::start(client, config, args.listen, args.seed).await?;
     eprintln!("meshsim: serving /metrics on http://{}", mesh.addr);
     tokio::signal::ctrl_c().await?;
     Ok(())

@@ -17,9 +17,10 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution, Poisson};
-use weir::api::{Counts, JudgeKind};
-use weir::judge::{self, MetricInput, Reading, StepClock, StepCounts, Verdict};
-use weir::plan::{MetricKind, MetricPlan, SequentialConfig};
+use weir_core::judge::{self, MetricInput, Reading, StepClock, StepCounts, Verdict};
+use weir_core::plan::{MetricKind, MetricPlan, SequentialConfig};
+use weir_core::spec::JudgeKind;
+use weir_core::status::Counts;
 
 const WEIGHTS: [u32; 4] = [10, 25, 50, 100];
 const STEP_SECONDS: u64 = 300;

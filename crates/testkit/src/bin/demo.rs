@@ -11,19 +11,16 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use weir::api::{Phase, Rollout};
-use weir::controller;
-use weir::devcluster::{self, LocalCluster, LocalPrometheus};
-use weir::judge::Reading;
-use weir::meshsim::{self, MeshConfig};
-use weir::plan;
-use weir::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
+use weir_core::status::{Phase, RolloutStatus};
+use weir_testkit::devcluster::{self, LocalCluster, LocalPrometheus};
+use weir_testkit::meshsim::{self, MeshConfig};
+use weir_testkit::{Error, rollouts};
 
 fn say(start: Instant, what: &str) {
     println!("[{:>6.1}s] {what}", start.elapsed().as_secs_f64());
 }
 
-async fn bump(client: &Client, image: &str) -> Result<(), weir::Error> {
+async fn bump(client: &Client, image: &str) -> Result<(), Error> {
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "backend", "image": image}]}}}});
     Api::<Deployment>::namespaced(client.clone(), "dev")
         .patch("backend", &PatchParams::default(), &Patch::Strategic(patch))
@@ -31,34 +28,20 @@ async fn bump(client: &Client, image: &str) -> Result<(), weir::Error> {
     Ok(())
 }
 
-/// The canary's value of a built-in metric over the last 10 s, asked of Prometheus
+/// The canary's live value of a built-in metric over the last 10 s, asked of Prometheus
 /// directly: weir writes its evidence into status only when it decides something.
-async fn canary_value(prometheus: &str, rollout: &Rollout, name: &str) -> String {
-    let Ok(plan) = plan::plan(&rollout.spec) else {
-        return "-".into();
+async fn canary_value(prometheus: &str, name: &str) -> String {
+    let sel = r#"reporter="destination",destination_workload_namespace="dev",destination_workload="backend-canary""#;
+    let query = match name {
+        "request-success-rate" => format!(
+            r#"sum(rate(istio_requests_total{{{sel},response_code!~"5.*"}}[10s])) / sum(rate(istio_requests_total{{{sel}}}[10s])) * 100"#
+        ),
+        _ => format!(
+            "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{{{sel}}}[10s])) by (le))"
+        ),
     };
-    let Some(metric) = plan.metrics.iter().find(|m| m.name == name) else {
-        return "-".into();
-    };
-    let Ok(client) = Prometheus::new() else {
-        return "-".into();
-    };
-    let endpoint = Endpoint {
-        address: prometheus.to_string(),
-        auth: Auth::None,
-        timeout: Duration::from_secs(1),
-    };
-    let scope = QueryScope {
-        namespace: "dev".into(),
-        stable: plan.target.clone(),
-        canary: plan.canary.clone(),
-    };
-    let window = Duration::from_secs(10);
-    match client.read(&endpoint, metric, &scope, window, window).await {
-        Reading::Value(Some(v))
-        | Reading::Counts {
-            canary_value: Some(v), ..
-        } => format!("{v:.1}"),
+    match weir_testkit::devcluster::instant_query(prometheus, &query).await {
+        Some(v) if v.is_finite() => format!("{v:.1}"),
         _ => "-".into(),
     }
 }
@@ -71,17 +54,15 @@ async fn watch(
     start: Instant,
     until: &[Phase],
     limit: Duration,
-) -> Result<Rollout, weir::Error> {
-    let api: Api<Rollout> = Api::namespaced(client.clone(), "dev");
+) -> Result<RolloutStatus, Error> {
     let mut last = String::new();
     let began = Instant::now();
     loop {
-        let r = api.get("backend").await?;
-        let s = r.status.clone().unwrap_or_default();
+        let s = rollouts::status(client, "dev", "backend").await?;
         let (success, p99) = if s.canary_weight > 0 {
             (
-                canary_value(prometheus, &r, "request-success-rate").await,
-                canary_value(prometheus, &r, "request-duration").await,
+                canary_value(prometheus, "request-success-rate").await,
+                canary_value(prometheus, "request-duration").await,
             )
         } else {
             ("-".into(), "-".into())
@@ -107,17 +88,17 @@ async fn watch(
             last = line;
         }
         if until.contains(&s.phase) {
-            return Ok(r);
+            return Ok(s);
         }
         if began.elapsed() > limit {
-            return Err(weir::Error::Usage(format!("no {until:?} within {limit:?}")));
+            return Err(Error::Setup(format!("no {until:?} within {limit:?}")));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
 /// Bumps the image and shows the canary live until it is promoted or rolled back.
-async fn release(client: &Client, prometheus: &str, start: Instant, image: &str) -> Result<Rollout, weir::Error> {
+async fn release(client: &Client, prometheus: &str, start: Instant, image: &str) -> Result<RolloutStatus, Error> {
     bump(client, image).await?;
     watch(
         client,
@@ -137,7 +118,7 @@ async fn release(client: &Client, prometheus: &str, start: Instant, image: &str)
     .await
 }
 
-async fn run(start: Instant) -> Result<(), weir::Error> {
+async fn run(start: Instant) -> Result<(), Error> {
     say(
         start,
         "building or finding the control plane (testcluster/build.sh; the first build takes ~15 min) ...",
@@ -160,9 +141,7 @@ async fn run(start: Instant) -> Result<(), weir::Error> {
     let mesh = meshsim::start(
         client.clone(),
         config,
-        "127.0.0.1:0"
-            .parse()
-            .map_err(|_| weir::Error::Usage("address".into()))?,
+        "127.0.0.1:0".parse().map_err(|_| Error::Setup("address".into()))?,
         1,
     )
     .await?;
@@ -175,18 +154,16 @@ async fn run(start: Instant) -> Result<(), weir::Error> {
         ),
     );
 
-    let http_addr = format!("127.0.0.1:{}", devcluster::free_port()?)
-        .parse()
-        .map_err(|_| weir::Error::Usage("address".into()))?;
-    let controller_client = client.clone();
-    let controller = tokio::spawn(async move {
-        let options = controller::Options {
-            http_addr,
-            concurrency: 16,
-            namespace: None,
-        };
-        controller::run(controller_client, options).await
-    });
+    let http_addr = format!("127.0.0.1:{}", devcluster::free_port()?);
+    // weir runs as users run it: its own process, with a kubeconfig for the local cluster.
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let controller = devcluster::spawn_with_env(
+        "weir",
+        &devcluster::weir_binary()?,
+        &["controller".into(), format!("--http-addr={http_addr}")],
+        cluster.dir(),
+        &[("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "info,kube=warn")],
+    )?;
     say(
         start,
         &format!("weir controller running (metrics on http://{http_addr}/metrics)"),
@@ -209,7 +186,7 @@ async fn run(start: Instant) -> Result<(), weir::Error> {
         "progressDeadline": "30s", "scaleDownDelay": "3s",
         "analysis": {"interval": "6s", "tick": "1s", "prometheus": {"address": prometheus.address},
                      "sequential": {"minDwell": "3s", "minRequests": 10}}}});
-    Api::<Rollout>::namespaced(client.clone(), "dev")
+    rollouts::api(&client, "dev")
         .patch("backend", &PatchParams::default(), &Patch::Merge(fast))
         .await?;
     say(
@@ -234,7 +211,7 @@ async fn run(start: Instant) -> Result<(), weir::Error> {
     let no_ready_before = mesh
         .telemetry
         .lock()
-        .map_err(|_| weir::Error::Usage("telemetry lock".into()))?
+        .map_err(|_| Error::Setup("telemetry lock".into()))?
         .no_ready_pods("dev");
     let good = release(&client, &prometheus.address, start, "nginxdemos/hello:0.4").await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -248,27 +225,19 @@ async fn run(start: Instant) -> Result<(), weir::Error> {
     let t = mesh
         .telemetry
         .lock()
-        .map_err(|_| weir::Error::Usage("telemetry lock".into()))?;
+        .map_err(|_| Error::Setup("telemetry lock".into()))?;
     let (canary_n, canary_5xx) = t.served("dev", "backend-canary");
     let (stable_n, stable_5xx) = t.served("dev", "backend");
     println!("\nSummary");
-    println!(
-        "  0.4      -> {:?}: {}",
-        good.status.as_ref().map(|s| s.phase.clone()),
-        good.status.as_ref().map(|s| s.message.clone()).unwrap_or_default()
-    );
-    println!(
-        "  0.5-bad  -> {:?}: {}",
-        bad.status.as_ref().map(|s| s.phase.clone()),
-        bad.status.as_ref().map(|s| s.message.clone()).unwrap_or_default()
-    );
+    println!("  0.4      -> {:?}: {}", good.phase, good.message);
+    println!("  0.5-bad  -> {:?}: {}", bad.phase, bad.message);
     println!("  requests served: stable {stable_n} ({stable_5xx} 5xx), canary {canary_n} ({canary_5xx} 5xx)");
     println!(
         "  requests sent to a destination without ready pods since the first bump: {}",
         t.no_ready_pods("dev") - no_ready_before
     );
     drop(t);
-    controller.abort();
+    drop(controller);
     drop(mesh);
     drop(prometheus);
     drop(cluster);

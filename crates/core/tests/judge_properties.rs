@@ -6,9 +6,12 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution};
-use weir::api::{Counts, JudgeKind};
-use weir::judge::{self, MetricInput, Reading, StepClock, StepCounts, Verdict, ln_lambda_over_bound, ln_lambda_worse};
-use weir::plan::{MetricKind, MetricPlan, SequentialConfig};
+use weir_core::judge::{
+    self, MetricInput, Reading, StepClock, StepCounts, Verdict, ln_lambda_over_bound, ln_lambda_worse,
+};
+use weir_core::plan::{MetricKind, MetricPlan, SequentialConfig};
+use weir_core::spec::JudgeKind;
+use weir_core::status::Counts;
 
 fn success_rate() -> MetricPlan {
     MetricPlan {

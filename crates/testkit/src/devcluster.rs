@@ -22,8 +22,49 @@ use kube::{Client, Config};
 use crate::Error;
 
 /// Where the repository is, for the scripts and manifests the harness uses.
+/// The repository's top directory (this crate lives in `crates/testkit`).
 pub fn repo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.join("../..").canonicalize().unwrap_or(manifest)
+}
+
+/// The `weir` binary to run as a controller: `$WEIR_BIN`, or the one next to the running
+/// executable (`cargo build --release --bin weir` puts both in `target/release`).
+pub fn weir_binary() -> Result<PathBuf, Error> {
+    if let Some(bin) = std::env::var_os("WEIR_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let exe = std::env::current_exe()?;
+    let candidates = exe.ancestors().skip(1).take(2).map(|d| d.join("weir"));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Setup(format!(
+        "no weir binary next to {}: build it first (cargo build --release --bin weir) or set WEIR_BIN",
+        exe.display()
+    )))
+}
+
+/// One number from Prometheus's `/api/v1/query`: the first sample's value, if any.
+pub async fn instant_query(address: &str, query: &str) -> Option<f64> {
+    let url = format!("{}/api/v1/query", address.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let body: serde_json::Value = client
+        .get(url)
+        .query(&[("query", query)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let value = body.pointer("/data/result/0/value/1")?.as_str()?;
+    value.parse().ok()
 }
 
 pub fn free_port() -> Result<u16, Error> {
@@ -41,7 +82,7 @@ pub fn binaries() -> Result<PathBuf, Error> {
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
-        return Err(Error::Usage(format!("testcluster/build.sh failed ({})", out.status)));
+        return Err(Error::Setup(format!("testcluster/build.sh failed ({})", out.status)));
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
@@ -87,7 +128,7 @@ pub fn spawn_with_env(
     }
     let child = cmd
         .spawn()
-        .map_err(|e| Error::Usage(format!("cannot start {}: {e}", program.display())))?;
+        .map_err(|e| Error::Setup(format!("cannot start {}: {e}", program.display())))?;
     Ok(Process {
         name: name.to_string(),
         child,
@@ -143,7 +184,7 @@ fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Res
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(Error::Usage(format!("{what} not ready within {limit:?}")))
+    Err(Error::Setup(format!("{what} not ready within {limit:?}")))
 }
 
 /// The local control plane.
@@ -182,7 +223,7 @@ impl LocalCluster {
                 .stderr(Stdio::null())
                 .status()?;
             if !status.success() {
-                return Err(Error::Usage("openssl could not make the service-account key".into()));
+                return Err(Error::Setup("openssl could not make the service-account key".into()));
             }
         }
         std::fs::write(
@@ -250,7 +291,7 @@ impl LocalCluster {
                 break;
             }
             if start.elapsed() > Duration::from_secs(60) {
-                return Err(cluster.explain(Error::Usage("kube-apiserver not ready within 60s".into())));
+                return Err(cluster.explain(Error::Setup("kube-apiserver not ready within 60s".into())));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -321,7 +362,7 @@ impl LocalCluster {
                 break;
             }
             if start.elapsed() > Duration::from_secs(30) {
-                return Err(cluster.explain(Error::Usage("the kwok node did not become Ready within 30s".into())));
+                return Err(cluster.explain(Error::Setup("the kwok node did not become Ready within 30s".into())));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -336,7 +377,7 @@ impl LocalCluster {
         let mut config = Config::new(
             self.server
                 .parse()
-                .map_err(|e| Error::Usage(format!("server URL: {e}")))?,
+                .map_err(|e| Error::Setup(format!("server URL: {e}")))?,
         );
         config.accept_invalid_certs = true;
         config.auth_info.token = Some(self.token.clone().into());
@@ -348,7 +389,7 @@ impl LocalCluster {
     pub fn check_alive(&mut self) -> Result<(), Error> {
         for p in &mut self.processes {
             if let Ok(Some(status)) = p.child.try_wait() {
-                return Err(Error::Usage(format!("{} exited ({status}):\n{}", p.name, p.tail())));
+                return Err(Error::Setup(format!("{} exited ({status}):\n{}", p.name, p.tail())));
             }
         }
         Ok(())
@@ -361,7 +402,7 @@ impl LocalCluster {
             .iter()
             .map(|p| format!("--- {}:\n{}", p.name, p.tail()))
             .collect();
-        Error::Usage(format!("{e}\n{}", logs.join("\n")))
+        Error::Setup(format!("{e}\n{}", logs.join("\n")))
     }
 
     pub fn stop(&mut self) {
@@ -423,7 +464,7 @@ pub async fn apply_yaml(client: &Client, text: &str) -> Result<Vec<DynamicObject
                 break;
             }
             if start.elapsed() > Duration::from_secs(20) {
-                return Err(Error::Usage(format!("CRD {name} not established within 20s")));
+                return Err(Error::Setup(format!("CRD {name} not established within 20s")));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -443,11 +484,11 @@ pub async fn apply_yaml(client: &Client, text: &str) -> Result<Vec<DynamicObject
         let types = obj
             .types
             .clone()
-            .ok_or_else(|| Error::Usage("a document without apiVersion/kind".into()))?;
-        let gvk = kube::api::GroupVersionKind::try_from(&types).map_err(|e| Error::Usage(format!("{e}")))?;
+            .ok_or_else(|| Error::Setup("a document without apiVersion/kind".into()))?;
+        let gvk = kube::api::GroupVersionKind::try_from(&types).map_err(|e| Error::Setup(format!("{e}")))?;
         let (ar, caps): (ApiResource, ApiCapabilities) = discovery
             .resolve_gvk(&gvk)
-            .ok_or_else(|| Error::Usage(format!("the cluster does not serve {gvk:?}")))?;
+            .ok_or_else(|| Error::Setup(format!("the cluster does not serve {gvk:?}")))?;
         let api: Api<DynamicObject> = match (caps.scope, obj.metadata.namespace.as_deref()) {
             (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
             (Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &ar),
@@ -492,7 +533,7 @@ impl LocalPrometheus {
     pub fn restart(&mut self) -> Result<(), Error> {
         self.stop();
         let program = which("prometheus").ok_or_else(|| {
-            Error::Usage("prometheus is not installed: run the README's test command, which installs it (apt-get install prometheus)".into())
+            Error::Setup("prometheus is not installed: run the README's test command, which installs it (apt-get install prometheus)".into())
         })?;
         let d = self.dir.path();
         let args = [

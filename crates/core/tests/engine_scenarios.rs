@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use weir::api::{Counts, Phase, RolloutSpec, RolloutStatus};
-use weir::engine::{self, Action, AnalysisRequest, CanaryState, Event, Pods, TargetState, World};
-use weir::judge::Reading;
-use weir::plan::{self, Plan};
+use weir_core::engine::{self, Action, AnalysisRequest, CanaryState, Event, Pods, TargetState, World};
+use weir_core::judge::Reading;
+use weir_core::plan::{self, Plan};
+use weir_core::spec::RolloutSpec;
+use weir_core::status::{Counts, Phase, RolloutStatus};
 
 const STABLE: &str = "rev-stable";
 const NEW: &str = "rev-new";

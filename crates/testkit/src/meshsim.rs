@@ -27,7 +27,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::Error;
-use crate::plan::ISTIO_BUCKETS_MS;
+use weir_core::plan::ISTIO_BUCKETS_MS;
 
 /// How a version behaves, chosen by its image tag.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

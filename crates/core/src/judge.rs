@@ -10,8 +10,9 @@
 
 use std::time::Duration;
 
-use crate::api::{Counts, JudgeKind, MetricStatus};
 use crate::plan::{MetricPlan, SequentialConfig};
+use crate::spec::JudgeKind;
+use crate::status::{Counts, MetricStatus};
 
 /// What Prometheus said about one metric at one look.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::api::{JudgeKind, Metric, RolloutSpec};
+use crate::spec::{JudgeKind, Metric, RolloutSpec};
 
 pub const SUCCESS_RATE: &str = "request-success-rate";
 pub const REQUEST_DURATION: &str = "request-duration";

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::api::{
-    AnalysisStatus, Condition, JudgeKind, Phase, PromotionState, RollbackRecord, RolloutStatus, StepEvidence, StepState,
-};
 use crate::judge::{self, MetricInput, Reading, StepClock, StepCounts, Verdict};
 use crate::plan::Plan;
+use crate::spec::JudgeKind;
+use crate::status::{
+    AnalysisStatus, Condition, Phase, PromotionState, RollbackRecord, RolloutStatus, StepEvidence, StepState,
+};
 
 /// What the Deployment controller reports about a Deployment's pods.
 #[derive(Clone, Debug, PartialEq, Default)]

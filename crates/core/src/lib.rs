@@ -1,0 +1,14 @@
+//! weir's decisions, with no kube, no HTTP and no clock: everything here is a pure
+//! function of what the edges observed and of `now`, so every behaviour is a scenario on
+//! a simulated clock.
+//!
+//! * `spec` — what a user declares; `status` — what weir writes back.
+//! * `plan` — validate and default a spec.
+//! * `judge` — verdicts from metric readings.
+//! * `engine` — plan + status + observed world + `now` → actions, new status, Events.
+
+pub mod engine;
+pub mod judge;
+pub mod plan;
+pub mod spec;
+pub mod status;

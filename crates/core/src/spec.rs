@@ -1,0 +1,246 @@
+//! What a user declares in a `Rollout` (`weir.dev/v1alpha1`): plain serde types with
+//! their OpenAPI schema. The product crate wraps `RolloutSpec` into the custom resource;
+//! the checks the API server can do (types, ranges, CEL rules that span fields) are in the
+//! schema, `crate::plan` does the rest.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Label that tells stable pods from canary pods. The user's pod template carries
+/// `weir.dev/track: stable`; weir's canary Deployment overrides it to `canary`.
+pub const DEFAULT_TRACK_LABEL: &str = "weir.dev/track";
+/// One-shot requests from a person (`weir promote|abort|retry`): `<verb>/<nonce>`.
+pub const REQUEST_ANNOTATION: &str = "weir.dev/request";
+/// While `"true"`, a canary in progress holds its step (`weir pause|resume`).
+pub const PAUSED_ANNOTATION: &str = "weir.dev/paused";
+/// Label put on the canary Deployment weir owns, naming its Rollout.
+pub const ROLLOUT_LABEL: &str = "weir.dev/rollout";
+/// Annotation on the canary Deployment: the revision its template runs.
+pub const REVISION_ANNOTATION: &str = "weir.dev/revision";
+
+const DURATION_RULE: &str = "duration(self) > duration('0s')";
+const DURATION_MESSAGE: &str = "must be a positive duration such as 30s, 1m or 1h30m";
+
+/// A canary release of one Deployment through an Istio VirtualService.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// The Deployment whose image bumps start a canary. weir never renames it.
+    pub target_ref: TargetRef,
+    pub traffic_routing: TrafficRouting,
+    /// Canary weights, strictly increasing, each 1..=100. The canary is promoted after
+    /// the last step passes its analysis.
+    #[schemars(length(min = 1, max = 20))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.map(s, s.weight).isSorted() && self.all(s, self.exists_one(t, t.weight == s.weight))", "message": "step weights must be strictly increasing"}]))]
+    pub steps: Vec<Step>,
+    pub analysis: Analysis,
+    /// How long a step may wait past its due time (for ready canary pods, for evidence
+    /// from Prometheus) before the canary is rolled back. Default 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": DURATION_RULE, "message": DURATION_MESSAGE}]))]
+    pub progress_deadline: Option<String>,
+    /// After promotion, how long the old canary pods keep running once traffic has
+    /// moved back to stable, so in-flight requests finish. Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": DURATION_RULE, "message": DURATION_MESSAGE}]))]
+    pub scale_down_delay: Option<String>,
+    /// Pod label whose value (`stable` / `canary`) tells the two tracks apart.
+    /// Default `weir.dev/track`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_label: Option<String>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    /// Only `Deployment` is supported.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == 'Deployment'", "message": "only kind Deployment is supported"}]))]
+    pub kind: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficRouting {
+    pub istio: IstioRouting,
+}
+
+/// The user's own VirtualService, and either DestinationRule subsets (subset mode) or two
+/// Services (host mode) that tell the stable pods from the canary pods.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.destinationRule) != has(self.hosts)", "message": "set exactly one of destinationRule (subset mode) or hosts (host mode)"}]))]
+pub struct IstioRouting {
+    pub virtual_service: VirtualServiceRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_rule: Option<DestinationRuleRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<HostServices>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualServiceRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Names of the HTTP routes weir manages. Empty: every HTTP route that has both
+    /// the stable and the canary destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.stableSubset != self.canarySubset", "message": "stableSubset and canarySubset must differ"}]))]
+pub struct DestinationRuleRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 63))]
+    pub stable_subset: String,
+    #[schemars(length(min = 1, max = 63))]
+    pub canary_subset: String,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.stableService != self.canaryService", "message": "stableService and canaryService must differ"}]))]
+pub struct HostServices {
+    #[schemars(length(min = 1, max = 63))]
+    pub stable_service: String,
+    #[schemars(length(min = 1, max = 63))]
+    pub canary_service: String,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Percent of the managed traffic sent to the canary during this step.
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: u32,
+    /// How long the step runs before it is judged; default `analysis.interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": DURATION_RULE, "message": DURATION_MESSAGE}]))]
+    pub duration: Option<String>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum JudgeKind {
+    /// Anytime-valid sequential test of the canary against the concurrent stable
+    /// baseline, looked at every tick (the default).
+    #[default]
+    Sequential,
+    /// Flagger-style: absolute bounds over one window per interval.
+    Threshold,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// Default duration of a step, and the query window of the threshold judge. Default 1m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": DURATION_RULE, "message": DURATION_MESSAGE}]))]
+    pub interval: Option<String>,
+    /// How often the sequential judge looks at the counters. Default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": DURATION_RULE, "message": DURATION_MESSAGE}]))]
+    pub tick: Option<String>,
+    #[serde(default)]
+    pub judge: JudgeKind,
+    pub prometheus: PrometheusRef,
+    #[schemars(length(min = 1, max = 16))]
+    pub metrics: Vec<Metric>,
+    /// Threshold judge: breaches tolerated per revision (cumulative over all steps);
+    /// one more rolls back. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub failure_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SequentialParams>,
+}
+
+/// Parameters of the sequential judge; see the README's "How weir judges a canary".
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SequentialParams {
+    /// Probability of rolling back a canary that is no worse than `theta0` × baseline,
+    /// however often weir looks. Default 0.005.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self > 0.0 && self < 0.5", "message": "alpha must be in (0, 0.5)"}]))]
+    pub alpha: Option<f64>,
+    /// Tolerated ratio of canary to baseline error rate. Default 1.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 1.0", "message": "theta0 must be at least 1"}]))]
+    pub theta0: Option<f64>,
+    /// A step may end early once the canary is shown no worse than `delta` × baseline.
+    /// Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self > 1.0", "message": "delta must be above 1"}]))]
+    pub delta: Option<f64>,
+    /// Shortest time a step runs before it may end early. Default 1m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": DURATION_RULE, "message": DURATION_MESSAGE}]))]
+    pub min_dwell: Option<String>,
+    /// Fewest canary requests in a step before it may pass. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusRef {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.istio-system:9090`.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.startsWith('http://') || self.startsWith('https://')", "message": "address must be an http:// or https:// URL"}]))]
+    pub address: String,
+    /// Secret in the Rollout's namespace with `token` (bearer) or `username` and
+    /// `password` (basic auth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+    /// Timeout of one query. Default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": DURATION_RULE, "message": DURATION_MESSAGE}]))]
+    pub timeout: Option<String>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    pub name: String,
+}
+
+/// One metric the canary is judged by. Built-in names: `request-success-rate` (percent,
+/// bound with `min`) and `request-duration` (milliseconds at `quantile`, bound with
+/// `max`). Any other name needs a `query`.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.min) || !has(self.max) || self.min <= self.max", "message": "min must not exceed max"},
+    {"rule": "has(self.min) || has(self.max)", "message": "a metric needs a min or a max bound"}
+]))]
+pub struct Metric {
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// PromQL template for a custom metric. Variables: `{{namespace}}`, `{{target}}`,
+    /// `{{canary}}`, `{{stable}}`, `{{interval}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// `request-duration` only: the quantile in (0, 1). Default 0.99.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self > 0.0 && self < 1.0", "message": "quantile must be in (0, 1)"}]))]
+    pub quantile: Option<f64>,
+}
+
+impl RolloutSpec {
+    pub fn track_label(&self) -> &str {
+        self.track_label.as_deref().unwrap_or(DEFAULT_TRACK_LABEL)
+    }
+}
+
+/// Labels as weir reads them off objects: a sorted map so outputs are deterministic.
+pub type Labels = BTreeMap<String, String>;

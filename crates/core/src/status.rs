@@ -1,0 +1,216 @@
+//! The `.status` of a Rollout: everything weir needs to resume after a crash, and what a
+//! person reads. Plain serde types; the product crate puts them on the custom resource.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum Phase {
+    /// Waiting to take over the Deployment (its own rollout is still in progress).
+    #[default]
+    Initializing,
+    /// Stable runs the Deployment's template; nothing to do.
+    Healthy,
+    /// A canary is going through its steps.
+    Progressing,
+    /// A canary holds its step because a person asked (`weir pause`).
+    Paused,
+    /// The last step passed: the stable track is rolling out the new template.
+    Promoting,
+    /// The last canary was promoted; stable runs it.
+    Succeeded,
+    /// The last canary was rolled back; stable keeps serving the old template.
+    RolledBack,
+    /// The Rollout or the objects it names are unusable; see `message`.
+    InvalidSpec,
+}
+
+/// Where the current step is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum StepState {
+    /// Canary pods for this step's weight are being started.
+    #[default]
+    ScalingCanary,
+    /// The weight is written; the judge is watching.
+    Analysing,
+}
+
+/// Where the promotion is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum PromotionState {
+    /// The Deployment was unpaused and rolls out the new template; canary keeps 100 %.
+    #[default]
+    RollingStable,
+    /// Traffic is back on stable; the canary pods drain until `scaleDownDelay` ends.
+    Draining,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub phase: Phase,
+    /// One line a person can act on: what weir does now and why.
+    #[serde(default)]
+    pub message: String,
+    /// Hash of the pod template the stable track runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+    /// Hash of the pod template under test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_revision: Option<String>,
+    /// Index into `spec.steps` of the current step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<u32>,
+    /// `2/4` for kubectl's printer column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_display: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_state: Option<StepState>,
+    /// When the current step's weight was written (analysis counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<String>,
+    /// When the current step (or promotion phase) began waiting for something; the
+    /// progress deadline counts from `max(due, this)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<String>,
+    /// Canary weight weir last wrote (percent of the managed stable+canary share).
+    #[serde(default)]
+    pub canary_weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStatus>,
+    /// A revision rolled back and not to be tried again until the template changes or
+    /// a person asks (`weir retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackRecord>,
+    /// The last `weir.dev/request` annotation acted on, so each request acts once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_request: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+impl RolloutStatus {
+    /// The status without what changes at every look of the judge: the last look's values
+    /// and when to look next, and the message that quotes them. weir writes status when
+    /// this part changes (a step, a verdict of another kind, a breach, a rollback); the
+    /// looks in between stay in the controller's memory, so a step costs one status write,
+    /// not one per tick. A restart forgets them and costs one early look, no more.
+    pub fn decisive_part(&self) -> RolloutStatus {
+        let mut s = self.clone();
+        s.message.clear();
+        if let Some(a) = s.analysis.as_mut() {
+            // Errors and breaches are news; a pass or "not yet" is what a step says anyway.
+            if matches!(a.last_verdict.as_deref(), Some("Pass" | "Inconclusive")) {
+                a.last_verdict = None;
+            }
+            a.last_checked_at = None;
+            a.next_check_at = None;
+            a.consecutive_errors = 0;
+            a.last_error = None;
+            a.metrics.clear();
+        }
+        s
+    }
+}
+
+/// What the analysis of the current revision has seen so far.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStatus {
+    /// Breaches so far for this revision (threshold judge; counts against failureLimit).
+    #[serde(default)]
+    pub failures: u32,
+    /// Prometheus errors in a row (down, timeout, bad query); they never count as breaches.
+    #[serde(default)]
+    pub consecutive_errors: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check_at: Option<String>,
+    /// Verdict of the last look: Pass, Breach, Inconclusive, Error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verdict: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricStatus>,
+    /// Counts of each passed step, per metric: the sequential tests keep their evidence
+    /// across steps (and across controller restarts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<StepEvidence>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepEvidence {
+    /// 0-based step index.
+    pub step: u32,
+    pub metric: String,
+    pub canary: Counts,
+    pub baseline: Counts,
+}
+
+/// The evidence of one metric at the last look.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricStatus {
+    pub name: String,
+    /// Pass, Breach, Inconclusive or Error.
+    pub verdict: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_counts: Option<Counts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_counts: Option<Counts>,
+    /// Sequential judge: likelihood ratio against "canary no worse than theta0 × baseline".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<f64>,
+    pub reason: String,
+}
+
+/// Requests and bad requests (5xx, or slower than the latency bound) since the step began.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default, schemars::JsonSchema)]
+pub struct Counts {
+    pub requests: u64,
+    pub bad: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRecord {
+    pub revision: String,
+    /// 1-based step at which it happened, with its weight.
+    pub step: u32,
+    pub weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<String>,
+    pub reason: String,
+    pub at: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: String,
+}
