@@ -28,7 +28,8 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, P
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use weir::api::{Phase, Rollout, StepState};
+use weir::api::{Phase, Rollout};
+use weir_core::state::State;
 use weir_testkit::devcluster::{self, LocalCluster, LocalPrometheus};
 
 const NS: &str = "scale";
@@ -167,13 +168,8 @@ fn watch_all(client: &Client, seen: Arc<Mutex<Seen>>) {
             {
                 let mut seen = s.lock().unwrap_or_else(|e| e.into_inner());
                 seen.phases.insert(r.name_any(), status.phase.clone());
-                if status.step_state == Some(StepState::Analysing)
-                    && let (Some(step), Some(Ok(at))) = (
-                        status.current_step,
-                        status.step_started_at.as_deref().map(str::parse::<Timestamp>),
-                    )
-                {
-                    seen.step_started.insert((r.name_any(), step), at);
+                if let State::Analysing { at, started } = &status.state {
+                    seen.step_started.insert((r.name_any(), at.step), *started);
                 }
             }
             futures::future::ready(())

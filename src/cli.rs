@@ -257,9 +257,9 @@ pub fn describe(rollout: &Rollout) -> String {
         .unwrap_or_else(|| "-".into());
     let _ = writeln!(
         out,
-        "  step       {step} of [{}]  {:?}",
+        "  step       {step} of [{}]  state {}",
         steps.join(", "),
-        status.step_state
+        status.state.name()
     );
     let _ = writeln!(
         out,

@@ -13,8 +13,9 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -26,10 +27,10 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::api::{Phase, ROLLOUT_LABEL, Rollout, RolloutStatus};
-use crate::engine::{self, AnalysisRequest, World};
+use crate::engine::{self, Action, AnalysisRequest, Decision, World, Write};
 use crate::judge::Reading;
-use crate::kubernetes::{self, IstioApi};
-use crate::plan::{self, Plan};
+use crate::kubernetes::{self, IstioApi, Observation};
+use crate::plan::{self, Names, Plan};
 use crate::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -182,6 +183,11 @@ impl Looks {
         }
     }
 
+    /// Forgets a Rollout (deleted).
+    fn forget(&self, key: &str) {
+        lock(self).remove(key);
+    }
+
     /// Remembers a decision while the Rollout is under analysis; forgets it after.
     fn remember(
         &self,
@@ -192,7 +198,12 @@ impl Looks {
         observed: Option<Observed>,
     ) {
         let mut looks = lock(self);
-        if !matches!(decided.phase, Phase::Progressing | Phase::Paused | Phase::Promoting) {
+        if !matches!(
+            decided.phase,
+            Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Deleting
+        ) && decided.state.canary().is_none()
+            && !matches!(decided.state, weir_core::state::State::Draining { .. })
+        {
             looks.remove(key);
             return;
         }
@@ -276,20 +287,63 @@ async fn read_metrics(
     readings
 }
 
+/// Held on every Rollout weir has taken over, so that deleting it (or uninstalling weir
+/// while it still runs) first hands everything back: see `release_rollout`.
+pub const FINALIZER: &str = "weir.dev/cleanup";
+
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, rollout, |event| async {
+        match event {
+            FinalizerEvent::Apply(rollout) => reconcile_rollout(rollout, &ctx).await,
+            FinalizerEvent::Cleanup(rollout) => release_rollout(rollout, &ctx).await,
+        }
+    })
+    .await;
+    ctx.telemetry.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+    result.map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+        other => Error::Invariant(other.to_string()),
+    })
+}
+
+/// Observes what the decision needs: everything, when the spec can be planned; else as
+/// much as the names in the spec allow (a canary can still be withdrawn), or nothing.
+async fn observe_for(ctx: &Context, rollout: &Rollout, names: &Names, full: bool) -> Option<Observation> {
+    match kubernetes::observe(&ctx.client, &ctx.istio, rollout, names).await {
+        Ok(obs) => Some(obs),
+        Err(e) if !full => {
+            warn!(rollout = %rollout.name_any(), %e, "cannot observe the objects of an invalid Rollout");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
     let now = Timestamp::now();
     let stored = rollout.status.clone().unwrap_or_default();
     let uid = rollout.uid().unwrap_or_default();
     let key = look_key(&rollout.namespace().unwrap_or_default(), &rollout.name_any());
     let resumed = ctx.looks.resume(&key, &rollout, &stored);
     let status = resumed.status;
-    let in_api = resumed.written;
     let generation = rollout.meta().generation;
     let planned = plan::plan(&rollout.spec);
     let mut observed = None;
-    let decision = match &planned {
-        Err(errors) => engine::decide(Err(errors), generation, &status, &World::unobserved(), now),
+    let (decision, obs) = match &planned {
+        Err(errors) => {
+            // Reads only when there is a canary to withdraw or drain.
+            let state = engine::state_of(&status);
+            let busy = state.canary().is_some() || matches!(state, weir_core::state::State::Draining { .. });
+            let obs = match busy {
+                true => observe_for(ctx, &rollout, &Names::of(&rollout.spec), false).await,
+                false => None,
+            };
+            let world = obs.as_ref().map(|o| o.world.clone()).unwrap_or_else(World::unobserved);
+            (engine::decide(Err(errors), generation, &status, &world, now), obs)
+        }
         Ok(plan) => {
             let due = engine::analysis_request(plan, &status, now);
             let mut readings = None;
@@ -302,7 +356,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
                 world.request = kubernetes::request(&rollout);
                 world.pause_requested = kubernetes::pause_requested(&rollout);
                 if let Some(req) = due {
-                    readings = Some(read_metrics(&ctx, &rollout, plan, &seen.auth, req).await);
+                    readings = Some(read_metrics(ctx, &rollout, plan, &seen.auth, req).await);
                 }
                 world.readings = readings.clone();
                 let decision = engine::decide(Ok(plan), generation, &status, &world, now);
@@ -312,103 +366,243 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
                 }
             }
             match quick {
-                Some(decision) => decision,
+                Some(decision) => (decision, None),
                 None => {
-                    let mut obs = kubernetes::observe(&ctx.client, &ctx.istio, &rollout, plan).await?;
+                    let mut obs = kubernetes::observe(&ctx.client, &ctx.istio, &rollout, &plan.names()).await?;
                     obs.world.readings = match (readings, due) {
                         (Some(r), _) => Some(r),
-                        (None, Some(req)) => Some(read_metrics(&ctx, &rollout, plan, &obs.auth, req).await),
+                        (None, Some(req)) => Some(read_metrics(ctx, &rollout, plan, &obs.auth, req).await),
                         (None, None) => None,
                     };
                     let decision = engine::decide(Ok(plan), generation, &status, &obs.world, now);
-                    for action in &decision.actions {
-                        info!(rollout = %rollout.name_any(), ?action, "applying");
-                        kubernetes::apply(&ctx.client, &ctx.istio, &rollout, plan, &obs, action).await?;
-                    }
-                    // What weir just changed is not in this observation: keep it only when
-                    // nothing was applied.
+                    // What weir is about to change is not in this observation: keep it
+                    // only when nothing will be applied.
                     if decision.actions.is_empty()
                         && let Some(epoch) = resumed.epoch
                     {
-                        obs.world.readings = None;
                         observed = Some(Observed {
-                            world: obs.world,
-                            auth: obs.auth,
+                            world: World {
+                                readings: None,
+                                ..obs.world.clone()
+                            },
+                            auth: obs.auth.clone(),
                             epoch,
                             generation,
                             at: Instant::now(),
                         });
                     }
-                    decision
+                    (decision, Some(obs))
                 }
             }
         }
     };
-    let reference = rollout.object_ref(&());
-    for e in &decision.events {
-        if e.warning {
-            warn!(rollout = %rollout.name_any(), reason = %e.reason, "{}", e.note);
-        } else {
-            info!(rollout = %rollout.name_any(), reason = %e.reason, "{}", e.note);
+    let names = Names::of(&rollout.spec);
+    let written = execute(ctx, &rollout, &names, obs.as_ref(), &decision, &resumed.written, now).await;
+    let written = match written {
+        Ok(written) => written,
+        Err((written, e)) => {
+            ctx.looks.remember(&key, &uid, &decision.status, &written, None);
+            return Err(e);
         }
-        ctx.telemetry
-            .decisions
-            .get_or_create(&ResultLabels {
-                result: e.reason.clone(),
-            })
-            .inc();
-        let event = KubeEvent {
-            type_: if e.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: e.reason.clone(),
-            note: Some(e.note.chars().take(1000).collect()),
-            action: e.reason.clone(),
-            secondary: None,
-        };
-        // An Event that cannot be published must not block the rollout itself.
-        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
-            warn!(rollout = %rollout.name_any(), %err, "publishing an Event failed");
-        }
-    }
-    let written = if decision.status.decisive_part() != in_api.decisive_part() {
-        kubernetes::write_status(&ctx.client, &rollout, &decision.status).await?;
-        &decision.status
-    } else {
-        &in_api
     };
-    ctx.looks.remember(&key, &uid, &decision.status, written, observed);
-    let labels = RolloutLabels {
-        namespace: rollout.namespace().unwrap_or_default(),
-        name: rollout.name_any(),
-    };
-    ctx.telemetry
-        .canary_weight
-        .get_or_create(&labels)
-        .set(i64::from(decision.status.canary_weight));
-    // One series per Rollout, for the phase it is in: with thousands of idle Rollouts,
-    // a zero for every other phase would be most of the controller's memory.
-    let phase = |p: &Phase| PhaseLabels {
-        namespace: labels.namespace.clone(),
-        name: labels.name.clone(),
-        phase: phase_name(p),
-    };
-    if status.phase != decision.status.phase {
-        ctx.telemetry.phase.remove(&phase(&status.phase));
-    }
-    ctx.telemetry.phase.get_or_create(&phase(&decision.status.phase)).set(1);
-    ctx.telemetry.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+    ctx.looks.remember(&key, &uid, &decision.status, &written, observed);
+    record_telemetry(ctx, &rollout, &status.phase, &decision.status);
     Ok(Requeue::requeue(decision.requeue_after))
 }
 
+/// The finalizer's cleanup: all traffic back on stable (written as an intent first),
+/// the canary drains, then weir lets go of the Deployment and the finalizer goes; the
+/// canary Deployment, owned by the Rollout, is garbage-collected with it. Until then the
+/// cleanup reports `NotReleasedYet`, which keeps the finalizer and comes back in time.
+async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
+    let now = Timestamp::now();
+    let stored = rollout.status.clone().unwrap_or_default();
+    let key = look_key(&rollout.namespace().unwrap_or_default(), &rollout.name_any());
+    let resumed = ctx.looks.resume(&key, &rollout, &stored);
+    let names = Names::of(&rollout.spec);
+    let obs = observe_for(ctx, &rollout, &names, false).await;
+    let world = obs.as_ref().map(|o| o.world.clone()).unwrap_or_else(World::unobserved);
+    let delay = plan::plan(&rollout.spec)
+        .map(|p| p.scale_down_delay)
+        .unwrap_or(plan::DEFAULT_SCALE_DOWN_DELAY);
+    let decision = engine::release(&resumed.status, &world, delay, now);
+    let uid = rollout.uid().unwrap_or_default();
+    match execute(ctx, &rollout, &names, obs.as_ref(), &decision, &resumed.written, now).await {
+        Ok(written) => ctx.looks.remember(&key, &uid, &decision.status, &written, None),
+        Err((_, e)) => return Err(e),
+    }
+    if !decision.released {
+        return Err(Error::NotReleasedYet(decision.requeue_after));
+    }
+    ctx.looks.forget(&key);
+    forget_telemetry(ctx, &rollout, &decision.status.phase);
+    Ok(Requeue::await_change())
+}
+
+/// Makes the writes of a decision in their order (`Decision::writes`): status, actions,
+/// Events. Returns what the API server now holds as status, also when a write failed.
+/// A failed action (other than a conflict, retried at once) reaches the status as the
+/// condition `Applied=False` and a Warning Event, once per distinct message.
+async fn execute(
+    ctx: &Context,
+    rollout: &Rollout,
+    names: &Names,
+    obs: Option<&Observation>,
+    decision: &Decision,
+    in_api: &RolloutStatus,
+    now: Timestamp,
+) -> Result<RolloutStatus, (RolloutStatus, Error)> {
+    let mut written = in_api.clone();
+    let mut applied_any = false;
+    for write in decision.writes(in_api) {
+        match write {
+            Write::Status(status) => {
+                kubernetes::write_status(&ctx.client, rollout, status)
+                    .await
+                    .map_err(|e| (written.clone(), e))?;
+                written = status.clone();
+            }
+            Write::Act(action) => {
+                info!(rollout = %rollout.name_any(), ?action, "applying");
+                let result = match obs {
+                    Some(obs) => kubernetes::apply(&ctx.client, &ctx.istio, rollout, names, obs, action).await,
+                    None => Err(Error::Invariant("an action without an observation".into())),
+                };
+                if let Err(e) = result {
+                    let written = report_apply_failure(ctx, rollout, action, &e, written, now).await;
+                    return Err((written, e));
+                }
+                applied_any = true;
+            }
+            Write::Tell(event) => publish(ctx, rollout, event).await,
+        }
+    }
+    if applied_any && written.condition("Applied").is_some_and(|c| c.status == "False") {
+        let mut status = decision.status.clone();
+        status.set_condition(
+            "Applied",
+            true,
+            "Applied",
+            "every change weir decided is in the cluster",
+            now,
+        );
+        if kubernetes::write_status(&ctx.client, rollout, &status).await.is_ok() {
+            written = status;
+        }
+    }
+    Ok(written)
+}
+
+async fn report_apply_failure(
+    ctx: &Context,
+    rollout: &Rollout,
+    action: &Action,
+    error: &Error,
+    mut written: RolloutStatus,
+    now: Timestamp,
+) -> RolloutStatus {
+    if error.is_conflict() {
+        return written;
+    }
+    let message = format!("{action:?} failed: {error}");
+    if written.condition("Applied").is_some_and(|c| c.message == message) {
+        return written;
+    }
+    written.set_condition("Applied", false, "ApplyFailed", &message, now);
+    let event = engine::Event {
+        warning: true,
+        reason: "ApplyFailed".into(),
+        note: message,
+    };
+    publish(ctx, rollout, &event).await;
+    match kubernetes::write_status(&ctx.client, rollout, &written).await {
+        Ok(()) => written,
+        Err(e) => {
+            warn!(rollout = %rollout.name_any(), %e, "recording a failed write in status failed too");
+            written
+        }
+    }
+}
+
+async fn publish(ctx: &Context, rollout: &Rollout, e: &engine::Event) {
+    if e.warning {
+        warn!(rollout = %rollout.name_any(), reason = %e.reason, "{}", e.note);
+    } else {
+        info!(rollout = %rollout.name_any(), reason = %e.reason, "{}", e.note);
+    }
+    ctx.telemetry
+        .decisions
+        .get_or_create(&ResultLabels {
+            result: e.reason.clone(),
+        })
+        .inc();
+    let event = KubeEvent {
+        type_: if e.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: e.reason.clone(),
+        note: Some(e.note.chars().take(1000).collect()),
+        action: e.reason.clone(),
+        secondary: None,
+    };
+    // An Event that cannot be published must not block the rollout itself.
+    if let Err(err) = ctx.recorder.publish(&event, &rollout.object_ref(&())).await {
+        warn!(rollout = %rollout.name_any(), %err, "publishing an Event failed");
+    }
+}
+
+fn rollout_labels(rollout: &Rollout) -> RolloutLabels {
+    RolloutLabels {
+        namespace: rollout.namespace().unwrap_or_default(),
+        name: rollout.name_any(),
+    }
+}
+
+fn phase_labels(labels: &RolloutLabels, p: &Phase) -> PhaseLabels {
+    PhaseLabels {
+        namespace: labels.namespace.clone(),
+        name: labels.name.clone(),
+        phase: phase_name(p),
+    }
+}
+
+fn record_telemetry(ctx: &Context, rollout: &Rollout, before: &Phase, status: &RolloutStatus) {
+    let labels = rollout_labels(rollout);
+    ctx.telemetry
+        .canary_weight
+        .get_or_create(&labels)
+        .set(i64::from(status.canary_weight));
+    // One series per Rollout, for the phase it is in: with thousands of idle Rollouts,
+    // a zero for every other phase would be most of the controller's memory.
+    if *before != status.phase {
+        ctx.telemetry.phase.remove(&phase_labels(&labels, before));
+    }
+    ctx.telemetry
+        .phase
+        .get_or_create(&phase_labels(&labels, &status.phase))
+        .set(1);
+}
+
+fn forget_telemetry(ctx: &Context, rollout: &Rollout, phase: &Phase) {
+    let labels = rollout_labels(rollout);
+    ctx.telemetry.canary_weight.remove(&labels);
+    ctx.telemetry.phase.remove(&phase_labels(&labels, phase));
+}
+
 pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    if let Error::NotReleasedYet(wait) = error {
+        return Requeue::requeue(*wait);
+    }
     warn!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), %error, "reconcile failed; retrying");
     ctx.telemetry
         .reconciles
         .get_or_create(&ResultLabels { result: "error".into() })
         .inc();
+    if let Error::NotReleasedYet(wait) = error {
+        return Requeue::requeue(*wait);
+    }
     // Conflicts and blips clear fast; a retry within a second keeps steps on time.
     Requeue::requeue(Duration::from_millis(if error.is_conflict() { 200 } else { 2000 }))
 }
@@ -441,6 +635,22 @@ pub struct Options {
     pub namespace: Option<String>,
 }
 
+/// A hash of what a reconcile must see: the spec (generation), the annotations (requests
+/// from a person), the finalizers and the deletion. Not the status: weir wrote it.
+fn what_wakes_a_reconcile(r: &Rollout) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    r.meta().generation.hash(&mut h);
+    r.annotations().hash(&mut h);
+    r.finalizers().hash(&mut h);
+    r.meta()
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     let istio = IstioApi::discover(&client).await;
@@ -463,8 +673,8 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     };
     // The Rollout cache keeps what reconciles read: no managed fields, no copy of the spec
     // in kubectl's last-applied annotation. Only changes of the spec or the annotations
-    // (weir.dev/request, weir.dev/paused) wake a reconcile: weir's own status writes do
-    // not, each decision says when it wants to look again.
+    // (weir.dev/request, weir.dev/paused), the finalizers and the deletion wake a
+    // reconcile: weir's own status writes do not, each decision says when to look again.
     let (reader, writer) = reflector::store();
     let rollout_changes = watcher::watcher(rollouts, watcher::Config::default().any_semantic())
         .default_backoff()
@@ -474,10 +684,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         })
         .reflect(writer)
         .touched_objects()
-        .predicate_filter(
-            predicates::generation.combine(predicates::annotations),
-            PredicateConfig::default(),
-        );
+        .predicate_filter(what_wakes_a_reconcile, PredicateConfig::default());
     let controller = Controller::for_stream(rollout_changes, reader);
     let store = controller.store();
     // One watch over Deployments serves both directions: a canary names its Rollout in a

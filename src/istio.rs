@@ -199,13 +199,22 @@ pub fn observed_canary_percent(routes: &[ManagedRoute]) -> u32 {
     routes.iter().map(ManagedRoute::canary_percent).max().unwrap_or(0)
 }
 
-/// JSON Patch that sets the canary percent on every managed route. It first tests the
-/// resourceVersion it was computed from, so a concurrent edit fails with a conflict
-/// instead of landing weights at stale indices; the next reconcile recomputes.
+/// The managed routes do not all carry the same canary percent (one was edited by hand
+/// or by a sync): a write is due to bring every route to the state's weight.
+pub fn routes_disagree(routes: &[ManagedRoute]) -> bool {
+    let mut percents = routes.iter().map(ManagedRoute::canary_percent);
+    let first = percents.next();
+    percents.any(|p| Some(p) != first)
+}
+
+/// JSON Patch that sets the canary percent on every managed route. It carries the
+/// resourceVersion it was computed from, which the API server treats as a precondition:
+/// a concurrent edit fails with 409 Conflict instead of landing weights at stale
+/// indices; the next reconcile recomputes.
 pub fn weight_patch(vs: &Value, routes: &[ManagedRoute], percent: u32) -> Value {
     let mut ops = Vec::new();
     if let Some(rv) = vs.pointer("/metadata/resourceVersion") {
-        ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
+        ops.push(json!({"op": "replace", "path": "/metadata/resourceVersion", "value": rv}));
     }
     for r in routes {
         let (stable, canary) = r.weights_for(percent);
@@ -383,7 +392,7 @@ mod tests {
         assert_eq!(
             patch,
             json!([
-                {"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
+                {"op": "replace", "path": "/metadata/resourceVersion", "value": "42"},
                 {"op": "add", "path": "/spec/http/1/route/0/weight", "value": 67},
                 {"op": "add", "path": "/spec/http/1/route/1/weight", "value": 23},
             ])

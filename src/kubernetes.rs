@@ -19,7 +19,7 @@ use crate::Error;
 use crate::api::{Labels, PAUSED_ANNOTATION, REQUEST_ANNOTATION, REVISION_ANNOTATION, ROLLOUT_LABEL, Rollout};
 use crate::engine::{Action, CanaryState, Pods, TargetState, World};
 use crate::istio::{self, DestinationMatch, ManagedRoute};
-use crate::plan::Plan;
+use crate::plan::Names;
 use crate::prometheus::Auth;
 
 pub const FIELD_MANAGER: &str = "weir";
@@ -174,17 +174,18 @@ pub async fn observe(
     client: &Client,
     istio_api: &IstioApi,
     rollout: &Rollout,
-    plan: &Plan,
+    names: &Names,
 ) -> Result<Observation, Error> {
     let ns = namespace(rollout);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let target = deployments.get_opt(&plan.target).await?;
-    let canary = deployments.get_opt(&plan.canary).await?;
+    let target = deployments.get_opt(&names.target).await?;
+    let canary = deployments.get_opt(&names.canary).await?;
     let mut obs = Observation {
         world: World {
             target: target.as_ref().map(target_state),
             canary: canary.as_ref().map(canary_state),
             traffic: Ok(0),
+            routes_disagree: false,
             request: request(rollout),
             pause_requested: pause_requested(rollout),
             readings: None,
@@ -199,7 +200,7 @@ pub async fn observe(
     {
         obs.world.traffic = Err(format!(
             "Deployment {ns}/{} exists and is not the canary of Rollout {}; rename it or the target",
-            plan.canary,
+            names.canary,
             rollout.name_any()
         ));
         return Ok(obs);
@@ -212,7 +213,7 @@ pub async fn observe(
         .as_ref()
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    let canary_pods = canary_labels(&stable_pods, &plan.track_label);
+    let canary_pods = canary_labels(&stable_pods, &names.track_label);
     obs.world.traffic = observe_routing(client, istio_api, rollout, &ns, &stable_pods, &canary_pods, &mut obs).await?;
     Ok(obs)
 }
@@ -271,6 +272,7 @@ async fn observe_routing(
     match istio::managed_routes(&vs, &routing.virtual_service.routes, &matcher) {
         Ok(routes) => {
             let percent = istio::observed_canary_percent(&routes);
+            obs.world.routes_disagree = istio::routes_disagree(&routes);
             obs.routes = routes;
             obs.virtual_service = Some(vs);
             Ok(Ok(percent))
@@ -283,7 +285,7 @@ async fn observe_routing(
 /// `canary` in the selector and the pod labels, owned by the Rollout.
 pub fn canary_deployment(
     rollout: &Rollout,
-    plan: &Plan,
+    names: &Names,
     target: &Deployment,
     revision: &str,
     replicas: i32,
@@ -293,13 +295,13 @@ pub fn canary_deployment(
     let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
     meta.labels = Some(canary_labels(
         &meta.labels.clone().unwrap_or_default(),
-        &plan.track_label,
+        &names.track_label,
     ));
     let mut match_labels = spec.selector.match_labels.clone().unwrap_or_default();
-    match_labels.insert(plan.track_label.clone(), "canary".into());
+    match_labels.insert(names.track_label.clone(), "canary".into());
     Deployment {
         metadata: ObjectMeta {
-            name: Some(plan.canary.clone()),
+            name: Some(names.canary.clone()),
             namespace: rollout.namespace(),
             labels: Some(BTreeMap::from([
                 (ROLLOUT_LABEL.to_string(), rollout.name_any()),
@@ -338,7 +340,7 @@ pub async fn apply(
     client: &Client,
     istio_api: &IstioApi,
     rollout: &Rollout,
-    plan: &Plan,
+    names: &Names,
     obs: &Observation,
     action: &Action,
 ) -> Result<(), Error> {
@@ -346,16 +348,27 @@ pub async fn apply(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     match action {
         Action::PauseTarget(paused) => {
-            let body = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": plan.target}, "spec": {"paused": paused}});
+            let body = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": names.target}, "spec": {"paused": paused}});
             deployments
-                .patch(&plan.target, &apply_params(), &Patch::Apply(body))
+                .patch(&names.target, &apply_params(), &Patch::Apply(body))
                 .await?;
+        }
+        Action::ReleaseTarget => {
+            // An apply that names no field drops every field weir owned on the
+            // Deployment (`spec.paused`): it falls back to its default, unpaused, and
+            // nothing of weir's is left on it.
+            if obs.world.target.is_some() {
+                let body = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": names.target}});
+                deployments
+                    .patch(&names.target, &apply_params(), &Patch::Apply(body))
+                    .await?;
+            }
         }
         Action::ApplyCanary { replicas: 0, .. } => {
             if obs.world.canary.is_some() {
                 let body = json!({"spec": {"replicas": 0}});
                 deployments
-                    .patch(&plan.canary, &PatchParams::default(), &Patch::Merge(body))
+                    .patch(&names.canary, &PatchParams::default(), &Patch::Merge(body))
                     .await?;
             }
         }
@@ -369,9 +382,9 @@ pub async fn apply(
                     "canary revision {revision} is not the target's template"
                 )));
             }
-            let canary = canary_deployment(rollout, plan, target, revision, *replicas);
+            let canary = canary_deployment(rollout, names, target, revision, *replicas);
             deployments
-                .patch(&plan.canary, &apply_params(), &Patch::Apply(canary))
+                .patch(&names.canary, &apply_params(), &Patch::Apply(canary))
                 .await?;
         }
         Action::SetCanaryWeight(percent) => {

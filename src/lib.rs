@@ -35,13 +35,22 @@ pub enum Error {
     Invariant(String),
     #[error("{0}")]
     Usage(String),
+    /// Not an error: a deleted Rollout's canary still drains; the finalizer stays and the
+    /// cleanup comes back after this long.
+    #[error("still handing back traffic and the Deployment; again in {0:?}")]
+    NotReleasedYet(std::time::Duration),
 }
 
 impl Error {
-    /// Someone else changed the object between our read and our write (409), or the
-    /// JSON Patch's resourceVersion test failed (422): re-observe and decide again.
+    /// Someone else changed the object between our read and our write: the API's
+    /// 409 Conflict (reason `Conflict`), or a JSON Patch whose `test` operation failed,
+    /// which the API server answers 422 with reason `Invalid` and a `testPatch` cause
+    /// (or, on older servers, 409): re-observe and decide again.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 409 || (s.code == 422 && s.message.contains("test")))
+        match self {
+            Error::Kube(kube::Error::Api(s)) => s.code == 409 || s.reason == "Conflict",
+            _ => false,
+        }
     }
 }
 

@@ -9,10 +9,12 @@ use kube::Client;
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
-use weir::api::{Phase, Rollout, RolloutStatus, StepState};
+use weir::api::{Phase, Rollout, RolloutStatus};
 use weir::controller::{self, Context, Looks, Telemetry};
+use weir::engine::state_of;
 use weir::kubernetes::{IstioApi, template_hash};
 use weir::prometheus::Prometheus;
+use weir_core::state::{CanaryAt, STATE_VERSION, State};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -21,7 +23,7 @@ fn rollout(status: Option<RolloutStatus>) -> Rollout {
         r#"
 apiVersion: weir.dev/v1alpha1
 kind: Rollout
-metadata: {name: backend, namespace: dev, uid: 6f1c-uid, generation: 1}
+metadata: {name: backend, namespace: dev, uid: 6f1c-uid, generation: 1, finalizers: [weir.dev/cleanup]}
 spec:
   targetRef: {kind: Deployment, name: backend}
   trafficRouting:
@@ -130,6 +132,61 @@ async fn expect(handle: &mut Handle, method: Method, path: &str, (code, response
     body
 }
 
+/// Like `expect`, for a server-side apply: weir's field manager, forced (weir owns the
+/// fields it applies; a GitOps tool that owned them before hands them over).
+async fn expect_apply(handle: &mut Handle, path: &str, response: (u16, Value)) -> Value {
+    let (request, send) = handle.next_request().await.expect("a request");
+    assert_eq!(request.method(), Method::PATCH, "method of {}", request.uri());
+    assert_eq!(request.uri().path(), path, "path");
+    let query = request.uri().query().unwrap_or_default().to_string();
+    assert!(query.contains("fieldManager=weir"), "field manager in {query}");
+    assert!(query.contains("force=true"), "forced apply in {query}");
+    assert_eq!(
+        request.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/apply-patch+yaml"[..])
+    );
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    let (code, response) = response;
+    let response = match (response.is_null(), path.ends_with("/status")) {
+        (true, true) => stored_with(&body),
+        (true, false) => body.clone(),
+        (false, _) => response,
+    };
+    send.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(&response).unwrap()))
+            .unwrap(),
+    );
+    body
+}
+
+const STATUS: &str = "/apis/weir.dev/v1alpha1/namespaces/dev/rollouts/backend/status";
+
+/// A status as weir writes it: the state and its projection.
+fn status_of(state: State) -> RolloutStatus {
+    RolloutStatus {
+        phase: state.phase(),
+        stable_revision: state.stable().map(str::to_string),
+        canary_revision: state.canary().map(|at| at.canary.clone()),
+        current_step: state.canary().map(|at| at.step),
+        canary_weight: state.weight(),
+        analysis: Some(Default::default()),
+        state,
+        state_version: Some(STATE_VERSION),
+        observed_generation: Some(1),
+        conditions: vec![weir::api::Condition {
+            type_: "SpecValid".into(),
+            status: "True".into(),
+            reason: "Valid".into(),
+            message: "the Rollout and the objects it names fit".into(),
+            last_transition_time: "2026-11-28T00:00:00Z".into(),
+        }],
+        ..Default::default()
+    }
+}
+
 fn ok(v: Value) -> (u16, Value) {
     (200, v)
 }
@@ -154,39 +211,94 @@ fn context(client: Client) -> Arc<Context> {
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/dev/deployments";
 const ISTIO: &str = "/apis/networking.istio.io/v1/namespaces/dev";
 
+/// Answers the four reads of a full observation.
+async fn expect_observation(handle: &mut Handle, target: &Value, canary: Option<&Value>, vs: (u16, Value)) {
+    expect(
+        handle,
+        Method::GET,
+        &format!("{DEPLOYMENTS}/backend"),
+        ok(target.clone()),
+    )
+    .await;
+    let canary = canary.map(|c| ok(c.clone())).unwrap_or_else(not_found);
+    expect(handle, Method::GET, &format!("{DEPLOYMENTS}/backend-canary"), canary).await;
+    expect(
+        handle,
+        Method::GET,
+        &format!("{ISTIO}/destinationrules/backend"),
+        ok(destination_rule()),
+    )
+    .await;
+    expect(handle, Method::GET, &format!("{ISTIO}/virtualservices/backend"), vs).await;
+}
+
+async fn expect_event(handle: &mut Handle, reason: &str) -> Value {
+    let event = expect(
+        handle,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/dev/events",
+        ok(Value::Null),
+    )
+    .await;
+    assert_eq!(event["reason"], reason, "{event}");
+    event
+}
+
+/// The Rollout as the API server answers a status apply: with that status.
+fn stored_with(status: &Value) -> Value {
+    let mut r = serde_json::to_value(rollout(None)).unwrap();
+    r["status"] = status["status"].clone();
+    r
+}
+
+fn with_status(written: &Value) -> Rollout {
+    let mut r = rollout(None);
+    r.status = Some(serde_json::from_value(written["status"].clone()).unwrap());
+    r
+}
+
 #[tokio::test]
-async fn taking_over_a_deployment_pauses_it_and_records_the_stable_revision() {
+async fn a_new_rollout_first_gets_its_finalizer_and_nothing_else() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "dev"));
+    let mut r = rollout(None);
+    r.metadata.finalizers = None;
+    let server = tokio::spawn(async move {
+        let patch = expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/weir.dev/v1alpha1/namespaces/dev/rollouts/backend",
+            ok(serde_json::to_value(rollout(None)).unwrap()),
+        )
+        .await;
+        assert_eq!(
+            patch,
+            json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                   {"op": "add", "path": "/metadata/finalizers", "value": ["weir.dev/cleanup"]}])
+        );
+        handle
+    });
+    controller::reconcile(Arc::new(r), ctx).await.expect("reconcile");
+    let mut handle = server.await.unwrap();
+    assert!(
+        handle.next_request().await.is_none(),
+        "nothing else before the finalizer is on"
+    );
+}
+
+#[tokio::test]
+async fn taking_over_a_deployment_records_the_stable_revision_then_pauses_it() {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = context(Client::new(service, "dev"));
     let target = deployment("backend", "hello:0.3", false, json!({}));
     let revision = target_revision(&target);
     let server = tokio::spawn(async move {
-        expect(&mut handle, Method::GET, &format!("{DEPLOYMENTS}/backend"), ok(target)).await;
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{DEPLOYMENTS}/backend-canary"),
-            not_found(),
-        )
-        .await;
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{ISTIO}/destinationrules/backend"),
-            ok(destination_rule()),
-        )
-        .await;
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{ISTIO}/virtualservices/backend"),
-            ok(virtual_service(0)),
-        )
-        .await;
+        expect_observation(&mut handle, &target, None, ok(virtual_service(0))).await;
+        // The status first: the state it records is the intent of the writes after it.
+        let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
         // The only write to the user's Deployment: spec.paused, by server-side apply.
-        let pause = expect(
+        let pause = expect_apply(
             &mut handle,
-            Method::PATCH,
             &format!("{DEPLOYMENTS}/backend"),
             ok(deployment("backend", "hello:0.3", true, json!({}))),
         )
@@ -195,21 +307,8 @@ async fn taking_over_a_deployment_pauses_it_and_records_the_stable_revision() {
             pause,
             json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "backend"}, "spec": {"paused": true}})
         );
-        let event = expect(
-            &mut handle,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/dev/events",
-            ok(Value::Null),
-        )
-        .await;
-        assert_eq!(event["reason"], "Initialized");
-        expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/weir.dev/v1alpha1/namespaces/dev/rollouts/backend/status",
-            ok(serde_json::to_value(rollout(None)).unwrap()),
-        )
-        .await
+        expect_event(&mut handle, "Initialized").await;
+        status
     });
     controller::reconcile(Arc::new(rollout(None)), ctx)
         .await
@@ -218,82 +317,85 @@ async fn taking_over_a_deployment_pauses_it_and_records_the_stable_revision() {
     assert_eq!(status["kind"], "Rollout");
     assert_eq!(status["status"]["phase"], "Healthy");
     assert_eq!(status["status"]["stableRevision"], json!(revision));
+    assert_eq!(status["status"]["state"], json!({"name": "stable", "stable": revision}));
+    assert_eq!(status["status"]["stateVersion"], json!(STATE_VERSION));
 }
 
+/// A bump: the canary Deployment is applied (its body asserted), then, once its pod is
+/// ready, the weight is written by a patch of exactly two fields.
 #[tokio::test]
-async fn a_ready_canary_gets_its_weight_by_a_patch_of_exactly_two_fields() {
+async fn a_bump_starts_a_canary_and_its_ready_pod_gets_the_weight_by_a_patch_of_two_fields() {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = context(Client::new(service, "dev"));
     let target = deployment("backend", "hello:0.4", true, json!({}));
     let revision = target_revision(&target);
-    let canary = ready_canary(&revision);
-    let status = RolloutStatus {
-        phase: Phase::Progressing,
-        stable_revision: Some("old".into()),
-        canary_revision: Some(revision.clone()),
-        current_step: Some(0),
-        step_state: Some(StepState::ScalingCanary),
-        waiting_since: Some(jiff::Timestamp::now().to_string()),
-        analysis: Some(Default::default()),
-        ..Default::default()
-    };
+    let healthy = status_of(State::Stable {
+        stable: "old".into(),
+        last: None,
+    });
     let vs = virtual_service(0);
-    let vs_for_server = vs.clone();
+    let (t, v) = (target.clone(), vs.clone());
     let server = tokio::spawn(async move {
-        expect(&mut handle, Method::GET, &format!("{DEPLOYMENTS}/backend"), ok(target)).await;
-        expect(
+        expect_observation(&mut handle, &t, None, ok(v)).await;
+        let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
+        let canary = expect_apply(&mut handle, &format!("{DEPLOYMENTS}/backend-canary"), ok(Value::Null)).await;
+        expect_event(&mut handle, "CanaryStarted").await;
+        (handle, status, canary)
+    });
+    controller::reconcile(Arc::new(rollout(Some(healthy))), ctx.clone())
+        .await
+        .expect("reconcile");
+    let (mut handle, status, canary) = server.await.unwrap();
+    assert_eq!(status["status"]["state"]["name"], "scaling");
+    assert_eq!(status["status"]["phase"], "Progressing");
+    // The canary: the target's spec, the track label set to canary in the pod labels
+    // and the selector, one replica (10 % of 4), owned by the Rollout, named by labels.
+    assert_eq!(canary["metadata"]["name"], "backend-canary");
+    assert_eq!(canary["metadata"]["labels"]["weir.dev/rollout"], "backend");
+    assert_eq!(canary["metadata"]["annotations"]["weir.dev/revision"], json!(revision));
+    assert_eq!(canary["metadata"]["ownerReferences"][0]["kind"], "Rollout");
+    assert_eq!(canary["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(canary["spec"]["replicas"], 1);
+    assert_eq!(
+        canary["spec"]["selector"]["matchLabels"],
+        json!({"app": "backend", "weir.dev/track": "canary"})
+    );
+    assert_eq!(
+        canary["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "backend", "weir.dev/track": "canary"})
+    );
+    assert_eq!(
+        canary["spec"]["template"]["spec"], target["spec"]["template"]["spec"],
+        "the canary runs the bumped template"
+    );
+
+    let scaling = with_status(&status);
+    let (t, v) = (target.clone(), vs.clone());
+    let server = tokio::spawn(async move {
+        expect_observation(
             &mut handle,
-            Method::GET,
-            &format!("{DEPLOYMENTS}/backend-canary"),
-            ok(canary),
+            &t,
+            Some(&ready_canary(&target_revision(&t))),
+            ok(v.clone()),
         )
         .await;
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{ISTIO}/destinationrules/backend"),
-            ok(destination_rule()),
-        )
-        .await;
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{ISTIO}/virtualservices/backend"),
-            ok(vs_for_server.clone()),
-        )
-        .await;
+        let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
         let patch = expect(
             &mut handle,
             Method::PATCH,
             &format!("{ISTIO}/virtualservices/backend"),
-            ok(vs_for_server),
+            ok(v),
         )
         .await;
-        let event = expect(
-            &mut handle,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/dev/events",
-            ok(Value::Null),
-        )
-        .await;
-        assert_eq!(event["reason"], "StepStarted");
-        let status = expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/weir.dev/v1alpha1/namespaces/dev/rollouts/backend/status",
-            ok(serde_json::to_value(rollout(None)).unwrap()),
-        )
-        .await;
+        expect_event(&mut handle, "StepStarted").await;
         (patch, status)
     });
-    controller::reconcile(Arc::new(rollout(Some(status))), ctx)
-        .await
-        .expect("reconcile");
+    controller::reconcile(Arc::new(scaling), ctx).await.expect("reconcile");
     let (patch, status) = server.await.unwrap();
     assert_eq!(
         patch,
         json!([
-            {"op": "test", "path": "/metadata/resourceVersion", "value": "777"},
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": "777"},
             {"op": "add", "path": "/spec/http/1/route/0/weight", "value": 90},
             {"op": "add", "path": "/spec/http/1/route/1/weight", "value": 10},
         ])
@@ -310,7 +412,45 @@ async fn a_ready_canary_gets_its_weight_by_a_patch_of_exactly_two_fields() {
     expected["spec"]["http"][1]["route"][1]["weight"] = json!(10);
     assert_eq!(patched, expected);
     assert_eq!(status["status"]["canaryWeight"], 10);
-    assert_eq!(status["status"]["stepState"], "Analysing");
+    assert_eq!(status["status"]["state"]["name"], "analysing");
+}
+
+/// A controller that restarts in the middle of a step raises no weight on the evidence
+/// of the one before it: here Prometheus does not answer, so the weight stays at 0.
+#[tokio::test]
+async fn after_a_restart_no_weight_is_raised_before_a_fresh_look() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "dev"));
+    let target = deployment("backend", "hello:0.4", true, json!({}));
+    let revision = target_revision(&target);
+    let scaling = status_of(State::Scaling {
+        at: CanaryAt {
+            stable: "old".into(),
+            canary: revision.clone(),
+            step: 0,
+            weight: 0,
+            reference_replicas: 4,
+        },
+        since: jiff::Timestamp::now(),
+        drain_until: None,
+    });
+    let canary = ready_canary(&revision);
+    let server = tokio::spawn(async move {
+        expect_observation(&mut handle, &target, Some(&canary), ok(virtual_service(0))).await;
+        let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
+        (handle, status)
+    });
+    controller::reconcile(Arc::new(rollout(Some(scaling))), ctx)
+        .await
+        .expect("reconcile");
+    let (mut handle, status) = server.await.unwrap();
+    assert!(no_request(&mut handle).await, "no weight written");
+    assert_eq!(status["status"]["canaryWeight"], 0);
+    assert!(
+        status["status"]["message"].as_str().unwrap().contains("fresh look"),
+        "{}",
+        status["status"]["message"]
+    );
 }
 
 #[tokio::test]
@@ -319,43 +459,11 @@ async fn a_missing_virtual_service_becomes_a_precise_condition_without_writes() 
     let ctx = context(Client::new(service, "dev"));
     let target = deployment("backend", "hello:0.3", true, json!({}));
     let server = tokio::spawn(async move {
-        expect(&mut handle, Method::GET, &format!("{DEPLOYMENTS}/backend"), ok(target)).await;
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{DEPLOYMENTS}/backend-canary"),
-            not_found(),
-        )
-        .await;
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{ISTIO}/destinationrules/backend"),
-            ok(destination_rule()),
-        )
-        .await;
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{ISTIO}/virtualservices/backend"),
-            not_found(),
-        )
-        .await;
-        let event = expect(
-            &mut handle,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/dev/events",
-            ok(Value::Null),
-        )
-        .await;
+        expect_observation(&mut handle, &target, None, not_found()).await;
+        let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
+        let event = expect_event(&mut handle, "TrafficRoutingInvalid").await;
         assert_eq!(event["type"], "Warning");
-        expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/weir.dev/v1alpha1/namespaces/dev/rollouts/backend/status",
-            ok(serde_json::to_value(rollout(None)).unwrap()),
-        )
-        .await
+        status
     });
     controller::reconcile(Arc::new(rollout(None)), ctx)
         .await
@@ -374,20 +482,9 @@ async fn an_invalid_spec_is_reported_without_reading_or_touching_anything() {
     let mut r = rollout(None);
     r.spec.steps[1].weight = 5;
     let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/dev/events",
-            ok(Value::Null),
-        )
-        .await;
-        expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/weir.dev/v1alpha1/namespaces/dev/rollouts/backend/status",
-            ok(serde_json::to_value(rollout(None)).unwrap()),
-        )
-        .await
+        let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
+        expect_event(&mut handle, "InvalidSpec").await;
+        status
     });
     controller::reconcile(Arc::new(r), ctx).await.expect("reconcile");
     let status = server.await.unwrap();
@@ -401,98 +498,163 @@ async fn an_invalid_spec_is_reported_without_reading_or_touching_anything() {
 }
 
 #[tokio::test]
-async fn a_conflicting_weight_write_fails_the_reconcile_before_any_status_write() {
+async fn a_conflicting_weight_write_fails_the_reconcile_after_its_intent_is_recorded() {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = context(Client::new(service, "dev"));
     let target = deployment("backend", "hello:0.3", true, json!({}));
     let revision = target_revision(&target);
-    let status = RolloutStatus {
-        phase: Phase::Healthy,
-        stable_revision: Some(revision),
-        ..Default::default()
-    };
+    let healthy = status_of(State::Stable {
+        stable: revision,
+        last: None,
+    });
     let server = tokio::spawn(async move {
-        expect(&mut handle, Method::GET, &format!("{DEPLOYMENTS}/backend"), ok(target)).await;
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{DEPLOYMENTS}/backend-canary"),
-            not_found(),
-        )
-        .await;
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{ISTIO}/destinationrules/backend"),
-            ok(destination_rule()),
-        )
-        .await;
-        // Someone left canary weight on while no canary runs: weir puts it back to 0 ...
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{ISTIO}/virtualservices/backend"),
-            ok(virtual_service(30)),
-        )
-        .await;
-        // ... but the object changed meanwhile: the resourceVersion test fails.
-        let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
-            "message": "the server rejected our request due to an error in our request: testing value /metadata/resourceVersion failed"});
+        // Someone left canary weight on while no canary runs: weir takes it off ...
+        expect_observation(&mut handle, &target, None, ok(virtual_service(30))).await;
+        // ... recording the intent first (Draining: weight 0) ...
+        let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
+        assert_eq!(status["status"]["state"]["name"], "draining");
+        // ... but the object changed meanwhile: the resourceVersion precondition fails.
+        let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+            "message": "Operation cannot be fulfilled on virtualservices.networking.istio.io \"backend\": the object has been modified"});
         expect(
             &mut handle,
             Method::PATCH,
             &format!("{ISTIO}/virtualservices/backend"),
-            (422, conflict),
+            (409, conflict),
         )
         .await;
         handle
     });
-    let err = controller::reconcile(Arc::new(rollout(Some(status))), ctx)
+    let err = controller::reconcile(Arc::new(rollout(Some(healthy))), ctx)
         .await
         .expect_err("conflict surfaces");
     assert!(err.is_conflict(), "{err}");
     let mut handle = server.await.unwrap();
-    // The client is gone with the context: no further request (no status write) was made.
+    // The client is gone with the context: a conflict is retried, not reported.
     assert!(handle.next_request().await.is_none());
+}
+
+#[tokio::test]
+async fn a_failed_write_reaches_status_and_events() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "dev"));
+    let target = deployment("backend", "hello:0.3", false, json!({}));
+    let revision = target_revision(&target);
+    let healthy = status_of(State::Stable {
+        stable: revision,
+        last: None,
+    });
+    let server = tokio::spawn(async move {
+        expect_observation(&mut handle, &target, None, ok(virtual_service(0))).await;
+        let forbidden = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+            "message": "deployments.apps \"backend\" is forbidden"});
+        expect_apply(&mut handle, &format!("{DEPLOYMENTS}/backend"), (403, forbidden)).await;
+        let event = expect_event(&mut handle, "ApplyFailed").await;
+        assert_eq!(event["type"], "Warning");
+        expect_apply(&mut handle, STATUS, ok(Value::Null)).await
+    });
+    let err = controller::reconcile(Arc::new(rollout(Some(healthy))), ctx)
+        .await
+        .expect_err("the failure surfaces");
+    assert!(!err.is_conflict());
+    let status = server.await.unwrap();
+    let applied = &status["status"]["conditions"][1];
+    assert_eq!(applied["type"], "Applied");
+    assert_eq!(applied["status"], "False");
+    assert!(
+        applied["message"].as_str().unwrap().contains("PauseTarget(true)"),
+        "{applied}"
+    );
+}
+
+/// Deleting a Rollout mid-canary: traffic goes back to stable first (intent recorded),
+/// the finalizer stays while the canary drains; then weir lets go of the Deployment
+/// and the finalizer goes.
+#[tokio::test]
+async fn deleting_a_rollout_hands_traffic_and_the_deployment_back_before_the_finalizer_goes() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "dev"));
+    let target = deployment("backend", "hello:0.4", true, json!({}));
+    let revision = target_revision(&target);
+    let analysing = status_of(State::Analysing {
+        at: CanaryAt {
+            stable: "old".into(),
+            canary: revision.clone(),
+            step: 1,
+            weight: 50,
+            reference_replicas: 4,
+        },
+        started: jiff::Timestamp::now(),
+    });
+    let mut deleted = rollout(Some(analysing));
+    deleted.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    deleted.spec.scale_down_delay = Some("1s".into());
+    let canary = ready_canary(&revision);
+    let (t, c) = (target.clone(), canary.clone());
+    let server = tokio::spawn(async move {
+        expect_observation(&mut handle, &t, Some(&c), ok(virtual_service(50))).await;
+        let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
+        let patch = expect(
+            &mut handle,
+            Method::PATCH,
+            &format!("{ISTIO}/virtualservices/backend"),
+            ok(virtual_service(0)),
+        )
+        .await;
+        expect_event(&mut handle, "Releasing").await;
+        (handle, status, patch)
+    });
+    let err = controller::reconcile(Arc::new(deleted.clone()), ctx.clone())
+        .await
+        .expect_err("not released while the canary drains");
+    assert!(matches!(err, weir::Error::NotReleasedYet(_)), "{err}");
+    let (mut handle, status, patch) = server.await.unwrap();
+    assert_eq!(status["status"]["phase"], "Deleting");
+    assert_eq!(status["status"]["state"]["name"], "draining");
+    assert_eq!(
+        patch[2],
+        json!({"op": "add", "path": "/spec/http/1/route/1/weight", "value": 0})
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut drained = deleted;
+    drained.status = with_status(&status).status;
+    let server = tokio::spawn(async move {
+        expect_observation(&mut handle, &target, Some(&canary), ok(virtual_service(0))).await;
+        let release = expect_apply(&mut handle, &format!("{DEPLOYMENTS}/backend"), ok(Value::Null)).await;
+        assert_eq!(
+            release,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "backend"}}),
+            "an apply without spec.paused: weir owns nothing on the Deployment any more"
+        );
+        expect_event(&mut handle, "Released").await;
+        let finalizer = expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/weir.dev/v1alpha1/namespaces/dev/rollouts/backend",
+            ok(serde_json::to_value(rollout(None)).unwrap()),
+        )
+        .await;
+        assert_eq!(finalizer[1], json!({"op": "remove", "path": "/metadata/finalizers/0"}));
+        handle
+    });
+    controller::reconcile(Arc::new(drained), ctx).await.expect("released");
+    let mut handle = server.await.unwrap();
+    assert!(no_request(&mut handle).await);
 }
 
 /// No request comes within 100 ms.
 async fn no_request(handle: &mut Handle) -> bool {
-    tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request())
-        .await
-        .is_err()
-}
-
-/// Answers the four reads of a full observation.
-async fn expect_observation(handle: &mut Handle, target: &Value, canary: &Value, vs: &Value) {
-    expect(
-        handle,
-        Method::GET,
-        &format!("{DEPLOYMENTS}/backend"),
-        ok(target.clone()),
-    )
-    .await;
-    expect(
-        handle,
-        Method::GET,
-        &format!("{DEPLOYMENTS}/backend-canary"),
-        ok(canary.clone()),
-    )
-    .await;
-    expect(
-        handle,
-        Method::GET,
-        &format!("{ISTIO}/destinationrules/backend"),
-        ok(destination_rule()),
-    )
-    .await;
-    expect(
-        handle,
-        Method::GET,
-        &format!("{ISTIO}/virtualservices/backend"),
-        ok(vs.clone()),
-    )
-    .await;
+    match tokio::time::timeout(std::time::Duration::from_millis(100), handle.next_request()).await {
+        Err(_) => true,
+        Ok(None) => true,
+        Ok(Some((request, _))) => {
+            eprintln!("unexpected request: {} {}", request.method(), request.uri());
+            false
+        }
+    }
 }
 
 #[tokio::test]
@@ -503,43 +665,36 @@ async fn a_look_while_nothing_changed_reads_nothing_from_the_cluster() {
     let revision = target_revision(&target);
     let canary = ready_canary(&revision);
     let now = jiff::Timestamp::now();
-    let status = RolloutStatus {
-        phase: Phase::Progressing,
-        stable_revision: Some("old".into()),
-        canary_revision: Some(revision),
-        current_step: Some(0),
-        step_display: Some("1/3".into()),
-        step_state: Some(StepState::Analysing),
-        step_started_at: Some(now.to_string()),
-        canary_weight: 10,
-        analysis: Some(weir::api::AnalysisStatus {
-            // No look is due during this test: Prometheus is not asked.
-            next_check_at: Some((now + jiff::SignedDuration::from_hours(1)).to_string()),
-            ..Default::default()
-        }),
+    let mut status = status_of(State::Analysing {
+        at: CanaryAt {
+            stable: "old".into(),
+            canary: revision,
+            step: 0,
+            weight: 10,
+            reference_replicas: 4,
+        },
+        started: now,
+    });
+    status.step_display = Some("1/3".into());
+    status.analysis = Some(weir::api::AnalysisStatus {
+        // No look is due during this test: Prometheus is not asked.
+        next_check_at: Some((now + jiff::SignedDuration::from_hours(1)).to_string()),
         ..Default::default()
-    };
+    });
+    assert_eq!(status.phase, Phase::Progressing);
+    assert!(matches!(state_of(&status), State::Analysing { .. }));
     let rollout = Arc::new(rollout(Some(status)));
     let vs = virtual_service(10);
 
-    // The first reconcile observes and records the SpecValid condition: the status as
-    // the API server then holds it is what the next reconciles see.
+    // The first reconcile observes (nothing remembered yet) and writes nothing: the
+    // status says what the cluster shows.
     let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
-    expect_observation(&mut handle, &target, &canary, &vs).await;
-    let written = expect(
-        &mut handle,
-        Method::PATCH,
-        "/apis/weir.dev/v1alpha1/namespaces/dev/rollouts/backend/status",
-        ok(serde_json::to_value(rollout.as_ref()).unwrap()),
-    )
-    .await;
+    expect_observation(&mut handle, &target, Some(&canary), ok(vs.clone())).await;
     reconcile.await.unwrap().expect("reconcile");
-    let mut stored = rollout.as_ref().clone();
-    stored.status = Some(serde_json::from_value(written["status"].clone()).unwrap());
-    let rollout = Arc::new(stored);
+    assert!(no_request(&mut handle).await, "no write");
     // The next one observes again (no observation was remembered yet) and writes nothing.
     let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
-    expect_observation(&mut handle, &target, &canary, &vs).await;
+    expect_observation(&mut handle, &target, Some(&canary), ok(vs.clone())).await;
     reconcile.await.unwrap().expect("reconcile");
     assert!(no_request(&mut handle).await, "no write");
     // Nothing watched changed since: the next reconcile reads nothing.
@@ -552,6 +707,6 @@ async fn a_look_while_nothing_changed_reads_nothing_from_the_cluster() {
     // A Deployment of the Rollout changed: observe again.
     ctx.looks.touch("dev/backend");
     let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
-    expect_observation(&mut handle, &target, &canary, &vs).await;
+    expect_observation(&mut handle, &target, Some(&canary), ok(vs.clone())).await;
     reconcile.await.unwrap().expect("reconcile");
 }

@@ -2,21 +2,23 @@
 //! status + Events out. Pure: no kube, no HTTP, no clock reads, so every behaviour is a
 //! readable scenario on a simulated clock (see `tests/engine_scenarios.rs`).
 //!
-//! Crash safety comes from two rules. Every action is a *target*, not a delta ("canary
-//! weight is 25", "canary has 3 replicas"), so doing it twice is harmless. And the step
-//! index lives in status and only ever moves forward within a revision, so a restart
-//! re-derives the same targets: no step skipped, none repeated, no weight moved back.
+//! The rollout's state is `crate::state::State`; each reconcile moves it by the
+//! transitions below and projects it into the status. Crash safety comes from three
+//! rules. Every action is a *target*, not a delta ("canary weight is 25", "canary has 3
+//! replicas"), so doing it twice is harmless. The new status is written before the
+//! actions (`Decision::writes`), so a transition that takes traffic away or promotes is
+//! an intent a restart completes. And a restarted controller raises no weight before a
+//! fresh look of the judge (`RolloutStatus::judged_here`).
 
 use std::time::Duration;
 
 use jiff::Timestamp;
 
 use crate::judge::{self, MetricInput, Reading, StepClock, StepCounts, Verdict};
-use crate::plan::Plan;
+use crate::plan::{DEFAULT_SCALE_DOWN_DELAY, Plan};
 use crate::spec::JudgeKind;
-use crate::status::{
-    AnalysisStatus, Condition, Phase, PromotionState, RollbackRecord, RolloutStatus, StepEvidence, StepState,
-};
+use crate::state::{CanaryAt, Outcome, PRE_WEIR_REVISION, STATE_VERSION, State};
+use crate::status::{AnalysisStatus, Phase, RollbackRecord, RolloutStatus, StepEvidence};
 
 /// What the Deployment controller reports about a Deployment's pods.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -79,8 +81,11 @@ pub struct World {
     /// `None`: the Deployment does not exist.
     pub target: Option<TargetState>,
     pub canary: Option<CanaryState>,
-    /// The canary weight now in the VirtualService, or why the routing does not fit.
+    /// The canary weight now in the VirtualService (the highest over the managed routes),
+    /// or why the routing does not fit.
     pub traffic: Result<u32, String>,
+    /// The managed routes carry different canary weights: one needs rewriting.
+    pub routes_disagree: bool,
     /// The `weir.dev/request` annotation.
     pub request: Option<String>,
     /// The `weir.dev/paused` annotation is "true".
@@ -95,7 +100,8 @@ impl World {
         World {
             target: None,
             canary: None,
-            traffic: Ok(0),
+            traffic: Err("not observed".into()),
+            routes_disagree: false,
             request: None,
             pause_requested: false,
             readings: None,
@@ -103,7 +109,7 @@ impl World {
     }
 }
 
-/// A change to make in the cluster, in the order given.
+/// A change to make in the cluster.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Set `spec.paused` of the user's Deployment (paused, its template bumps do not roll out).
@@ -112,6 +118,9 @@ pub enum Action {
     ApplyCanary { revision: String, replicas: i32 },
     /// Write the canary weight (stable gets the rest) into the managed routes.
     SetCanaryWeight(u32),
+    /// Let go of the user's Deployment: drop every field weir owns on it (`spec.paused`),
+    /// so it is a plain Deployment again.
+    ReleaseTarget,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -121,6 +130,14 @@ pub struct Event {
     pub note: String,
 }
 
+/// One write of a decision, in the order it must be made.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Write<'a> {
+    Status(&'a RolloutStatus),
+    Act(&'a Action),
+    Tell(&'a Event),
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub actions: Vec<Action>,
@@ -128,6 +145,25 @@ pub struct Decision {
     pub events: Vec<Event>,
     /// When to look again if nothing is watched changes.
     pub requeue_after: Duration,
+    /// Deletion only: traffic is on stable, the canary drained, the Deployment let go of;
+    /// the finalizer may be removed.
+    pub released: bool,
+}
+
+impl Decision {
+    /// The writes of this decision, in order. The status comes first when its decisive
+    /// part differs from `stored` (what the API server holds): the new state is the
+    /// intent of the actions after it, so a crash between them leaves the intent, which
+    /// the next controller completes. Events come last: they tell what was done.
+    pub fn writes<'a>(&'a self, stored: &RolloutStatus) -> Vec<Write<'a>> {
+        let mut writes = Vec::new();
+        if self.status.decisive_part() != stored.decisive_part() {
+            writes.push(Write::Status(&self.status));
+        }
+        writes.extend(self.actions.iter().map(Write::Act));
+        writes.extend(self.events.iter().map(Write::Tell));
+        writes
+    }
 }
 
 /// What to ask Prometheus for, when a look is due.
@@ -140,6 +176,8 @@ pub struct AnalysisRequest {
 
 /// Resync when nothing is due: watches bring every change sooner.
 const IDLE_RESYNC: Duration = Duration::from_secs(300);
+/// While the Deployment rolls out (promotion), look again this often besides its watch events.
+const ROLLOUT_POLL: Duration = Duration::from_secs(30);
 
 fn ts(t: Timestamp) -> String {
     t.to_string()
@@ -158,12 +196,31 @@ fn until(now: Timestamp, t: Timestamp) -> Duration {
     Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
-/// Is a look at the metrics due now? The controller asks before querying Prometheus.
-pub fn analysis_request(plan: &Plan, status: &RolloutStatus, now: Timestamp) -> Option<AnalysisRequest> {
-    if status.phase != Phase::Progressing || status.step_state != Some(StepState::Analysing) {
-        return None;
+/// The state a status stands for. A status of an older format (or none) is trusted for
+/// its stable revision only: a canary it described is withdrawn and started again.
+pub fn state_of(status: &RolloutStatus) -> State {
+    if status.state_version == Some(STATE_VERSION) {
+        return status.state.clone();
     }
-    let started = parse_ts(&status.step_started_at)?;
+    match &status.stable_revision {
+        Some(stable) => State::Stable {
+            stable: stable.clone(),
+            last: None,
+        },
+        None => State::Initializing,
+    }
+}
+
+/// Is a look at the metrics due now? The controller asks before querying Prometheus.
+/// While analysing: at every tick. While scaling after a restart: at once (then at every
+/// tick while it fails), because no weight is raised before a fresh look
+/// (`RolloutStatus::judged_here`).
+pub fn analysis_request(plan: &Plan, status: &RolloutStatus, now: Timestamp) -> Option<AnalysisRequest> {
+    let since = match state_of(status) {
+        State::Analysing { started, .. } => started,
+        State::Scaling { since, .. } if !status.judged_here => since,
+        _ => return None,
+    };
     let next = status
         .analysis
         .as_ref()
@@ -173,7 +230,7 @@ pub fn analysis_request(plan: &Plan, status: &RolloutStatus, now: Timestamp) -> 
         return None;
     }
     let window = match plan.judge {
-        JudgeKind::Sequential => until(started, now).max(Duration::from_secs(1)),
+        JudgeKind::Sequential => until(since, now).max(Duration::from_secs(1)),
         JudgeKind::Threshold => plan.interval,
     };
     Some(AnalysisRequest {
@@ -190,41 +247,89 @@ pub fn decide(
     world: &World,
     now: Timestamp,
 ) -> Decision {
-    let mut d = Decider {
-        now,
-        status: status.clone(),
-        actions: Vec::new(),
-        events: Vec::new(),
-        wake: None,
-        steps_total: plan.as_ref().map(|p| p.steps.len()).unwrap_or(0),
-        passed: None,
-    };
+    let steps_total = plan.as_ref().map(|p| p.steps.len()).unwrap_or(0);
+    let mut d = Decider::new(status, world, now, steps_total);
     d.status.observed_generation = generation;
     match plan {
-        Err(errors) => d.invalid("InvalidSpec", &errors.join("; ")),
+        Err(errors) => d.unusable("InvalidSpec", &errors.join("; "), DEFAULT_SCALE_DOWN_DELAY, world),
         Ok(plan) => d.run(plan, world),
     }
     d.finish()
 }
 
+/// Decide how to hand everything back when the Rollout is deleted (the finalizer's
+/// cleanup): all traffic to stable first (an intent in status), the canary drains for
+/// `scale_down_delay`, then weir lets go of the Deployment and the finalizer goes; the
+/// canary Deployment, owned by the Rollout, is garbage-collected with it.
+pub fn release(status: &RolloutStatus, world: &World, scale_down_delay: Duration, now: Timestamp) -> Decision {
+    let mut d = Decider::new(status, world, now, 0);
+    d.deleting = true;
+    d.release(world, scale_down_delay);
+    d.finish()
+}
+
 struct Decider {
     now: Timestamp,
+    state: State,
     status: RolloutStatus,
     actions: Vec<Action>,
     events: Vec<Event>,
     wake: Option<Timestamp>,
     steps_total: usize,
+    /// The canary weight in the VirtualService; `None` when the routing is unusable.
+    world_weight: Option<u32>,
+    routes_disagree: bool,
     /// The verdict of a step that just passed, not yet told: the next step's
     /// `StepStarted` carries it when that step starts at once (one Event per step).
     passed: Option<String>,
+    /// Why the Rollout cannot be acted on, when it cannot.
+    invalid: Option<String>,
+    deleting: bool,
+    released: bool,
 }
 
 impl Decider {
+    fn new(status: &RolloutStatus, world: &World, now: Timestamp, steps_total: usize) -> Decider {
+        Decider {
+            now,
+            state: state_of(status),
+            status: status.clone(),
+            actions: Vec::new(),
+            events: Vec::new(),
+            wake: None,
+            steps_total,
+            world_weight: world.traffic.as_ref().ok().copied(),
+            routes_disagree: world.routes_disagree,
+            passed: None,
+            invalid: None,
+            deleting: false,
+            released: false,
+        }
+    }
+
+    /// Projects the state into the status.
     fn finish(mut self) -> Decision {
-        self.status.step_display = match (self.status.current_step, &self.status.phase) {
-            (Some(i), Phase::Progressing | Phase::Paused) => Some(format!("{}/{}", i + 1, self.steps_total)),
+        let s = &mut self.status;
+        s.state_version = Some(STATE_VERSION);
+        s.phase = match (&self.invalid, self.deleting) {
+            (_, true) => Phase::Deleting,
+            (Some(_), false) => Phase::InvalidSpec,
+            (None, false) => self.state.phase(),
+        };
+        if let Some(message) = &self.invalid {
+            s.message = message.clone();
+        }
+        s.stable_revision = self.state.stable().map(str::to_string);
+        s.canary_revision = self.state.canary().map(|at| at.canary.clone());
+        s.current_step = self.state.canary().map(|at| at.step);
+        s.canary_weight = self.state.weight();
+        s.step_display = match (&self.state, self.state.canary()) {
+            (State::Scaling { .. } | State::Analysing { .. } | State::Paused { .. }, Some(at)) => {
+                Some(format!("{}/{}", at.step + 1, self.steps_total))
+            }
             _ => None,
         };
+        s.state = self.state;
         let requeue_after = self
             .wake
             .map(|t| until(self.now, t).max(Duration::from_millis(100)))
@@ -234,6 +339,7 @@ impl Decider {
             status: self.status,
             events: self.events,
             requeue_after,
+            released: self.released,
         }
     }
 
@@ -250,114 +356,110 @@ impl Decider {
     }
 
     fn set_condition(&mut self, type_: &str, ok: bool, reason: &str, message: &str) {
-        let status = if ok { "True" } else { "False" };
-        let now = ts(self.now);
-        match self.status.conditions.iter_mut().find(|c| c.type_ == type_) {
-            Some(c) => {
-                if c.status != status {
-                    c.last_transition_time = now;
-                }
-                c.status = status.into();
-                c.reason = reason.into();
-                c.message = message.into();
-            }
-            None => self.status.conditions.push(Condition {
-                type_: type_.into(),
-                status: status.into(),
-                reason: reason.into(),
-                message: message.into(),
-                last_transition_time: now,
-            }),
-        }
-    }
-
-    /// A problem the user must fix. Nothing is changed in the cluster: a half-understood
-    /// Rollout must not move traffic. One Warning Event per distinct message.
-    fn invalid(&mut self, reason: &str, message: &str) {
-        if self.status.phase != Phase::InvalidSpec || self.status.message != message {
-            self.event(true, reason, message.to_string());
-        }
-        self.status.phase = Phase::InvalidSpec;
-        self.status.message = message.to_string();
-        self.set_condition("SpecValid", false, reason, message);
+        self.status.set_condition(type_, ok, reason, message, self.now);
     }
 
     /// Targets a canary weight. A second call in the same decision updates the first
     /// action in place, so the order of writes (weight down before pods change) holds.
-    fn set_weight(&mut self, world_weight: u32, weight: u32) {
+    fn set_weight(&mut self, weight: u32) {
         let earlier = self
             .actions
             .iter()
             .position(|a| matches!(a, Action::SetCanaryWeight(_)));
         match earlier {
             Some(i) => self.actions[i] = Action::SetCanaryWeight(weight),
-            None if world_weight != weight => self.actions.push(Action::SetCanaryWeight(weight)),
+            None if self.world_weight.is_some_and(|w| w != weight || self.routes_disagree) => {
+                self.actions.push(Action::SetCanaryWeight(weight))
+            }
             None => {}
         }
-        self.status.canary_weight = weight;
+    }
+
+    /// Keeps the VirtualService at the state's weight. More canary weight than the state
+    /// says (a GitOps sync restored an old one) is taken away at once; less is given back
+    /// only by a controller that judged the canary itself: after a restart, not before a
+    /// fresh look that does not lean against it.
+    fn keep_weight(&mut self, weight: u32) {
+        match self.world_weight {
+            Some(w) if w > weight => self.set_weight(weight),
+            Some(w) if (w < weight || self.routes_disagree) && self.status.judged_here => self.set_weight(weight),
+            _ => {}
+        }
+    }
+
+    fn pause_target(&mut self, target: Option<&TargetState>, paused: bool) {
+        if target.is_some_and(|t| t.paused != paused) {
+            self.actions.retain(|a| !matches!(a, Action::PauseTarget(_)));
+            self.actions.push(Action::PauseTarget(paused));
+        }
+    }
+
+    fn at(&self) -> Option<CanaryAt> {
+        self.state.canary().cloned()
+    }
+
+    /// Replaces the canary data of the current state (Scaling, Analysing, Paused, Promoting).
+    fn set_at(&mut self, new: CanaryAt) {
+        match &mut self.state {
+            State::Scaling { at, .. }
+            | State::Analysing { at, .. }
+            | State::Paused { at, .. }
+            | State::Promoting { at, .. } => *at = new,
+            _ => {}
+        }
+    }
+
+    /// A problem the user must fix. A canary in progress is withdrawn (traffic to stable,
+    /// its pods drain): a half-understood Rollout must not keep traffic on an unjudged
+    /// version with no deadline. Anything else waits as it is. One Warning Event per
+    /// distinct message.
+    fn unusable(&mut self, reason: &str, message: &str, scale_down_delay: Duration, world: &World) {
+        let mut message = message.to_string();
+        let canary = matches!(
+            self.state,
+            State::Scaling { .. } | State::Analysing { .. } | State::Paused { .. }
+        );
+        if canary && reason != "TargetNotFound" {
+            if let Some(at) = self.at() {
+                message = format!(
+                    "{message}; canary {} withdrawn: all traffic is back on stable",
+                    at.canary
+                );
+                self.drain(&at.stable, &at.canary, Outcome::Cancelled, scale_down_delay);
+            }
+        } else if matches!(self.state, State::Draining { .. }) {
+            self.on_draining(world.target.as_ref(), world);
+        }
+        if self.status.phase != Phase::InvalidSpec || self.status.message != message {
+            self.event(true, reason, message.clone());
+        }
+        self.set_condition("SpecValid", false, reason, &message);
+        self.invalid = Some(message);
     }
 
     fn run(&mut self, plan: &Plan, world: &World) {
         let Some(target) = &world.target else {
-            return self.invalid("TargetNotFound", &format!("Deployment {} not found", plan.target));
+            let message = format!("Deployment {} not found", plan.target);
+            return self.unusable("TargetNotFound", &message, plan.scale_down_delay, world);
         };
-        let world_weight = match &world.traffic {
-            Ok(w) => *w,
-            Err(problem) => return self.invalid("TrafficRoutingInvalid", problem),
-        };
-        if self.status.phase == Phase::InvalidSpec {
-            self.status.phase = if self.status.stable_revision.is_some() {
-                Phase::Healthy
-            } else {
-                Phase::Initializing
-            };
+        if let Err(problem) = &world.traffic {
+            return self.unusable("TrafficRoutingInvalid", problem, plan.scale_down_delay, world);
         }
         self.set_condition("SpecValid", true, "Valid", "the Rollout and the objects it names fit");
-
         let request = self.take_request(world);
         if request.as_deref() == Some("retry")
             && let Some(rev) = self.status.rolled_back_revision.take()
         {
             self.event(false, "RetryRequested", format!("revision {rev} will be tried again"));
         }
-
-        let Some(stable) = self.status.stable_revision.clone() else {
-            return self.initialize(plan, target, world, world_weight);
-        };
-        if target.revision == stable {
-            return self.settle_on_stable(plan, target, world, world_weight);
-        }
-        if self.status.rolled_back_revision.as_deref() == Some(target.revision.as_str()) {
-            self.status.phase = Phase::RolledBack;
-            let why = match &self.status.rollback {
-                Some(rb) if rb.revision == target.revision => {
-                    format!(" at step {} ({}%): {}", rb.step, rb.weight, rb.reason)
-                }
-                _ => String::new(),
-            };
-            self.status.message = format!(
-                "revision {} was rolled back{why}. Change the template or run `weir retry` to try it again",
-                target.revision
-            );
-            return self.keep_idle(target, world, world_weight);
-        }
-        if self.status.canary_revision.as_deref() != Some(target.revision.as_str()) {
-            return self.start_canary(plan, target, world, world_weight);
-        }
-        if request.as_deref() == Some("abort") {
-            return self.rollback(
-                plan,
-                target,
-                world_weight,
-                None,
-                None,
-                String::new(),
-                "aborted by request (weir abort)".into(),
-            );
-        }
-        match self.status.phase {
-            Phase::Promoting => self.promote(plan, target, world, world_weight),
-            _ => self.progress(plan, target, world, world_weight, request.as_deref() == Some("promote")),
+        match self.state.clone() {
+            State::Initializing => self.initialize(plan, target, world),
+            State::Stable { stable, .. } => self.on_stable(plan, target, world, &stable),
+            State::Scaling { .. } | State::Analysing { .. } | State::Paused { .. } => {
+                self.on_canary(plan, target, world, request.as_deref())
+            }
+            State::Promoting { .. } => self.on_promoting(plan, target, request.as_deref()),
+            State::Draining { .. } => self.on_draining(Some(target), world),
         }
     }
 
@@ -382,322 +484,429 @@ impl Decider {
         }
     }
 
-    fn initialize(&mut self, plan: &Plan, target: &TargetState, world: &World, world_weight: u32) {
+    // ----------------------------------------------------------------- Initializing
+
+    /// Takes the Deployment over once its own rollout is done. A Deployment the user
+    /// paused with a template change not rolled out is taken over with that change
+    /// pending: what its pods run is not the template, so the template is judged as a
+    /// canary instead of being recorded as stable (and never shipping).
+    fn initialize(&mut self, plan: &Plan, target: &TargetState, world: &World) {
+        let pending = target.paused && !target.rolled_out();
         if !target.paused && !target.rolled_out() {
-            self.status.phase = Phase::Initializing;
             self.status.message = format!(
                 "waiting for Deployment {} to finish its own rollout ({}/{} updated, {} available) before taking it over",
                 plan.target, target.pods.updated, target.pods.desired, target.pods.available
             );
             return;
         }
-        self.status.stable_revision = Some(target.revision.clone());
-        self.status.phase = Phase::Healthy;
-        self.status.message = format!(
-            "stable runs revision {}; a change of the pod template starts a canary",
-            target.revision
-        );
-        self.event(
-            false,
-            "Initialized",
-            format!("took over Deployment {} at revision {}", plan.target, target.revision),
-        );
-        self.keep_idle(target, world, world_weight);
+        let stable = if pending { PRE_WEIR_REVISION } else { &target.revision };
+        let note = match pending {
+            true => format!(
+                "took over paused Deployment {} with a template change not rolled out: revision {} is judged as a canary",
+                plan.target, target.revision
+            ),
+            false => format!("took over Deployment {} at revision {}", plan.target, target.revision),
+        };
+        self.event(false, "Initialized", note);
+        self.state = State::Stable {
+            stable: stable.to_string(),
+            last: None,
+        };
+        self.on_stable(plan, target, world, stable);
     }
 
-    /// No canary: the Deployment stays paused (so a bump cannot roll out unjudged), all
-    /// traffic on stable, the canary scaled to zero.
-    ///
-    /// The canary pods go only after `drain_until`: the mesh needs a moment to stop sending
-    /// them requests after the weight write (Envoy configuration is pushed, not instant).
-    fn keep_idle(&mut self, target: &TargetState, world: &World, world_weight: u32) {
-        self.set_weight(world_weight, 0);
-        if !target.paused {
-            self.actions.push(Action::PauseTarget(true));
+    // ----------------------------------------------------------------------- Stable
+
+    /// No canary: all traffic on stable, the Deployment paused (so a bump waits to be
+    /// judged), the canary scaled to zero. A template change starts a canary.
+    fn on_stable(&mut self, plan: &Plan, target: &TargetState, world: &World, stable: &str) {
+        if self.world_weight.is_some_and(|w| w > 0) {
+            // Canary weight where none should be (a sync restored an old VirtualService):
+            // off at once, and the pods it reached drain before they go.
+            let canary = world
+                .canary
+                .as_ref()
+                .and_then(|c| c.revision.clone())
+                .unwrap_or_default();
+            let last = match &self.state {
+                State::Stable { last, .. } => last.unwrap_or(Outcome::Cancelled),
+                _ => Outcome::Cancelled,
+            };
+            self.event(
+                true,
+                "TrafficReverted",
+                "canary weight found while no canary runs: back on stable".into(),
+            );
+            return self.drain(stable, &canary, last, plan.scale_down_delay);
         }
+        self.pause_target(Some(target), true);
         if let Some(canary) = &world.canary
             && canary.pods.desired > 0
         {
-            match parse_ts(&self.status.drain_until).filter(|t| *t > self.now) {
-                Some(drain_until) => self.wake_at(drain_until),
-                None => self.actions.push(Action::ApplyCanary {
-                    revision: canary.revision.clone().unwrap_or_else(|| target.revision.clone()),
-                    replicas: 0,
-                }),
-            }
-        }
-        if parse_ts(&self.status.drain_until).is_some_and(|t| t <= self.now) {
-            self.status.drain_until = None;
-        }
-        self.status.canary_revision = None;
-        self.status.current_step = None;
-        self.status.step_state = None;
-        self.status.step_started_at = None;
-        self.status.waiting_since = None;
-        self.status.promotion = None;
-    }
-
-    /// Traffic leaves the canary now; its pods may go (or change) once the mesh has caught up.
-    fn drain_canary(&mut self, plan: &Plan, world_weight: u32) {
-        if world_weight > 0 || self.status.canary_weight > 0 {
-            self.status.drain_until = Some(ts(after(self.now, plan.scale_down_delay)));
-        }
-        self.set_weight(world_weight, 0);
-    }
-
-    fn settle_on_stable(&mut self, plan: &Plan, target: &TargetState, world: &World, world_weight: u32) {
-        if let Some(cancelled) = self.status.canary_revision.clone() {
-            if self.status.phase == Phase::Promoting {
-                // The template went back while stable was rolling out the canary's: let it
-                // finish rolling back to the stable template with traffic on the canary.
-                self.status.canary_revision = None;
-            } else {
-                self.event(
-                    false,
-                    "CanaryCancelled",
-                    format!(
-                        "template reverted to stable revision {}; canary {cancelled} cancelled",
-                        target.revision
-                    ),
-                );
-                self.status.phase = Phase::Healthy;
-                self.status.message = format!("canary {cancelled} cancelled: the template is back on stable");
-                self.status.analysis = None;
-                self.drain_canary(plan, world_weight);
-            }
-        }
-        if self.status.phase == Phase::Promoting && !target.rolled_out() {
-            self.status.message = "waiting for the Deployment to settle before moving traffic back to stable".into();
-            self.wake_at(after(self.now, Duration::from_secs(30)));
-            return;
-        }
-        if matches!(
-            self.status.phase,
-            Phase::Initializing | Phase::Promoting | Phase::Progressing | Phase::Paused
-        ) {
-            self.status.phase = Phase::Healthy;
-        }
-        if self.status.phase == Phase::Healthy {
-            self.status.message = format!("stable runs revision {}", target.revision);
-        }
-        self.keep_idle(target, world, world_weight);
-    }
-
-    fn start_canary(&mut self, plan: &Plan, target: &TargetState, world: &World, world_weight: u32) {
-        let revision = target.revision.clone();
-        match self.status.canary_revision.take() {
-            Some(older) => self.event(
-                false,
-                "NewerRevision",
-                format!("revision {revision} replaces {older} mid-canary; analysis restarts at step 1"),
-            ),
-            None => self.event(
-                false,
-                "CanaryStarted",
-                format!("template changed: canary of revision {revision} starts"),
-            ),
-        }
-        // Weight goes to zero first, and the pods change template only once the mesh has
-        // stopped sending them traffic.
-        self.drain_canary(plan, world_weight);
-        if !target.paused {
-            self.actions.push(Action::PauseTarget(true));
-        }
-        self.status.phase = Phase::Progressing;
-        self.status.canary_revision = Some(revision);
-        self.status.analysis = Some(AnalysisStatus::default());
-        self.status.rollback = None;
-        self.status.promotion = None;
-        self.status.drain_until = None;
-        self.enter_step(plan, target, world, 0, 0);
-    }
-
-    /// Begins step `index`: canary pods first; the weight follows once they are ready.
-    fn enter_step(&mut self, plan: &Plan, target: &TargetState, world: &World, index: usize, world_weight: u32) {
-        self.status.current_step = Some(index as u32);
-        self.status.step_state = Some(StepState::ScalingCanary);
-        self.status.step_started_at = None;
-        self.status.waiting_since = Some(ts(self.now));
-        if let Some(a) = self.status.analysis.as_mut() {
-            a.next_check_at = None;
-            a.metrics.clear();
-        }
-        self.scale_canary_for_step(plan, target, world, world_weight);
-    }
-
-    fn revision(&self) -> String {
-        self.status.canary_revision.clone().unwrap_or_default()
-    }
-
-    /// While scaling: make sure the canary has its pods, and write the weight once they are ready.
-    fn scale_canary_for_step(&mut self, plan: &Plan, target: &TargetState, world: &World, world_weight: u32) {
-        let index = self.status.current_step.unwrap_or(0) as usize;
-        let step = plan.steps[index.min(plan.steps.len() - 1)];
-        let needed = Plan::canary_replicas(target.pods.desired, step.weight);
-        let revision = self.revision();
-        let canary = world.canary.clone().unwrap_or_default();
-        if let Some(drain_until) = parse_ts(&self.status.drain_until).filter(|t| *t > self.now)
-            && canary.revision.as_deref() != Some(revision.as_str())
-        {
-            self.status.message = format!(
-                "step {}: the old canary drains before it runs revision {revision}",
-                index + 1
-            );
-            self.wake_at(drain_until);
-            return;
-        }
-        let applied = canary.revision.as_deref() == Some(revision.as_str()) && canary.pods.desired == needed;
-        if !applied && !self.actions.iter().any(|a| matches!(a, Action::ApplyCanary { .. })) {
             self.actions.push(Action::ApplyCanary {
-                revision: revision.clone(),
-                replicas: needed,
+                revision: canary.revision.clone().unwrap_or_else(|| target.revision.clone()),
+                replicas: 0,
             });
         }
-        if applied && canary.ready_for(&revision, needed) {
-            self.set_weight(world_weight, step.weight);
-            self.status.step_state = Some(StepState::Analysing);
-            self.status.step_started_at = Some(ts(self.now));
-            self.status.waiting_since = None;
-            let first_look = match plan.judge {
-                JudgeKind::Sequential => plan.tick,
-                JudgeKind::Threshold => step.duration,
-            };
-            if let Some(a) = self.status.analysis.as_mut() {
-                a.next_check_at = Some(ts(after(self.now, first_look)));
+        if target.revision == stable {
+            if self.state.phase() == Phase::Healthy {
+                self.status.message = format!("stable runs revision {stable}");
             }
-            self.wake_at(after(self.now, first_look));
-            self.status.message = format!(
-                "step {}/{}: canary at {}%, analysing",
-                index + 1,
-                plan.steps.len(),
-                step.weight
-            );
-            let mut note = format!(
-                "step {}/{}: canary weight {}% ({} canary pods ready)",
-                index + 1,
-                plan.steps.len(),
-                step.weight,
-                canary.pods.available
-            );
-            if let Some(passed) = self.passed.take() {
-                note = format!("{note}; {passed}");
-            }
-            self.event(false, "StepStarted", note);
             return;
         }
-        // The weight stays at the last step's, which the ready pods already carry.
-        let current = self.status.canary_weight;
-        self.set_weight(world_weight, current);
-        let since = parse_ts(&self.status.waiting_since).unwrap_or(self.now);
-        let deadline = after(since, plan.progress_deadline);
-        if self.now >= deadline {
-            let reason = format!(
-                "canary pods not ready within progressDeadline {}: {} of {needed} available",
-                humantime::format_duration(plan.progress_deadline),
-                canary.pods.available
+        if self.status.rolled_back_revision.as_deref() == Some(target.revision.as_str()) {
+            let why = match &self.status.rollback {
+                Some(rb) if rb.revision == target.revision => {
+                    format!(" at step {} ({}%): {}", rb.step, rb.weight, rb.reason)
+                }
+                _ => String::new(),
+            };
+            self.status.message = format!(
+                "revision {} was rolled back{why}. Change the template or run `weir retry` to try it again",
+                target.revision
             );
-            return self.rollback(plan, target, world_weight, None, None, String::new(), reason);
+            return;
         }
-        self.status.message = format!(
-            "step {}/{}: waiting for canary pods ({} of {needed} available) before sending {}% of traffic",
-            index + 1,
-            plan.steps.len(),
-            canary.pods.available,
-            step.weight
-        );
-        self.wake_at(deadline);
+        self.start_canary(plan, target, world, stable);
     }
 
-    fn progress(&mut self, plan: &Plan, target: &TargetState, world: &World, world_weight: u32, promote_now: bool) {
-        let index = (self.status.current_step.unwrap_or(0) as usize).min(plan.steps.len() - 1);
-        self.status.current_step = Some(index as u32);
-        if self.status.analysis.is_none() {
-            self.status.analysis = Some(AnalysisStatus::default());
+    fn start_canary(&mut self, plan: &Plan, target: &TargetState, world: &World, stable: &str) {
+        self.event(
+            false,
+            "CanaryStarted",
+            format!("template changed: canary of revision {} starts", target.revision),
+        );
+        self.actions.retain(|a| !matches!(a, Action::ApplyCanary { .. }));
+        self.status.analysis = Some(AnalysisStatus::default());
+        self.status.rollback = None;
+        self.status.judged_here = true;
+        let at = CanaryAt {
+            stable: stable.to_string(),
+            canary: target.revision.clone(),
+            step: 0,
+            weight: 0,
+            reference_replicas: target.pods.desired,
+        };
+        self.state = State::Scaling {
+            at,
+            since: self.now,
+            drain_until: None,
+        };
+        self.scale(plan, target, world);
+    }
+
+    // ----------------------------------------------------- Scaling, Analysing, Paused
+
+    fn on_canary(&mut self, plan: &Plan, target: &TargetState, world: &World, request: Option<&str>) {
+        let Some(at) = self.at() else { return };
+        if target.revision == at.stable {
+            return self.cancel(plan, &at, target);
         }
-        if !target.paused {
-            self.actions.push(Action::PauseTarget(true));
+        if target.revision != at.canary {
+            return self.replace(plan, &at, target, world);
         }
-        if promote_now {
+        if request == Some("abort") {
+            let reason = "aborted by request (weir abort)".to_string();
+            return self.rollback(plan, target, None, None, String::new(), reason);
+        }
+        self.pause_target(Some(target), true);
+        if at.weight > 0 && world.canary.as_ref().is_none_or(|c| c.pods.available == 0) {
+            self.withdraw_from_lost_pods(&at);
+        }
+        if request == Some("promote") {
+            let index = at.step as usize;
             self.event(
                 false,
                 "PromoteRequested",
                 format!("step {} passed by request (weir promote)", index + 1),
             );
-            return self.advance(plan, target, world, world_weight, index);
+            return self.advance(plan, target, world, index);
         }
         if world.pause_requested {
-            self.status.phase = Phase::Paused;
-            self.status.message = format!(
-                "paused by request at step {}/{} ({}% canary)",
-                index + 1,
-                plan.steps.len(),
-                self.status.canary_weight
-            );
-            // The deadline does not run while a person holds the canary.
-            self.status.waiting_since = Some(ts(self.now));
-            let current = self.status.canary_weight;
-            self.set_weight(world_weight, current);
+            return self.hold_paused(plan);
+        }
+        if let State::Paused { at, analysing } = self.state.clone() {
+            self.event(false, "Resumed", format!("resumed at step {}", at.step + 1));
+            // Evidence gathered before the pause still counts; the step restarts its clock.
+            self.state = match analysing {
+                true => State::Analysing { at, started: self.now },
+                false => State::Scaling {
+                    at,
+                    since: self.now,
+                    drain_until: None,
+                },
+            };
+        }
+        match self.state {
+            State::Scaling { .. } => self.scale(plan, target, world),
+            _ => self.analyse(plan, target, world),
+        }
+    }
+
+    /// The template went back to stable: the canary is cancelled and drains.
+    fn cancel(&mut self, plan: &Plan, at: &CanaryAt, target: &TargetState) {
+        self.event(
+            false,
+            "CanaryCancelled",
+            format!(
+                "template reverted to stable revision {}; canary {} cancelled",
+                at.stable, at.canary
+            ),
+        );
+        self.pause_target(Some(target), true);
+        self.status.analysis = None;
+        self.status.message = format!("canary {} cancelled: the template is back on stable", at.canary);
+        self.drain(&at.stable, &at.canary, Outcome::Cancelled, plan.scale_down_delay);
+    }
+
+    /// A newer template mid-canary: the old canary's traffic goes at once, its pods drain,
+    /// then they run the newest revision from step 1.
+    fn replace(&mut self, plan: &Plan, at: &CanaryAt, target: &TargetState, world: &World) {
+        self.event(
+            false,
+            "NewerRevision",
+            format!(
+                "revision {} replaces {} mid-canary; analysis restarts at step 1",
+                target.revision, at.canary
+            ),
+        );
+        let had_traffic = at.weight > 0 || self.world_weight.is_some_and(|w| w > 0);
+        self.set_weight(0);
+        self.pause_target(Some(target), true);
+        self.status.analysis = Some(AnalysisStatus::default());
+        self.status.judged_here = true;
+        let next = CanaryAt {
+            canary: target.revision.clone(),
+            step: 0,
+            weight: 0,
+            ..at.clone()
+        };
+        self.state = State::Scaling {
+            at: next,
+            since: self.now,
+            drain_until: had_traffic.then(|| after(self.now, plan.scale_down_delay)),
+        };
+        self.scale(plan, target, world);
+    }
+
+    /// Never send traffic to a destination without ready pods: withdraw it and wait for
+    /// the pods again (the progress deadline rolls back a canary that stays down).
+    fn withdraw_from_lost_pods(&mut self, at: &CanaryAt) {
+        self.event(
+            true,
+            "CanaryNotReady",
+            format!(
+                "step {}: canary has no ready pods; its traffic is withdrawn",
+                at.step + 1
+            ),
+        );
+        self.set_weight(0);
+        let at = CanaryAt {
+            weight: 0,
+            ..at.clone()
+        };
+        self.state = match &self.state {
+            State::Paused { analysing, .. } => State::Paused {
+                at,
+                analysing: *analysing,
+            },
+            _ => State::Scaling {
+                at,
+                since: self.now,
+                drain_until: None,
+            },
+        };
+    }
+
+    /// A person holds the canary: the weight stays, the deadline does not run.
+    fn hold_paused(&mut self, plan: &Plan) {
+        let Some(at) = self.at() else { return };
+        let analysing = match &self.state {
+            State::Paused { analysing, .. } => *analysing,
+            State::Analysing { .. } => true,
+            _ => false,
+        };
+        self.keep_weight(at.weight);
+        self.status.message = format!(
+            "paused by request at step {}/{} ({}% canary)",
+            at.step + 1,
+            plan.steps.len(),
+            at.weight
+        );
+        self.state = State::Paused { at, analysing };
+    }
+
+    /// Replicas the canary needs for its step: the step's share of the replicas that
+    /// carry all the traffic. That reference is stable's replica count when the canary
+    /// started, raised when stable grows (an HPA answering more load) and never lowered
+    /// while the canary runs: an HPA shrinks stable as the canary takes its load, and the
+    /// canary must not shrink with it.
+    fn size_canary(&mut self, plan: &Plan, target: &TargetState) -> i32 {
+        let Some(mut at) = self.at() else { return 1 };
+        at.reference_replicas = at.reference_replicas.max(target.pods.desired);
+        let step = plan.steps[(at.step as usize).min(plan.steps.len() - 1)];
+        let needed = Plan::canary_replicas(at.reference_replicas, step.weight);
+        self.set_at(at);
+        needed
+    }
+
+    /// After a restart: takes the verdict of a fresh look, when there is one, as leave to
+    /// raise weights again unless it leans against the canary.
+    fn confirm(&mut self, plan: &Plan, world: &World, since: Timestamp) {
+        if self.status.judged_here {
             return;
         }
-        if self.status.phase == Phase::Paused {
-            self.status.phase = Phase::Progressing;
-            self.event(false, "Resumed", format!("resumed at step {}", index + 1));
-            if self.status.step_state == Some(StepState::Analysing) {
-                // Evidence gathered before the pause still counts; the step restarts its clock.
-                self.status.step_started_at = Some(ts(self.now));
-            }
+        let Some(readings) = &world.readings else { return };
+        let index = self.at().map(|a| a.step as usize).unwrap_or(0);
+        let clock = StepClock {
+            elapsed: until(since, self.now),
+            duration: plan.steps[index.min(plan.steps.len() - 1)].duration,
+        };
+        let judgement = self.judge(plan, readings, clock);
+        let against = matches!(judgement.verdict, Verdict::Breach { .. } | Verdict::Error);
+        self.status.judged_here = !against;
+        if against {
+            let a = self.status.analysis.get_or_insert_with(AnalysisStatus::default);
+            a.last_checked_at = Some(ts(self.now));
+            a.next_check_at = Some(ts(after(self.now, plan.tick)));
+            a.last_error = Some(judgement.reason.clone());
+            self.wake_at(after(self.now, plan.tick));
         }
-        self.status.phase = Phase::Progressing;
-        if self.status.step_state != Some(StepState::Analysing) {
-            return self.scale_canary_for_step(plan, target, world, world_weight);
-        }
-        let step = plan.steps[index];
-        if world.canary.as_ref().is_none_or(|c| c.pods.available == 0) && self.status.canary_weight > 0 {
-            // Never send traffic to a destination without ready pods: withdraw it and wait
-            // for the pods again (the progress deadline rolls back a canary that stays down).
-            self.event(
-                true,
-                "CanaryNotReady",
-                format!("step {}: canary has no ready pods; its traffic is withdrawn", index + 1),
+    }
+
+    /// Scaling: make sure the canary has its pods, and write the weight once they are ready.
+    fn scale(&mut self, plan: &Plan, target: &TargetState, world: &World) {
+        let State::Scaling { since, drain_until, .. } = self.state.clone() else {
+            return;
+        };
+        self.confirm(plan, world, since);
+        let needed = self.size_canary(plan, target);
+        let Some(at) = self.at() else { return };
+        let step = plan.steps[(at.step as usize).min(plan.steps.len() - 1)];
+        let canary = world.canary.clone().unwrap_or_default();
+        if let Some(drain_until) = drain_until.filter(|t| *t > self.now)
+            && canary.revision.as_deref() != Some(at.canary.as_str())
+        {
+            self.keep_weight(at.weight);
+            self.status.message = format!(
+                "step {}: the old canary drains before it runs revision {}",
+                at.step + 1,
+                at.canary
             );
-            self.set_weight(world_weight, 0);
-            self.status.step_state = Some(StepState::ScalingCanary);
-            self.status.waiting_since = Some(ts(self.now));
-            return self.scale_canary_for_step(plan, target, world, world_weight);
+            return self.wake_at(drain_until);
         }
-        // Keep the canary sized for the step (the HPA may have moved stable) and the weight
-        // where weir put it (GitOps may have reverted it).
-        let needed = Plan::canary_replicas(target.pods.desired, step.weight);
-        if world.canary.as_ref().map(|c| c.pods.desired) != Some(needed) {
+        let applied = canary.revision.as_deref() == Some(at.canary.as_str()) && canary.pods.desired == needed;
+        if !applied {
+            self.actions.retain(|a| !matches!(a, Action::ApplyCanary { .. }));
             self.actions.push(Action::ApplyCanary {
-                revision: self.revision(),
+                revision: at.canary.clone(),
                 replicas: needed,
             });
         }
-        let current = self.status.canary_weight;
-        self.set_weight(world_weight, current);
+        if applied && canary.ready_for(&at.canary, needed) && self.status.judged_here {
+            return self.start_step(plan, at, step.weight, canary.pods.available);
+        }
+        self.keep_weight(at.weight);
+        let deadline = after(since, plan.progress_deadline);
+        if self.now >= deadline {
+            let reason = match self.status.judged_here {
+                true => format!(
+                    "canary pods not ready within progressDeadline {}: {} of {needed} available",
+                    humantime::format_duration(plan.progress_deadline),
+                    canary.pods.available
+                ),
+                false => format!(
+                    "no fresh look of the judge within progressDeadline {} after a restart",
+                    humantime::format_duration(plan.progress_deadline)
+                ),
+            };
+            return self.rollback(plan, target, None, None, String::new(), reason);
+        }
+        self.status.message = match self.status.judged_here {
+            true => format!(
+                "step {}/{}: waiting for canary pods ({} of {needed} available) before sending {}% of traffic",
+                at.step + 1,
+                plan.steps.len(),
+                canary.pods.available,
+                step.weight
+            ),
+            false => format!(
+                "step {}/{}: weir restarted; it raises no weight before a fresh look of the judge",
+                at.step + 1,
+                plan.steps.len()
+            ),
+        };
+        self.wake_at(deadline);
+    }
 
-        let started = parse_ts(&self.status.step_started_at).unwrap_or(self.now);
+    /// The step's pods are ready: its weight is written and the judge starts looking.
+    fn start_step(&mut self, plan: &Plan, at: CanaryAt, weight: u32, ready: i32) {
+        self.set_weight(weight);
+        let at = CanaryAt { weight, ..at };
+        let first_look = match plan.judge {
+            JudgeKind::Sequential => plan.tick,
+            JudgeKind::Threshold => plan.steps[at.step as usize].duration,
+        };
+        if let Some(a) = self.status.analysis.as_mut() {
+            a.next_check_at = Some(ts(after(self.now, first_look)));
+        }
+        self.wake_at(after(self.now, first_look));
+        self.status.message = format!(
+            "step {}/{}: canary at {weight}%, analysing",
+            at.step + 1,
+            plan.steps.len()
+        );
+        let mut note = format!(
+            "step {}/{}: canary weight {weight}% ({ready} canary pods ready)",
+            at.step + 1,
+            plan.steps.len()
+        );
+        if let Some(passed) = self.passed.take() {
+            note = format!("{note}; {passed}");
+        }
+        self.event(false, "StepStarted", note);
+        self.state = State::Analysing { at, started: self.now };
+    }
+
+    /// Analysing: keep the canary sized and its weight in place, and judge each look.
+    fn analyse(&mut self, plan: &Plan, target: &TargetState, world: &World) {
+        let State::Analysing { started, .. } = self.state.clone() else {
+            return;
+        };
+        if self.status.analysis.is_none() {
+            self.status.analysis = Some(AnalysisStatus::default());
+        }
+        let needed = self.size_canary(plan, target);
+        let Some(at) = self.at() else { return };
+        if world.canary.as_ref().map(|c| c.pods.desired) != Some(needed) {
+            self.actions.push(Action::ApplyCanary {
+                revision: at.canary.clone(),
+                replicas: needed,
+            });
+        }
+        let index = at.step as usize;
+        let step = plan.steps[index];
         let due = after(started, step.duration);
         let deadline = after(due, plan.progress_deadline);
         let Some(readings) = &world.readings else {
+            self.keep_weight(at.weight);
             let next = self
                 .status
                 .analysis
                 .as_ref()
                 .and_then(|a| parse_ts(&a.next_check_at))
                 .unwrap_or(self.now);
-            self.wake_at(next);
-            return;
+            return self.wake_at(next);
         };
         let clock = StepClock {
             elapsed: until(started, self.now),
             duration: step.duration,
         };
         let judgement = self.judge(plan, readings, clock);
-        let analysis = self.status.analysis.get_or_insert_with(AnalysisStatus::default);
-        analysis.last_checked_at = Some(ts(self.now));
-        analysis.metrics = judgement.metrics.clone();
+        if !matches!(judgement.verdict, Verdict::Breach { .. } | Verdict::Error) {
+            self.status.judged_here = true;
+        }
+        self.keep_weight(at.weight);
         let note = format!(
             "step {}/{} ({}%): {}",
             index + 1,
@@ -705,6 +914,22 @@ impl Decider {
             step.weight,
             judgement.reason
         );
+        self.act_on(plan, target, world, judgement, note, (due, deadline));
+    }
+
+    fn act_on(
+        &mut self,
+        plan: &Plan,
+        target: &TargetState,
+        world: &World,
+        judgement: judge::Judgement,
+        note: String,
+        (due, deadline): (Timestamp, Timestamp),
+    ) {
+        let index = self.at().map(|a| a.step as usize).unwrap_or(0);
+        let analysis = self.status.analysis.get_or_insert_with(AnalysisStatus::default);
+        analysis.last_checked_at = Some(ts(self.now));
+        analysis.metrics = judgement.metrics.clone();
         match judgement.verdict {
             Verdict::Pass { early } => {
                 analysis.last_verdict = Some("Pass".into());
@@ -712,7 +937,7 @@ impl Decider {
                 analysis.last_error = None;
                 let when = if early { " early" } else { "" };
                 self.passed = Some(format!("{note}; step passed{when}"));
-                self.advance(plan, target, world, world_weight, index);
+                self.advance(plan, target, world, index);
             }
             Verdict::Breach {
                 decisive,
@@ -724,14 +949,14 @@ impl Decider {
                 analysis.failures += 1;
                 let failures = analysis.failures;
                 if decisive || failures > plan.failure_limit {
-                    return self.rollback(plan, target, world_weight, Some(metric), value, bound, judgement.reason);
+                    return self.rollback(plan, target, Some(metric), value, bound, judgement.reason);
                 }
                 self.event(
                     true,
                     "AnalysisBreach",
                     format!("{note}; breach {failures} of {} tolerated", plan.failure_limit),
                 );
-                self.hold(plan, note, deadline, target, world_weight, plan.interval);
+                self.hold(plan, note, deadline, target, plan.interval);
             }
             Verdict::Error => {
                 analysis.last_verdict = Some("Error".into());
@@ -741,7 +966,7 @@ impl Decider {
                 if analysis.consecutive_errors == 1 {
                     self.event(true, "AnalysisError", note.clone());
                 }
-                self.hold(plan, note, deadline, target, world_weight, plan.tick);
+                self.hold(plan, note, deadline, target, plan.tick);
             }
             Verdict::Inconclusive => {
                 analysis.last_verdict = Some("Inconclusive".into());
@@ -751,7 +976,7 @@ impl Decider {
                 } else {
                     plan.tick
                 };
-                self.hold(plan, note, deadline, target, world_weight, next);
+                self.hold(plan, note, deadline, target, next);
             }
         }
     }
@@ -787,21 +1012,13 @@ impl Decider {
     }
 
     /// Hold the step: look again after `next`, roll back once the deadline passes.
-    fn hold(
-        &mut self,
-        plan: &Plan,
-        note: String,
-        deadline: Timestamp,
-        target: &TargetState,
-        world_weight: u32,
-        next: Duration,
-    ) {
+    fn hold(&mut self, plan: &Plan, note: String, deadline: Timestamp, target: &TargetState, next: Duration) {
         if self.now >= deadline {
             let reason = format!(
                 "no passing verdict within progressDeadline {} after the step was due; last: {note}",
                 humantime::format_duration(plan.progress_deadline)
             );
-            return self.rollback(plan, target, world_weight, None, None, String::new(), reason);
+            return self.rollback(plan, target, None, None, String::new(), reason);
         }
         let next_at = after(self.now, next).min(deadline);
         if let Some(a) = self.status.analysis.as_mut() {
@@ -812,7 +1029,7 @@ impl Decider {
     }
 
     /// Records the step's evidence, then moves to the next step or to promotion.
-    fn advance(&mut self, plan: &Plan, target: &TargetState, world: &World, world_weight: u32, index: usize) {
+    fn advance(&mut self, plan: &Plan, target: &TargetState, world: &World, index: usize) {
         if let Some(a) = self.status.analysis.as_mut() {
             for m in &a.metrics {
                 if let (Some(canary), Some(baseline)) = (m.canary_counts, m.baseline_counts) {
@@ -824,27 +1041,40 @@ impl Decider {
                     });
                 }
             }
+            a.next_check_at = None;
+            a.metrics.clear();
         }
+        let Some(at) = self.at() else { return };
         if index + 1 < plan.steps.len() {
-            self.enter_step(plan, target, world, index + 1, world_weight);
+            let next = CanaryAt {
+                step: index as u32 + 1,
+                ..at
+            };
+            self.state = State::Scaling {
+                at: next,
+                since: self.now,
+                drain_until: None,
+            };
+            self.scale(plan, target, world);
             // The next step could not start at once (more canary pods first).
             return self.tell_passed();
         }
         self.tell_passed();
         // Promotion: the stable track (the user's Deployment) rolls out the new template
         // while the canary keeps the traffic it has; traffic returns once stable is ready.
-        self.actions.push(Action::PauseTarget(false));
-        self.status.phase = Phase::Promoting;
-        self.status.promotion = Some(PromotionState::RollingStable);
-        self.status.step_state = None;
-        self.status.waiting_since = Some(ts(self.now));
+        self.pause_target(Some(target), false);
         self.status.message = format!(
             "promoting revision {}: Deployment {} rolls out the new template",
-            self.revision(),
-            plan.target
+            at.canary, plan.target
         );
         self.event(false, "Promoting", self.status.message.clone());
-        self.wake_at(after(self.now, Duration::from_secs(30)));
+        self.state = State::Promoting {
+            at,
+            since: self.now,
+            stalled: false,
+            interrupted_by: None,
+        };
+        self.wake_at(after(self.now, ROLLOUT_POLL));
     }
 
     fn tell_passed(&mut self) {
@@ -853,51 +1083,170 @@ impl Decider {
         }
     }
 
-    fn promote(&mut self, plan: &Plan, target: &TargetState, world: &World, world_weight: u32) {
-        match self.status.promotion.clone().unwrap_or_default() {
-            PromotionState::RollingStable => {
-                if target.paused {
-                    // Re-issued after a crash between the decision and the write.
-                    self.actions.push(Action::PauseTarget(false));
-                }
-                if target.paused || !target.rolled_out() {
-                    self.status.message = format!(
-                        "promoting: Deployment {} has {}/{} replicas updated, {} available; canary keeps {}% until it is ready",
-                        plan.target,
-                        target.pods.updated,
-                        target.pods.desired,
-                        target.pods.available,
-                        self.status.canary_weight
-                    );
-                    self.wake_at(after(self.now, Duration::from_secs(30)));
-                    return;
-                }
-                // Stable is fully ready on the new template: traffic back, then re-pause so
-                // the next bump waits for weir.
-                self.set_weight(world_weight, 0);
-                self.actions.push(Action::PauseTarget(true));
-                let drain_until = after(self.now, plan.scale_down_delay);
-                self.status.promotion = Some(PromotionState::Draining);
-                self.status.drain_until = Some(ts(drain_until));
-                self.status.message = "promoting: traffic is back on stable; canary pods drain".into();
-                self.wake_at(drain_until);
-            }
-            PromotionState::Draining => {
-                let drain_until = parse_ts(&self.status.drain_until).unwrap_or(self.now);
-                self.set_weight(world_weight, 0);
-                if self.now < drain_until {
-                    self.wake_at(drain_until);
-                    return;
-                }
-                let revision = self.revision();
-                self.status.stable_revision = Some(revision.clone());
-                self.status.phase = Phase::Succeeded;
-                self.status.message = format!("revision {revision} promoted: stable runs it");
-                self.event(false, "Promoted", self.status.message.clone());
-                self.keep_idle(target, world, 0);
-                // keep_idle saw weight 0 as current; the weight action (if any) was pushed above.
-            }
+    // -------------------------------------------------------------------- Promoting
+
+    /// The Deployment rolls out the canary's template; the canary keeps its traffic until
+    /// every stable replica is updated and available. A revert rolls the Deployment back
+    /// the same way and cancels; a newer template is stopped (paused) and reported.
+    fn on_promoting(&mut self, plan: &Plan, target: &TargetState, request: Option<&str>) {
+        let State::Promoting {
+            at,
+            since,
+            stalled,
+            interrupted_by,
+        } = self.state.clone()
+        else {
+            return;
+        };
+        if request == Some("abort") {
+            self.event(
+                true,
+                "AbortRefused",
+                format!(
+                    "revision {} passed every step and Deployment {} is rolling it out; revert its template to roll back",
+                    at.canary, plan.target
+                ),
+            );
         }
+        self.keep_weight(at.weight);
+        let toward = if target.revision == at.canary || target.revision == at.stable {
+            target.revision.clone()
+        } else {
+            return self.interrupt_promotion(plan, target, &at, interrupted_by);
+        };
+        self.pause_target(Some(target), false);
+        if !target.rolled_out() || target.paused {
+            return self.wait_for_stable(plan, target, &at, since, stalled);
+        }
+        // Stable is fully ready: traffic back to it, then re-pause so the next bump waits.
+        self.pause_target(Some(target), true);
+        let outcome = match toward == at.canary {
+            true => Outcome::Promoted,
+            false => {
+                self.event(
+                    false,
+                    "CanaryCancelled",
+                    format!(
+                        "template reverted to {toward} during promotion; canary {} cancelled",
+                        at.canary
+                    ),
+                );
+                Outcome::Cancelled
+            }
+        };
+        self.status.message = "promoting: traffic is back on stable; canary pods drain".into();
+        self.drain(&toward, &at.canary, outcome, plan.scale_down_delay);
+    }
+
+    fn wait_for_stable(&mut self, plan: &Plan, target: &TargetState, at: &CanaryAt, since: Timestamp, stalled: bool) {
+        let deadline = after(since, plan.progress_deadline);
+        let stalled_now = !stalled && self.now >= deadline;
+        if stalled_now {
+            self.event(
+                true,
+                "PromotionStalled",
+                format!(
+                    "Deployment {} has not rolled out revision {} within progressDeadline {}; the canary keeps {}% until it does",
+                    plan.target,
+                    target.revision,
+                    humantime::format_duration(plan.progress_deadline),
+                    at.weight
+                ),
+            );
+        }
+        if let State::Promoting { stalled, .. } = &mut self.state {
+            *stalled |= stalled_now;
+        }
+        self.status.message = format!(
+            "promoting: Deployment {} has {}/{} replicas updated, {} available; canary keeps {}% until it is ready",
+            plan.target, target.pods.updated, target.pods.desired, target.pods.available, at.weight
+        );
+        if !stalled && !stalled_now {
+            self.wake_at(deadline);
+        }
+        self.wake_at(after(self.now, ROLLOUT_POLL));
+    }
+
+    /// A template that is neither the canary's nor stable's appeared during promotion: it
+    /// must not roll out unjudged, so the Deployment is paused again where it is.
+    fn interrupt_promotion(&mut self, plan: &Plan, target: &TargetState, at: &CanaryAt, seen: Option<String>) {
+        self.pause_target(Some(target), true);
+        if seen.as_deref() != Some(target.revision.as_str()) {
+            self.event(
+                true,
+                "PromotionInterrupted",
+                format!(
+                    "template changed to {} while {} was being promoted: Deployment {} is paused so it does not roll out unjudged; canary {} keeps {}%. Set the template back to {} to finish the promotion, or to the stable one to cancel it",
+                    target.revision, at.canary, plan.target, at.canary, at.weight, at.canary
+                ),
+            );
+        }
+        if let State::Promoting { interrupted_by, .. } = &mut self.state {
+            *interrupted_by = Some(target.revision.clone());
+        }
+        self.status.message = format!(
+            "promotion of {} interrupted by template {}: set the template back to {} or to stable",
+            at.canary, target.revision, at.canary
+        );
+    }
+
+    // --------------------------------------------------------------------- Draining
+
+    /// Traffic leaves the canary now (written as an intent with this state); its pods may
+    /// go once the mesh has caught up.
+    fn drain(&mut self, stable: &str, canary: &str, outcome: Outcome, delay: Duration) {
+        let had_traffic = self.state.weight() > 0 || self.world_weight.is_some_and(|w| w > 0);
+        self.set_weight(0);
+        let until = if had_traffic { after(self.now, delay) } else { self.now };
+        self.state = State::Draining {
+            stable: stable.to_string(),
+            canary: canary.to_string(),
+            until,
+            outcome,
+        };
+        self.wake_at(until);
+    }
+
+    /// Draining: weight 0 kept; after `until`, and only once the VirtualService is seen
+    /// with no canary weight, the canary is scaled to zero and the Rollout is Stable.
+    fn on_draining(&mut self, target: Option<&TargetState>, world: &World) {
+        let State::Draining {
+            stable,
+            canary,
+            until,
+            outcome,
+        } = self.state.clone()
+        else {
+            return;
+        };
+        self.set_weight(0);
+        self.pause_target(target, true);
+        if self.now < until {
+            return self.wake_at(until);
+        }
+        if self.world_weight != Some(0) {
+            // Not seen at zero yet (just written, or the routing is unusable): the pods
+            // stay until no route can reach them.
+            return self.wake_at(after(self.now, Duration::from_secs(1)));
+        }
+        if let Some(c) = &world.canary
+            && c.pods.desired > 0
+        {
+            self.actions.push(Action::ApplyCanary {
+                revision: c.revision.clone().unwrap_or(canary),
+                replicas: 0,
+            });
+        }
+        if outcome == Outcome::Promoted {
+            self.status.message = format!("revision {stable} promoted: stable runs it");
+            self.event(false, "Promoted", self.status.message.clone());
+        }
+        self.state = State::Stable {
+            stable,
+            last: Some(outcome),
+        };
+        // A template changed meanwhile is looked at in the next reconcile, at once.
+        self.wake_at(self.now);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -905,48 +1254,67 @@ impl Decider {
         &mut self,
         plan: &Plan,
         target: &TargetState,
-        world_weight: u32,
         metric: Option<String>,
         value: Option<f64>,
         bound: String,
         reason: String,
     ) {
-        let revision = self.revision();
-        let index = self.status.current_step.unwrap_or(0);
-        let weight = plan.steps.get(index as usize).map(|s| s.weight).unwrap_or(0);
+        let Some(at) = self.at() else { return };
+        let weight = plan.steps.get(at.step as usize).map(|s| s.weight).unwrap_or(0);
         // All traffic to stable in one write; the canary is scaled down once it has drained.
         self.actions
             .retain(|a| !matches!(a, Action::ApplyCanary { .. } | Action::PauseTarget(false)));
-        self.drain_canary(plan, world_weight);
-        self.wake_at(after(self.now, plan.scale_down_delay));
-        if !target.paused {
-            self.actions.push(Action::PauseTarget(true));
-        }
-        let bound_text = if bound.is_empty() { None } else { Some(bound) };
+        self.pause_target(Some(target), true);
         let message = format!(
-            "rolled back revision {revision} at step {}/{} ({weight}%): {reason}",
-            index + 1,
+            "rolled back revision {} at step {}/{} ({weight}%): {reason}",
+            at.canary,
+            at.step + 1,
             plan.steps.len()
         );
         self.event(true, "RolledBack", message.clone());
         self.status.rollback = Some(RollbackRecord {
-            revision: revision.clone(),
-            step: index + 1,
+            revision: at.canary.clone(),
+            step: at.step + 1,
             weight,
             metric,
             value,
-            bound: bound_text,
+            bound: (!bound.is_empty()).then_some(bound),
             reason,
             at: ts(self.now),
         });
-        self.status.rolled_back_revision = Some(revision);
-        self.status.phase = Phase::RolledBack;
+        self.status.rolled_back_revision = Some(at.canary.clone());
         self.status.message = message;
-        self.status.canary_revision = None;
-        self.status.current_step = None;
-        self.status.step_state = None;
-        self.status.step_started_at = None;
-        self.status.waiting_since = None;
-        self.status.promotion = None;
+        self.drain(&at.stable, &at.canary, Outcome::RolledBack, plan.scale_down_delay);
+    }
+
+    // --------------------------------------------------------------------- Deletion
+
+    fn release(&mut self, world: &World, delay: Duration) {
+        let canary = self.at().map(|at| at.canary).unwrap_or_default();
+        let stable = self.state.stable().unwrap_or_default().to_string();
+        if !matches!(self.state, State::Draining { .. }) && self.world_weight.is_some_and(|w| w > 0) {
+            self.status.message = "Rollout deleted: all traffic goes back to stable; the canary drains".into();
+            self.event(false, "Releasing", self.status.message.clone());
+            return self.drain(&stable, &canary, Outcome::Cancelled, delay);
+        }
+        if let State::Draining { until, .. } = self.state {
+            self.set_weight(0);
+            if self.now < until {
+                return self.wake_at(until);
+            }
+            if self.world_weight.is_some_and(|w| w > 0) {
+                return self.wake_at(after(self.now, Duration::from_secs(1)));
+            }
+        }
+        if world.target.is_some() {
+            self.actions.push(Action::ReleaseTarget);
+        }
+        self.status.message = "Rollout deleted: traffic on stable, Deployment released".into();
+        self.event(
+            false,
+            "Released",
+            "all traffic on stable; weir let go of the Deployment".into(),
+        );
+        self.released = true;
     }
 }

@@ -11,4 +11,5 @@ pub mod engine;
 pub mod judge;
 pub mod plan;
 pub mod spec;
+pub mod state;
 pub mod status;

@@ -16,6 +16,30 @@ pub const ISTIO_BUCKETS_MS: [f64; 13] = [
 /// Template variables a custom query may use; anything else in `{{ }}` is refused.
 pub const TEMPLATE_VARIABLES: [&str; 5] = ["namespace", "target", "canary", "stable", "interval"];
 
+/// `scaleDownDelay` when the spec does not say (or cannot be read: a canary withdrawn from
+/// an invalid Rollout still drains this long).
+pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
+
+/// The objects a Rollout names. Readable from any spec, also one that does not validate,
+/// so a canary can still be withdrawn safely from a Rollout that became invalid.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Names {
+    pub target: String,
+    /// `<target>-canary`, the Deployment weir owns.
+    pub canary: String,
+    pub track_label: String,
+}
+
+impl Names {
+    pub fn of(spec: &RolloutSpec) -> Names {
+        Names {
+            target: spec.target_ref.name.clone(),
+            canary: format!("{}-canary", spec.target_ref.name),
+            track_label: spec.track_label().to_string(),
+        }
+    }
+}
+
 /// The validated, defaulted form of a Rollout.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -117,6 +141,14 @@ impl MetricKind {
 }
 
 impl Plan {
+    pub fn names(&self) -> Names {
+        Names {
+            target: self.target.clone(),
+            canary: self.canary.clone(),
+            track_label: self.track_label.clone(),
+        }
+    }
+
     /// Canary replicas for a weight: the same share of the stable replicas, at least one.
     pub fn canary_replicas(stable_replicas: i32, weight: u32) -> i32 {
         let share = (i64::from(stable_replicas.max(1)) * i64::from(weight) + 99) / 100;
@@ -393,14 +425,14 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
     let scale_down_delay = duration_or(
         "scaleDownDelay",
         spec.scale_down_delay.as_deref(),
-        Duration::from_secs(30),
+        DEFAULT_SCALE_DOWN_DELAY,
         &mut errors,
     );
     let track_label = spec.track_label().to_string();
     if track_label.is_empty() || track_label.len() > 317 {
         errors.push(format!("trackLabel: {track_label:?} is not a label key"));
     }
-    let canary = format!("{}-canary", spec.target_ref.name);
+    let canary = Names::of(spec).canary;
     if canary.len() > 253 {
         errors.push(format!(
             "targetRef.name: {:?} is too long to name its canary",

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::State;
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
 pub enum Phase {
     /// Waiting to take over the Deployment (its own rollout is still in progress).
@@ -22,26 +24,9 @@ pub enum Phase {
     RolledBack,
     /// The Rollout or the objects it names are unusable; see `message`.
     InvalidSpec,
-}
-
-/// Where the current step is.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
-pub enum StepState {
-    /// Canary pods for this step's weight are being started.
-    #[default]
-    ScalingCanary,
-    /// The weight is written; the judge is watching.
-    Analysing,
-}
-
-/// Where the promotion is.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
-pub enum PromotionState {
-    /// The Deployment was unpaused and rolls out the new template; canary keeps 100 %.
-    #[default]
-    RollingStable,
-    /// Traffic is back on stable; the canary pods drain until `scaleDownDelay` ends.
-    Draining,
+    /// The Rollout is being deleted: traffic goes back to stable, the canary drains,
+    /// then weir lets go of the Deployment.
+    Deleting,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
@@ -66,22 +51,9 @@ pub struct RolloutStatus {
     /// `2/4` for kubectl's printer column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_display: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_state: Option<StepState>,
-    /// When the current step's weight was written (analysis counts from here).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_started_at: Option<String>,
-    /// When the current step (or promotion phase) began waiting for something; the
-    /// progress deadline counts from `max(due, this)`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub waiting_since: Option<String>,
-    /// Canary weight weir last wrote (percent of the managed stable+canary share).
+    /// Canary weight of the state (percent of the managed stable+canary share).
     #[serde(default)]
     pub canary_weight: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub promotion: Option<PromotionState>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drain_until: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisStatus>,
     /// A revision rolled back and not to be tried again until the template changes or
@@ -95,9 +67,49 @@ pub struct RolloutStatus {
     pub handled_request: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Where the rollout is: the source of truth; the fields above project it.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::state::schema")]
+    pub state: State,
+    /// `state`'s format (`crate::state::STATE_VERSION`); a status without it is older.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_version: Option<u32>,
+    /// In memory only, never written: this controller process has itself seen a look of
+    /// the judge that does not lean against the current canary (or started it). Until
+    /// then it raises no weight, so a restart never raises one on old evidence.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub judged_here: bool,
 }
 
 impl RolloutStatus {
+    /// Sets a condition, moving its transition time only when its status changes.
+    pub fn set_condition(&mut self, type_: &str, ok: bool, reason: &str, message: &str, now: jiff::Timestamp) {
+        let status = if ok { "True" } else { "False" };
+        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now.to_string();
+                }
+                c.status = status.into();
+                c.reason = reason.into();
+                c.message = message.into();
+            }
+            None => self.conditions.push(Condition {
+                type_: type_.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: message.into(),
+                last_transition_time: now.to_string(),
+            }),
+        }
+    }
+
+    /// The condition of a type, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
     /// The status without what changes at every look of the judge: the last look's values
     /// and when to look next, and the message that quotes them. weir writes status when
     /// this part changes (a step, a verdict of another kind, a breach, a rollback); the
@@ -106,6 +118,7 @@ impl RolloutStatus {
     pub fn decisive_part(&self) -> RolloutStatus {
         let mut s = self.clone();
         s.message.clear();
+        s.judged_here = false;
         if let Some(a) = s.analysis.as_mut() {
             // Errors and breaches are news; a pass or "not yet" is what a step says anyway.
             if matches!(a.last_verdict.as_deref(), Some("Pass" | "Inconclusive")) {

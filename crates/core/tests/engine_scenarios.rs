@@ -201,6 +201,7 @@ impl Sim {
             target: Some(self.target.clone()),
             canary: self.canary.clone(),
             traffic: Ok(self.weight),
+            routes_disagree: false,
             request: self.request.clone(),
             pause_requested: self.pause,
             readings,
@@ -220,8 +221,12 @@ impl Sim {
         let status_write = usize::from(d.status.decisive_part() != self.status.decisive_part());
         self.writes
             .push((d.actions.clone(), d.actions.len() + d.events.len() + status_write));
+        // What the API server holds must round-trip; the controller decides next from
+        // the status in its memory (with what is never written, `judged_here`).
         let json = serde_json::to_string(&d.status).unwrap();
-        self.status = serde_json::from_str(&json).unwrap();
+        let stored: RolloutStatus = serde_json::from_str(&json).unwrap();
+        assert_eq!(stored.decisive_part(), d.status.decisive_part(), "status round-trips");
+        self.status = d.status;
         d.requeue_after
     }
 
@@ -245,6 +250,7 @@ impl Sim {
                 self.weight = *w;
                 self.weights_written.push(*w);
             }
+            Action::ReleaseTarget => self.target.paused = false,
         }
     }
 
@@ -419,7 +425,11 @@ fn rollback_at_step(judge: &str, step: usize) {
     assert_eq!(rb.step as usize, step + 1);
     assert_eq!(rb.weight, weights[step]);
     assert_eq!(rb.metric.as_deref(), Some("request-success-rate"));
-    assert!(rb.value.is_some_and(|v| v < 99.0 || v > 1.0), "value recorded: {rb:?}");
+    assert!(
+        rb.value.is_some_and(|v| v < 99.0),
+        "the breaching value is recorded: {rb:?}"
+    );
+    assert_eq!(rb.bound.as_deref(), Some(">= 99%"), "{rb:?}");
     assert!(!rb.reason.is_empty() && sim.status.message.contains("rolled back"));
     assert!(sim.events.iter().any(|e| e.warning && e.reason == "RolledBack"));
     assert_eq!(sim.status.rolled_back_revision.as_deref(), Some(NEW));
@@ -730,6 +740,7 @@ fn taking_over_waits_for_the_deployments_own_rollout() {
         target: Some(target),
         canary: None,
         traffic: Ok(0),
+        routes_disagree: false,
         request: None,
         pause_requested: false,
         readings: None,

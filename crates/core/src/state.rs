@@ -1,0 +1,185 @@
+//! The state machine of one Rollout. Each state holds exactly the data it needs; the
+//! CRD status is its projection (`status.state`, plus the flat fields kubectl prints).
+//!
+//! | state        | traffic on the canary            | the user's Deployment         | leaves to                                  |
+//! |--------------|----------------------------------|-------------------------------|--------------------------------------------|
+//! | Initializing | none                             | untouched, rolling out        | Stable                                     |
+//! | Stable       | none                             | paused (bumps wait for weir)  | Scaling (template changed)                 |
+//! | Scaling      | the previous step's, never more  | paused                        | Analysing, Scaling (newer), Paused, Draining |
+//! | Analysing    | the step's weight                | paused                        | Scaling (next step), Promoting, Paused, Draining |
+//! | Paused       | held where it was                | paused                        | Scaling / Analysing (resumed), Draining    |
+//! | Promoting    | held; canary keeps it            | unpaused: rolls out the canary| Draining (stable ready)                    |
+//! | Draining     | none (written *before* entering) | paused                        | Stable (after `until`), or released        |
+//!
+//! Writes and their order (see `engine::Decision::writes`): the new status is written
+//! *before* the actions it describes, so a state that takes traffic away from a
+//! version (Draining, Scaling after a newer revision) or promotes (Promoting) is an
+//! intent on the API server before the write that acts on it. A controller that dies
+//! between the two reads the intent back and completes it: it re-derives the same
+//! targets from the state, and never the old ones. Raising a weight is the one write a
+//! restart does not repeat blindly: it waits for a fresh look of the judge that does not
+//! lean against the canary (`RolloutStatus::judged_here`).
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Version of the serialised state; a status of another version is not trusted.
+pub const STATE_VERSION: u32 = 1;
+
+/// The stable revision recorded when weir takes over a Deployment that was paused with a
+/// template change not yet rolled out: what its pods run is not that template, so the
+/// template is judged as a canary instead of being taken for stable.
+pub const PRE_WEIR_REVISION: &str = "before-weir";
+
+/// Where a canary stands.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryAt {
+    /// Revision (pod-template hash) the stable track runs.
+    pub stable: String,
+    /// Revision under test.
+    pub canary: String,
+    /// 0-based index into `spec.steps`.
+    pub step: u32,
+    /// Canary weight weir last decided (percent of the stable + canary share).
+    pub weight: u32,
+    /// Replicas that carry all the traffic, the canary's sizing reference: the stable
+    /// Deployment's replicas when the canary started, raised when an HPA adds replicas
+    /// to stable for the share it keeps. Never lowered while the canary runs, so an HPA
+    /// shrinking stable (its load moved to the canary) does not shrink the canary.
+    pub reference_replicas: i32,
+}
+
+/// How a canary ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Promoted,
+    RolledBack,
+    /// The template went back to stable, or the Rollout became unusable mid-canary.
+    Cancelled,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(tag = "name", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum State {
+    /// Waiting to take over the Deployment (its own rollout is still in progress).
+    #[default]
+    Initializing,
+    /// Stable runs `stable` and gets all the traffic; `last` says how the last canary ended.
+    Stable {
+        stable: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last: Option<Outcome>,
+    },
+    /// Canary pods for the step are starting; the canary keeps the previous step's weight.
+    Scaling {
+        at: CanaryAt,
+        /// The progress deadline counts from here.
+        since: Timestamp,
+        /// Pods of an older canary still drain: they change template only after this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        drain_until: Option<Timestamp>,
+    },
+    /// The step's weight is written; the judge looks at every tick.
+    Analysing { at: CanaryAt, started: Timestamp },
+    /// A person holds the canary at its step (`weir pause`); the deadline does not run.
+    Paused { at: CanaryAt, analysing: bool },
+    /// The last step passed: the Deployment rolls out the canary's template while the
+    /// canary keeps its traffic.
+    Promoting {
+        at: CanaryAt,
+        since: Timestamp,
+        /// The promotion deadline passed and was reported.
+        #[serde(default)]
+        stalled: bool,
+        /// A newer template appeared during promotion and was stopped (Deployment
+        /// paused again) until the template is the canary's or the stable one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interrupted_by: Option<String>,
+    },
+    /// Traffic is off the canary; its pods keep running until `until` so in-flight
+    /// requests finish, then they go and the Rollout is Stable on `stable`.
+    Draining {
+        stable: String,
+        canary: String,
+        until: Timestamp,
+        outcome: Outcome,
+    },
+}
+
+/// The OpenAPI schema of `status.state`: an object named by its `name`, whose other
+/// fields the API server keeps as they are (weir alone writes them, and checks their
+/// version: `status.stateVersion`).
+pub fn schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "Where the rollout is: the state machine's state, which the other status fields project.",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {
+            "name": {
+                "type": "string",
+                "enum": ["initializing", "stable", "scaling", "analysing", "paused", "promoting", "draining"]
+            }
+        },
+        "required": ["name"]
+    })
+}
+
+impl State {
+    /// The canary in progress, if any (not while draining).
+    pub fn canary(&self) -> Option<&CanaryAt> {
+        match self {
+            State::Scaling { at, .. } | State::Analysing { at, .. } | State::Paused { at, .. } => Some(at),
+            State::Promoting { at, .. } => Some(at),
+            State::Initializing | State::Stable { .. } | State::Draining { .. } => None,
+        }
+    }
+
+    /// Revision the stable track runs (or will, once a promotion drains).
+    pub fn stable(&self) -> Option<&str> {
+        match self {
+            State::Initializing => None,
+            State::Stable { stable, .. } | State::Draining { stable, .. } => Some(stable),
+            _ => self.canary().map(|at| at.stable.as_str()),
+        }
+    }
+
+    /// The canary weight this state stands for.
+    pub fn weight(&self) -> u32 {
+        self.canary().map(|at| at.weight).unwrap_or(0)
+    }
+
+    /// The phase a person reads.
+    pub fn phase(&self) -> crate::status::Phase {
+        use crate::status::Phase;
+        match self {
+            State::Initializing => Phase::Initializing,
+            State::Stable { last, .. } => match last {
+                Some(Outcome::Promoted) => Phase::Succeeded,
+                Some(Outcome::RolledBack) => Phase::RolledBack,
+                Some(Outcome::Cancelled) | None => Phase::Healthy,
+            },
+            State::Scaling { .. } | State::Analysing { .. } => Phase::Progressing,
+            State::Paused { .. } => Phase::Paused,
+            State::Promoting { .. } => Phase::Promoting,
+            State::Draining { outcome, .. } => match outcome {
+                Outcome::Promoted => Phase::Promoting,
+                Outcome::RolledBack => Phase::RolledBack,
+                Outcome::Cancelled => Phase::Healthy,
+            },
+        }
+    }
+
+    /// Name of the state, for messages and the README's table.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Initializing => "Initializing",
+            State::Stable { .. } => "Stable",
+            State::Scaling { .. } => "Scaling",
+            State::Analysing { .. } => "Analysing",
+            State::Paused { .. } => "Paused",
+            State::Promoting { .. } => "Promoting",
+            State::Draining { .. } => "Draining",
+        }
+    }
+}
