@@ -251,7 +251,10 @@ pub fn decide(
     let mut d = Decider::new(status, world, now, steps_total);
     d.status.observed_generation = generation;
     match plan {
-        Err(errors) => d.unusable("InvalidSpec", &errors.join("; "), DEFAULT_SCALE_DOWN_DELAY, world),
+        Err(errors) => {
+            d.drain_delay = Some(DEFAULT_SCALE_DOWN_DELAY);
+            d.unusable("InvalidSpec", &errors.join("; "), DEFAULT_SCALE_DOWN_DELAY, world)
+        }
         Ok(plan) => d.run(plan, world),
     }
     d.finish()
@@ -264,6 +267,7 @@ pub fn decide(
 pub fn release(status: &RolloutStatus, world: &World, scale_down_delay: Duration, now: Timestamp) -> Decision {
     let mut d = Decider::new(status, world, now, 0);
     d.deleting = true;
+    d.drain_delay = Some(scale_down_delay);
     d.release(world, scale_down_delay);
     d.finish()
 }
@@ -286,6 +290,8 @@ struct Decider {
     invalid: Option<String>,
     deleting: bool,
     released: bool,
+    /// `scaleDownDelay`, when known.
+    drain_delay: Option<Duration>,
 }
 
 impl Decider {
@@ -304,6 +310,7 @@ impl Decider {
             invalid: None,
             deleting: false,
             released: false,
+            drain_delay: None,
         }
     }
 
@@ -438,6 +445,7 @@ impl Decider {
     }
 
     fn run(&mut self, plan: &Plan, world: &World) {
+        self.drain_delay = Some(plan.scale_down_delay);
         let Some(target) = &world.target else {
             let message = format!("Deployment {} not found", plan.target);
             return self.unusable("TargetNotFound", &message, plan.scale_down_delay, world);
@@ -784,6 +792,7 @@ impl Decider {
         let Some(at) = self.at() else { return };
         let step = plan.steps[(at.step as usize).min(plan.steps.len() - 1)];
         let canary = world.canary.clone().unwrap_or_default();
+        let drain_until = drain_until.map(|t| self.drain_from_now_if_weighted(t));
         if let Some(drain_until) = drain_until.filter(|t| *t > self.now)
             && canary.revision.as_deref() != Some(at.canary.as_str())
         {
@@ -1193,11 +1202,11 @@ impl Decider {
     // --------------------------------------------------------------------- Draining
 
     /// Traffic leaves the canary now (written as an intent with this state); its pods may
-    /// go once the mesh has caught up.
+    /// go once the mesh has caught up, `delay` from now, whether or not the state says
+    /// the canary had weight (the VirtualService may have had some all the same).
     fn drain(&mut self, stable: &str, canary: &str, outcome: Outcome, delay: Duration) {
-        let had_traffic = self.state.weight() > 0 || self.world_weight.is_some_and(|w| w > 0);
         self.set_weight(0);
-        let until = if had_traffic { after(self.now, delay) } else { self.now };
+        let until = after(self.now, delay);
         self.state = State::Draining {
             stable: stable.to_string(),
             canary: canary.to_string(),
@@ -1205,6 +1214,23 @@ impl Decider {
             outcome,
         };
         self.wake_at(until);
+    }
+
+    /// A drain counts from the write that takes the traffic away, not from the decision
+    /// that recorded it: while the VirtualService still shows canary weight (the write
+    /// was lost to a crash, or a sync put weight back), the drain starts again from now.
+    fn drain_from_now_if_weighted(&mut self, until: Timestamp) -> Timestamp {
+        if self.world_weight.is_none_or(|w| w == 0) {
+            return until;
+        }
+        let delay = self.drain_delay.unwrap_or(DEFAULT_SCALE_DOWN_DELAY);
+        let later = after(self.now, delay).max(until);
+        match &mut self.state {
+            State::Draining { until, .. } => *until = later,
+            State::Scaling { drain_until, .. } => *drain_until = Some(later),
+            _ => {}
+        }
+        later
     }
 
     /// Draining: weight 0 kept; after `until`, and only once the VirtualService is seen
@@ -1221,6 +1247,7 @@ impl Decider {
         };
         self.set_weight(0);
         self.pause_target(target, true);
+        let until = self.drain_from_now_if_weighted(until);
         if self.now < until {
             return self.wake_at(until);
         }
@@ -1299,6 +1326,7 @@ impl Decider {
         }
         if let State::Draining { until, .. } = self.state {
             self.set_weight(0);
+            let until = self.drain_from_now_if_weighted(until);
             if self.now < until {
                 return self.wake_at(until);
             }

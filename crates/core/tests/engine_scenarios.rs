@@ -1,308 +1,16 @@
 //! The decision engine, as scenarios on a simulated clock against a simulated cluster.
 //! Every reconcile round-trips the status through JSON, as the API server would.
 
+mod support;
+
 use std::time::Duration;
 
 use jiff::Timestamp;
-use weir_core::engine::{self, Action, AnalysisRequest, CanaryState, Event, Pods, TargetState, World};
-use weir_core::judge::Reading;
-use weir_core::plan::{self, Plan};
+use support::*;
+use weir_core::engine::{self, Action, Pods, TargetState, World};
+use weir_core::plan;
 use weir_core::spec::RolloutSpec;
-use weir_core::status::{Counts, Phase, RolloutStatus};
-
-const STABLE: &str = "rev-stable";
-const NEW: &str = "rev-new";
-
-fn spec(extra_analysis: &str) -> RolloutSpec {
-    let yaml = format!(
-        r#"
-targetRef: {{kind: Deployment, name: backend}}
-trafficRouting:
-  istio:
-    virtualService: {{name: backend}}
-    destinationRule: {{name: backend, stableSubset: stable, canarySubset: canary}}
-steps: [{{weight: 10}}, {{weight: 25}}, {{weight: 50}}, {{weight: 100}}]
-progressDeadline: 2m
-scaleDownDelay: 10s
-analysis:
-  interval: 1m
-  prometheus: {{address: "http://prometheus:9090"}}
-  metrics:
-    - {{name: request-success-rate, min: 99}}
-    - {{name: request-duration, quantile: 0.99, max: 500}}
-{extra_analysis}
-"#
-    );
-    serde_yaml::from_str(&yaml).expect("fixture spec parses")
-}
-
-/// How a revision behaves under traffic.
-#[derive(Clone, Copy)]
-struct Behaviour {
-    error_ratio: f64,
-    slow_ratio: f64,
-    p99_ms: f64,
-}
-
-const HEALTHY: Behaviour = Behaviour {
-    error_ratio: 0.002,
-    slow_ratio: 0.0005,
-    p99_ms: 120.0,
-};
-const BROKEN: Behaviour = Behaviour {
-    error_ratio: 0.30,
-    slow_ratio: 0.0005,
-    p99_ms: 120.0,
-};
-const SLOW: Behaviour = Behaviour {
-    error_ratio: 0.002,
-    slow_ratio: 0.2,
-    p99_ms: 900.0,
-};
-
-#[derive(Clone)]
-enum Metrics {
-    /// Deterministic counts at `rps` total, split by the current weight.
-    Traffic { rps: f64, canary: Behaviour },
-    /// Prometheus answers, but with nothing.
-    NoData,
-    /// Prometheus is down.
-    Down,
-}
-
-struct Sim {
-    plan: Plan,
-    status: RolloutStatus,
-    now: Timestamp,
-    target: TargetState,
-    /// Which revision the stable pods run (the paused Deployment keeps the old ReplicaSet).
-    stable_running: String,
-    canary: Option<CanaryState>,
-    weight: u32,
-    request: Option<String>,
-    pause: bool,
-    metrics: Metrics,
-    canary_pods_start: bool,
-    events: Vec<Event>,
-    actions: Vec<Action>,
-    weights_written: Vec<u32>,
-    queries: Vec<AnalysisRequest>,
-    /// API writes of each reconcile: actions, Events, and 1 when the status changed.
-    writes: Vec<(Vec<Action>, usize)>,
-}
-
-impl Sim {
-    fn new(spec: &RolloutSpec) -> Sim {
-        let plan = plan::plan(spec).expect("fixture spec is valid");
-        let mut sim = Sim {
-            plan,
-            status: RolloutStatus::default(),
-            now: "2026-11-25T00:00:00Z".parse().unwrap(),
-            target: TargetState {
-                revision: STABLE.into(),
-                paused: false,
-                pods: Pods {
-                    desired: 4,
-                    generation: 1,
-                    observed_generation: 1,
-                    total: 4,
-                    updated: 4,
-                    available: 4,
-                },
-            },
-            stable_running: STABLE.into(),
-            canary: None,
-            weight: 0,
-            request: None,
-            pause: false,
-            metrics: Metrics::Traffic {
-                rps: 200.0,
-                canary: HEALTHY,
-            },
-            canary_pods_start: true,
-            events: vec![],
-            actions: vec![],
-            weights_written: vec![],
-            queries: vec![],
-            writes: vec![],
-        };
-        sim.reconcile();
-        assert_eq!(sim.status.phase, Phase::Healthy, "{}", sim.status.message);
-        assert!(sim.target.paused, "weir pauses the Deployment it takes over");
-        sim
-    }
-
-    fn bump(&mut self, revision: &str) {
-        self.target.revision = revision.into();
-        self.target.pods.generation += 1;
-        self.target.pods.observed_generation = self.target.pods.generation;
-        self.target.pods.updated = if self.target.paused {
-            0
-        } else {
-            self.target.pods.desired
-        };
-    }
-
-    fn readings(&self, req: AnalysisRequest) -> Vec<(String, Reading)> {
-        let secs = req.window.as_secs_f64();
-        self.plan
-            .metrics
-            .iter()
-            .map(|m| {
-                let reading = match &self.metrics {
-                    Metrics::Down => Reading::Error("connection refused".into()),
-                    Metrics::NoData => match m.kind.bad_ratio_bound() {
-                        Some(_) => Reading::Counts {
-                            canary: Counts::default(),
-                            baseline: Counts::default(),
-                            canary_value: None,
-                            baseline_value: None,
-                        },
-                        None => Reading::Value(None),
-                    },
-                    Metrics::Traffic { rps, canary } => {
-                        let w = f64::from(self.weight) / 100.0;
-                        let (nc, nb) = (rps * w * secs, rps * (1.0 - w) * secs);
-                        let is_latency = m.name == plan::REQUEST_DURATION;
-                        let bad = |b: &Behaviour| if is_latency { b.slow_ratio } else { b.error_ratio };
-                        let value = |b: &Behaviour, n: f64| {
-                            let v = if is_latency {
-                                b.p99_ms
-                            } else {
-                                100.0 * (1.0 - b.error_ratio)
-                            };
-                            (n >= 1.0).then_some(v)
-                        };
-                        Reading::Counts {
-                            canary: Counts {
-                                requests: nc as u64,
-                                bad: (nc * bad(canary)).round() as u64,
-                            },
-                            baseline: Counts {
-                                requests: nb as u64,
-                                bad: (nb * bad(&HEALTHY)).round() as u64,
-                            },
-                            canary_value: value(canary, nc),
-                            baseline_value: value(&HEALTHY, nb),
-                        }
-                    }
-                };
-                (m.name.clone(), reading)
-            })
-            .collect()
-    }
-
-    fn world(&mut self) -> World {
-        let readings = engine::analysis_request(&self.plan, &self.status, self.now).map(|req| {
-            self.queries.push(req);
-            self.readings(req)
-        });
-        World {
-            target: Some(self.target.clone()),
-            canary: self.canary.clone(),
-            traffic: Ok(self.weight),
-            routes_disagree: false,
-            request: self.request.clone(),
-            pause_requested: self.pause,
-            readings,
-        }
-    }
-
-    /// One reconcile: decide, apply the actions to the simulated cluster, persist status.
-    fn reconcile(&mut self) -> Duration {
-        let world = self.world();
-        let d = engine::decide(Ok(&self.plan), Some(1), &self.status, &world, self.now);
-        for a in &d.actions {
-            self.apply(a);
-        }
-        self.actions.extend(d.actions.clone());
-        self.events.extend(d.events.clone());
-        // The controller writes status when its decisive part changes (not at every look).
-        let status_write = usize::from(d.status.decisive_part() != self.status.decisive_part());
-        self.writes
-            .push((d.actions.clone(), d.actions.len() + d.events.len() + status_write));
-        // What the API server holds must round-trip; the controller decides next from
-        // the status in its memory (with what is never written, `judged_here`).
-        let json = serde_json::to_string(&d.status).unwrap();
-        let stored: RolloutStatus = serde_json::from_str(&json).unwrap();
-        assert_eq!(stored.decisive_part(), d.status.decisive_part(), "status round-trips");
-        self.status = d.status;
-        d.requeue_after
-    }
-
-    fn apply(&mut self, a: &Action) {
-        match a {
-            Action::PauseTarget(p) => {
-                self.target.paused = *p;
-                self.target.pods.generation += 1;
-            }
-            Action::ApplyCanary { revision, replicas } => {
-                let c = self.canary.get_or_insert_with(CanaryState::default);
-                c.revision = Some(revision.clone());
-                c.pods.desired = *replicas;
-                c.pods.generation += 1;
-            }
-            Action::SetCanaryWeight(w) => {
-                assert!(
-                    *w == 0 || self.canary_ready_pods() > 0,
-                    "weight {w} sent to a canary without ready pods"
-                );
-                self.weight = *w;
-                self.weights_written.push(*w);
-            }
-            Action::ReleaseTarget => self.target.paused = false,
-        }
-    }
-
-    fn canary_ready_pods(&self) -> i32 {
-        self.canary.as_ref().map(|c| c.pods.available).unwrap_or(0)
-    }
-
-    /// The Kubernetes controllers catch up between reconciles.
-    fn cluster_settles(&mut self) {
-        if let Some(c) = self.canary.as_mut() {
-            c.pods.observed_generation = c.pods.generation;
-            c.pods.total = c.pods.desired;
-            c.pods.updated = c.pods.desired;
-            c.pods.available = if self.canary_pods_start { c.pods.desired } else { 0 };
-        }
-        let t = &mut self.target;
-        t.pods.observed_generation = t.pods.generation;
-        if !t.paused {
-            self.stable_running = t.revision.clone();
-            t.pods.updated = t.pods.desired;
-            t.pods.total = t.pods.desired;
-            t.pods.available = t.pods.desired;
-        }
-    }
-
-    /// Reconciles until `done`, sleeping as the engine asks (at most `max_wait` at a time).
-    fn run_until(&mut self, limit: Duration, done: impl Fn(&Sim) -> bool) {
-        let end = self.now + jiff::SignedDuration::try_from(limit).unwrap();
-        while !done(self) {
-            assert!(self.now < end, "not done within {limit:?}; status: {:#?}", self.status);
-            let wait = self.reconcile();
-            self.cluster_settles();
-            if done(self) {
-                break;
-            }
-            let wait = wait.min(Duration::from_secs(5));
-            self.now += jiff::SignedDuration::try_from(wait).unwrap();
-        }
-    }
-
-    fn event_reasons(&self) -> Vec<&str> {
-        self.events.iter().map(|e| e.reason.as_str()).collect()
-    }
-}
-
-fn phase_is(p: Phase) -> impl Fn(&Sim) -> bool {
-    move |s: &Sim| s.status.phase == p
-}
-
-fn minutes(m: u64) -> Duration {
-    Duration::from_secs(60 * m)
-}
+use weir_core::status::{Phase, RolloutStatus};
 
 #[test]
 fn healthy_canary_is_promoted_through_every_step() {
@@ -585,41 +293,6 @@ fn a_canary_that_loses_its_pods_loses_its_traffic_at_once() {
     assert!(sim.event_reasons().contains(&"CanaryNotReady"));
 }
 
-/// A crash at any instant: the decision's writes may land, its status write may not.
-#[test]
-fn a_restart_at_any_point_neither_skips_nor_repeats_a_step() {
-    for crash_after in 1..40 {
-        let mut sim = Sim::new(&spec(""));
-        sim.bump(NEW);
-        let mut n = 0;
-        let mut steps_seen = vec![];
-        while sim.status.phase != Phase::Succeeded {
-            assert!(n < 400, "stuck after crash at {crash_after}: {:#?}", sim.status);
-            n += 1;
-            let before = sim.status.clone();
-            let wait = sim.reconcile();
-            if n == crash_after {
-                // Controller killed after applying, before its status write landed.
-                sim.status = before;
-            }
-            if let Some(s) = sim.status.current_step
-                && steps_seen.last() != Some(&s)
-            {
-                steps_seen.push(s);
-            }
-            sim.cluster_settles();
-            sim.now += jiff::SignedDuration::try_from(wait.min(Duration::from_secs(5))).unwrap();
-        }
-        assert_eq!(steps_seen, vec![0, 1, 2, 3], "crash at reconcile {crash_after}");
-        let raised: Vec<u32> = sim.weights_written.iter().copied().filter(|w| *w > 0).collect();
-        assert!(
-            raised.windows(2).all(|w| w[0] <= w[1]),
-            "weight moved back: {:?}",
-            sim.weights_written
-        );
-    }
-}
-
 #[test]
 fn pause_holds_the_step_and_resume_continues() {
     let mut sim = Sim::new(&spec(""));
@@ -869,4 +542,251 @@ fn a_custom_metric_never_ends_a_step_early() {
     sim.run_until(minutes(5), |s| s.weight == 25);
     let took = sim.now.duration_since(started);
     assert!(took >= jiff::SignedDuration::from_secs(60), "step 1 ended after {took}");
+}
+
+// ------------------------------------------------------------ lifecycle: the holes closed
+
+/// Runs until the canary serves `weight`.
+fn at_weight(sim: &mut Sim, weight: u32) {
+    sim.run_until(minutes(10), move |s| s.weight == weight);
+}
+
+#[test]
+fn deleting_a_rollout_mid_canary_hands_traffic_then_the_deployment_back() {
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    at_weight(&mut sim, 25);
+    sim.deleting = true;
+    sim.reconcile();
+    assert_eq!(sim.weight, 0, "all traffic on stable at once");
+    assert_eq!(sim.status.phase, Phase::Deleting);
+    assert!(!sim.released, "the finalizer stays while the canary drains");
+    assert_eq!(
+        sim.canary.as_ref().map(|c| c.pods.available),
+        Some(1),
+        "canary pods drain"
+    );
+    let asked = sim.now;
+    sim.run_until(minutes(1), |s| s.released);
+    assert!(
+        sim.now.duration_since(asked) >= jiff::SignedDuration::from_secs(10),
+        "scaleDownDelay"
+    );
+    assert!(
+        !sim.target.paused,
+        "weir let go of the Deployment: its pending template rolls out"
+    );
+    assert_eq!(sim.actions.last(), Some(&Action::ReleaseTarget));
+}
+
+#[test]
+fn deleting_an_idle_rollout_releases_at_once() {
+    let mut sim = Sim::new(&spec(""));
+    sim.deleting = true;
+    sim.reconcile();
+    assert!(sim.released);
+    assert!(!sim.target.paused);
+}
+
+/// Runs a healthy canary into promotion, and leaves the Deployment mid-rollout.
+fn promoting(sim: &mut Sim) {
+    sim.bump(NEW);
+    sim.run_until(minutes(30), phase_is(Phase::Promoting));
+    assert!(!sim.target.paused, "promotion unpauses the Deployment");
+    sim.target.pods.updated = 1;
+}
+
+#[test]
+fn a_promotion_that_does_not_finish_is_reported_and_the_canary_keeps_its_traffic() {
+    let mut sim = Sim::new(&spec(""));
+    promoting(&mut sim);
+    let started = sim.now;
+    // The Deployment never becomes ready on the new template.
+    sim.target.pods.available = 0;
+    for _ in 0..40 {
+        sim.now += jiff::SignedDuration::from_secs(10);
+        sim.reconcile();
+    }
+    assert!(sim.now.duration_since(started) > jiff::SignedDuration::from_mins(2));
+    assert_eq!(sim.status.phase, Phase::Promoting);
+    assert_eq!(sim.weight, 100, "the judged canary keeps serving");
+    let stalled = sim.events.iter().filter(|e| e.reason == "PromotionStalled").count();
+    assert_eq!(stalled, 1, "reported once, past progressDeadline");
+}
+
+#[test]
+fn a_bump_during_promotion_is_stopped_until_the_template_is_back() {
+    let mut sim = Sim::new(&spec(""));
+    promoting(&mut sim);
+    sim.bump("rev-unjudged");
+    sim.reconcile();
+    assert!(sim.target.paused, "the unjudged template does not roll out");
+    assert_eq!(sim.weight, 100);
+    assert!(sim.event_reasons().contains(&"PromotionInterrupted"));
+    assert!(sim.status.message.contains("rev-unjudged"), "{}", sim.status.message);
+    sim.bump(NEW);
+    sim.run_until(minutes(5), phase_is(Phase::Succeeded));
+    assert_eq!(sim.stable_running, NEW);
+}
+
+#[test]
+fn abort_during_promotion_is_refused_and_said_so() {
+    let mut sim = Sim::new(&spec(""));
+    promoting(&mut sim);
+    sim.request = Some("abort/7".into());
+    sim.reconcile();
+    assert!(sim.event_reasons().contains(&"AbortRefused"));
+    assert!(!sim.target.paused, "the promotion goes on");
+    sim.cluster_settles();
+    sim.run_until(minutes(5), phase_is(Phase::Succeeded));
+}
+
+#[test]
+fn a_revert_during_promotion_waits_for_stable_then_drains_the_canary() {
+    let mut sim = Sim::new(&spec(""));
+    promoting(&mut sim);
+    sim.bump(STABLE);
+    sim.target.pods.updated = 1;
+    sim.reconcile();
+    assert_eq!(sim.weight, 100, "the canary serves until stable is ready again");
+    sim.cluster_settles();
+    sim.reconcile();
+    assert_eq!(sim.weight, 0);
+    assert_eq!(sim.canary.as_ref().map(|c| c.pods.desired), Some(4), "pods drain first");
+    sim.run_until(minutes(1), |s| {
+        s.status.phase == Phase::Healthy && s.canary.as_ref().is_some_and(|c| c.pods.desired == 0)
+    });
+    assert_eq!(sim.status.stable_revision.as_deref(), Some(STABLE));
+    assert!(sim.event_reasons().contains(&"CanaryCancelled"));
+}
+
+#[test]
+fn a_newer_revision_drains_the_old_canary_before_its_pods_change() {
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    at_weight(&mut sim, 25);
+    sim.bump("rev-newer");
+    sim.reconcile();
+    assert_eq!(sim.weight, 0);
+    let canary = sim.canary.clone().unwrap();
+    assert_eq!(
+        canary.revision.as_deref(),
+        Some(NEW),
+        "old pods keep running while they drain"
+    );
+    sim.run_until(minutes(1), |s| {
+        s.canary.as_ref().and_then(|c| c.revision.as_deref()) == Some("rev-newer")
+    });
+    // The simulator fails the test if the pods changed before scaleDownDelay passed.
+}
+
+#[test]
+fn a_deployment_paused_with_a_pending_template_is_taken_over_and_that_template_judged() {
+    let mut s = Sim::new(&spec(""));
+    // A fresh Rollout for a Deployment the user paused after changing its template.
+    s.status = RolloutStatus::default();
+    s.stored = RolloutStatus::default();
+    s.target.paused = true;
+    s.bump(NEW);
+    s.reconcile();
+    assert_eq!(s.status.phase, Phase::Progressing, "{}", s.status.message);
+    assert_eq!(s.status.canary_revision.as_deref(), Some(NEW));
+    s.cluster_settles();
+    s.run_until(minutes(30), phase_is(Phase::Succeeded));
+    assert_eq!(s.stable_running, NEW, "the pending change ships, judged");
+}
+
+#[test]
+fn an_invalid_spec_mid_canary_withdraws_it_and_says_why() {
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    at_weight(&mut sim, 25);
+    let world = sim.world();
+    let errors = vec!["steps[1].weight: 5 does not exceed the previous step's 10".to_string()];
+    let d = engine::decide(Err(&errors), Some(2), &sim.status, &world, sim.now);
+    assert_eq!(d.status.phase, Phase::InvalidSpec);
+    assert!(d.status.message.contains("withdrawn"), "{}", d.status.message);
+    assert_eq!(
+        d.actions,
+        vec![Action::SetCanaryWeight(0)],
+        "traffic back on stable, pods drain"
+    );
+}
+
+#[test]
+fn unusable_routing_mid_canary_withdraws_it_once_the_weight_can_be_written() {
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    at_weight(&mut sim, 25);
+    sim.routing_problem = Some("DestinationRule dev/backend not found".into());
+    sim.reconcile();
+    assert_eq!(sim.status.phase, Phase::InvalidSpec);
+    assert!(sim.status.message.contains("withdrawn"), "{}", sim.status.message);
+    // Nothing can be written while the routing is unusable; the canary's pods stay.
+    for _ in 0..10 {
+        sim.now += jiff::SignedDuration::from_secs(10);
+        sim.reconcile();
+    }
+    assert_eq!(
+        sim.canary.as_ref().map(|c| c.pods.desired),
+        Some(1),
+        "pods stay while routes may reach them"
+    );
+    sim.routing_problem = None;
+    sim.run_until(minutes(1), |s| {
+        s.status.phase == Phase::Healthy && s.canary.as_ref().is_some_and(|c| c.pods.desired == 0)
+    });
+    assert_eq!(sim.weight, 0);
+}
+
+#[test]
+fn under_an_hpa_the_canary_does_not_shrink_with_stable() {
+    let mut sim = Sim::new(&spec(""));
+    sim.hpa = true;
+    sim.bump(NEW);
+    at_weight(&mut sim, 50);
+    sim.reconcile();
+    sim.cluster_settles();
+    assert_eq!(sim.target.pods.desired, 2, "the HPA halved stable");
+    assert_eq!(
+        sim.canary.as_ref().map(|c| c.pods.desired),
+        Some(2),
+        "50 % of the 4 replicas that carry it all"
+    );
+    at_weight(&mut sim, 100);
+    sim.cluster_settles();
+    assert_eq!(
+        sim.canary.as_ref().map(|c| c.pods.desired),
+        Some(4),
+        "the 100 % step gets all 4, not the HPA's 1"
+    );
+}
+
+#[test]
+fn weight_put_back_by_a_sync_after_a_rollback_is_taken_off_at_once() {
+    let mut sim = Sim::new(&spec(""));
+    sim.metrics = Metrics::Traffic {
+        rps: 200.0,
+        canary: BROKEN,
+    };
+    sim.bump(NEW);
+    sim.run_until(minutes(10), |s| {
+        s.status.phase == Phase::RolledBack && s.canary.as_ref().is_some_and(|c| c.pods.desired == 0)
+    });
+    sim.weight = 10; // a GitOps sync restores the VirtualService of the canary's days
+    sim.reconcile();
+    assert_eq!(sim.weight, 0);
+    assert!(sim.event_reasons().contains(&"TrafficReverted"));
+}
+
+#[test]
+fn a_route_that_drifted_alone_is_rewritten() {
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    at_weight(&mut sim, 25);
+    let written = sim.weights_written.len();
+    sim.routes_disagree = true; // one of two managed routes was reset, the other was not
+    sim.reconcile();
+    assert_eq!(sim.weights_written.len(), written + 1, "rewritten at once");
+    assert_eq!(sim.weights_written.last(), Some(&25));
 }

@@ -1,0 +1,204 @@
+//! The crash explorer: whole rollouts against the simulated API server and Prometheus,
+//! with the controller killed before each of the writes it makes (every status write,
+//! every action, every Event) in turn, then restarted from what the API server holds —
+//! once with Prometheus answering and once with Prometheus failing for 30 s after the
+//! restart. After every crash the rollout must end as it does without one: the same
+//! final phase and stable revision, the same sequence of canary weights in the
+//! VirtualService (no step skipped or repeated, no weight moved backwards by mistake),
+//! and never a weight on a canary without ready pods nor canary pods changed or removed
+//! before their traffic drained.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use weir_core::status::Phase;
+
+type Hook = Box<dyn Fn(&mut Sim)>;
+
+struct Scenario {
+    name: String,
+    /// Before the image bump.
+    setup: Hook,
+    /// Before every reconcile.
+    during: Hook,
+    done: Box<dyn Fn(&Sim) -> bool>,
+}
+
+/// What a run ends with, compared between the crash-free run and every crashed one.
+#[derive(Debug, PartialEq)]
+struct Ending {
+    phase: Phase,
+    stable: Option<String>,
+    /// The canary weights the VirtualService went through, repeats of one value merged.
+    weights: Vec<u32>,
+    target_paused: bool,
+}
+
+struct Run {
+    ending: Ending,
+    writes: usize,
+    violations: Vec<String>,
+}
+
+/// Runs scenario `index`, built afresh (its hooks keep state of their own).
+fn run(index: usize, crash_before_write: Option<usize>, outage: Duration) -> Run {
+    let scenario = &scenarios()[index];
+    let mut sim = Sim::new(&spec(""));
+    sim.strict = false;
+    (scenario.setup)(&mut sim);
+    sim.writes_made = 0;
+    sim.crash_before_write = crash_before_write;
+    sim.outage_after_crash = outage;
+    let bumped = sim.now;
+    sim.bump(NEW);
+    let limit = bumped + jiff::SignedDuration::from_mins(60);
+    while !(scenario.done)(&sim) {
+        assert!(
+            sim.now < limit,
+            "{}: crash before write {crash_before_write:?} (outage {outage:?}): not done within 60 min: {:#?}",
+            scenario.name,
+            sim.status
+        );
+        (scenario.during)(&mut sim);
+        let wait = sim.reconcile();
+        sim.cluster_settles();
+        sim.now += jiff::SignedDuration::try_from(wait.min(Duration::from_secs(5))).unwrap();
+    }
+    let mut weights = sim.weights_written.clone();
+    weights.dedup();
+    Run {
+        ending: Ending {
+            phase: sim.status.phase.clone(),
+            stable: sim.status.stable_revision.clone(),
+            weights,
+            target_paused: sim.target.paused,
+        },
+        writes: sim.writes_made,
+        violations: sim.violations,
+    }
+}
+
+fn nothing() -> Hook {
+    Box::new(|_| {})
+}
+
+fn ends_in(phases: &'static [Phase]) -> Box<dyn Fn(&Sim) -> bool> {
+    Box::new(move |s: &Sim| phases.contains(&s.status.phase) && s.weight == 0)
+}
+
+/// Acts once the canary has served `weight` (so the same step in every run, however
+/// much a crash delayed it).
+fn once_at_weight(weight: u32, act: impl Fn(&mut Sim) + 'static) -> Hook {
+    let reached = std::cell::Cell::new(false);
+    Box::new(move |s| {
+        reached.set(reached.get() || s.weight >= weight);
+        if reached.get() {
+            act(s)
+        }
+    })
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let mut all = vec![Scenario {
+        name: "promotion".into(),
+        setup: nothing(),
+        during: Box::new(|_| {}),
+        done: ends_in(&[Phase::Succeeded]),
+    }];
+    for (step, weight) in [10, 25, 50, 100].into_iter().enumerate() {
+        all.push(Scenario {
+            name: format!("rollback at step {}", step + 1),
+            setup: nothing(),
+            // The canary breaks once it serves the step's weight.
+            during: Box::new(move |s| {
+                if s.weight >= weight {
+                    s.metrics = Metrics::Traffic {
+                        rps: 200.0,
+                        canary: BROKEN,
+                    };
+                }
+            }),
+            done: ends_in(&[Phase::RolledBack]),
+        });
+    }
+    all.push(Scenario {
+        name: "newer revision mid-canary".into(),
+        setup: nothing(),
+        during: once_at_weight(25, |s| {
+            if s.target.revision == NEW {
+                s.bump("rev-newer")
+            }
+        }),
+        done: ends_in(&[Phase::Succeeded]),
+    });
+    all.push(Scenario {
+        name: "revert mid-canary".into(),
+        setup: nothing(),
+        during: once_at_weight(25, |s| {
+            if s.target.revision == NEW {
+                s.bump(STABLE)
+            }
+        }),
+        done: Box::new(|s| s.status.phase == Phase::Healthy && s.weight == 0 && s.target.revision == STABLE),
+    });
+    all.push(Scenario {
+        name: "abort".into(),
+        setup: nothing(),
+        during: once_at_weight(25, |s| s.request = Some("abort/1".into())),
+        done: ends_in(&[Phase::RolledBack]),
+    });
+    all.push(Scenario {
+        name: "promotion under an HPA".into(),
+        setup: Box::new(|s| s.hpa = true),
+        during: Box::new(|_| {}),
+        done: ends_in(&[Phase::Succeeded]),
+    });
+    all.push(Scenario {
+        name: "deletion mid-canary".into(),
+        setup: nothing(),
+        during: once_at_weight(50, |s| s.deleting = true),
+        done: Box::new(|s| s.released),
+    });
+    all
+}
+
+#[test]
+fn a_crash_before_any_write_changes_nothing_in_how_a_rollout_ends() {
+    let outages = [Duration::ZERO, Duration::from_secs(30)];
+    let mut crash_points = 0;
+    let mut failures = Vec::new();
+    for (index, scenario) in scenarios().iter().enumerate() {
+        let baseline = run(index, None, Duration::ZERO);
+        assert!(
+            baseline.violations.is_empty(),
+            "{}: {:?}",
+            scenario.name,
+            baseline.violations
+        );
+        for crash in 0..baseline.writes {
+            for outage in outages {
+                crash_points += 1;
+                let crashed = run(index, Some(crash), outage);
+                if crashed.ending != baseline.ending || !crashed.violations.is_empty() {
+                    failures.push(format!(
+                        "{}: crash before write {crash} of {} (Prometheus down {outage:?} after): {:?} {:?}, expected {:?}",
+                        scenario.name, baseline.writes, crashed.ending, crashed.violations, baseline.ending
+                    ));
+                }
+            }
+        }
+        println!(
+            "{:<28} {:>3} writes, ends {:?} via weights {:?}",
+            scenario.name, baseline.writes, baseline.ending.phase, baseline.ending.weights
+        );
+    }
+    println!("crash points covered: {crash_points}");
+    assert!(
+        failures.is_empty(),
+        "{} of {crash_points} crash points:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
