@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::DynamicObject;
 use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
@@ -124,8 +125,8 @@ struct Observed {
     at: Instant,
 }
 
-/// The VirtualService and DestinationRule are not watched: a GitOps sync that rewrites
-/// the weights is seen by the next full observation, at most this long after the last.
+/// The VirtualServices and DestinationRules are watched (a change observes again at
+/// once); an observation is still refreshed at least this often, in case a watch lags.
 const OBSERVATION_MAX_AGE: Duration = Duration::from_secs(30);
 
 struct Resumed {
@@ -411,8 +412,8 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
 }
 
 /// The finalizer's cleanup: all traffic back on stable (written as an intent first),
-/// the canary drains, then weir lets go of the Deployment and the finalizer goes; the
-/// canary Deployment, owned by the Rollout, is garbage-collected with it. Until then the
+/// the canary drains, then weir lets go of the Deployment, deletes the canary and the
+/// finalizer goes. Until then the
 /// cleanup reports `NotReleasedYet`, which keeps the finalizer and comes back in time.
 async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
     let now = Timestamp::now();
@@ -709,10 +710,51 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         }
         rollouts
     };
+    // The VirtualServices and DestinationRules the Rollouts name are watched too, so a
+    // sync that rewrites a weight (or breaks a subset) is answered at once, not at the
+    // next look: an index from (namespace, name) to Rollouts, read off the store.
+    let routing_to_rollouts = |store: reflector::Store<Rollout>, ctx: Arc<Context>, dr: bool| {
+        move |o: DynamicObject| {
+            let ns = o.namespace().unwrap_or_default();
+            let name = o.name_any();
+            let names = |r: &Rollout| {
+                let istio = &r.spec.traffic_routing.istio;
+                match dr {
+                    true => istio.destination_rule.as_ref().is_some_and(|d| d.name == name),
+                    false => istio.virtual_service.name == name,
+                }
+            };
+            let rollouts: Vec<_> = store
+                .state()
+                .iter()
+                .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && names(r))
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect();
+            for r in &rollouts {
+                ctx.looks.touch(&look_key(&ns, &r.name));
+            }
+            rollouts
+        }
+    };
+    let (vs_api, dr_api): (Api<DynamicObject>, Api<DynamicObject>) = match &options.namespace {
+        Some(ns) => (
+            Api::namespaced_with(client.clone(), ns, &ctx.istio.virtual_service),
+            Api::namespaced_with(client.clone(), ns, &ctx.istio.destination_rule),
+        ),
+        None => (
+            Api::all_with(client.clone(), &ctx.istio.virtual_service),
+            Api::all_with(client.clone(), &ctx.istio.destination_rule),
+        ),
+    };
+    let on_vs = routing_to_rollouts(controller.store(), ctx.clone(), false);
+    let on_dr = routing_to_rollouts(controller.store(), ctx.clone(), true);
+    let (vs_type, dr_type) = (ctx.istio.virtual_service.clone(), ctx.istio.destination_rule.clone());
     let http = tokio::spawn(serve_http(options.http_addr, ctx.clone()));
     let telemetry_ctx = ctx.clone();
     controller
         .watches(deployments, watcher::Config::default().any_semantic(), to_rollouts)
+        .watches_with(vs_api, vs_type, watcher::Config::default().any_semantic(), on_vs)
+        .watches_with(dr_api, dr_type, watcher::Config::default().any_semantic(), on_dr)
         .with_config(ControllerConfig::default().concurrency(options.concurrency))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

@@ -11,34 +11,54 @@ use serde_json::{Value, json};
 use crate::api::{IstioRouting, Labels};
 
 /// One HTTP route weir manages, located by index in `spec.http`.
+///
+/// Istio's weights are relative: a destination gets its weight over the route's total.
+/// weir splits the stable + canary pair's own weight between the two and leaves every
+/// other destination's share of the route as it was. Where that pair's weight is too
+/// small to express a percent (stable 1 beside legacy 1: weights that do not sum to
+/// 100), the whole route is scaled up once, every weight by the same factor, so the
+/// other destinations keep their share.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ManagedRoute {
     pub http_index: usize,
     pub stable_index: usize,
     pub canary_index: usize,
-    /// Weight of the route's other destinations, which weir leaves as they are.
-    pub others: u32,
+    /// The route's other destinations: (index, weight).
+    pub others: Vec<(usize, u32)>,
     pub stable_weight: u32,
     pub canary_weight: u32,
 }
 
 impl ManagedRoute {
-    /// The share stable and canary split between them.
-    fn share(&self) -> u32 {
-        100u32.saturating_sub(self.others)
+    /// The weight stable and canary split between them.
+    fn pair(&self) -> u32 {
+        self.stable_weight + self.canary_weight
     }
 
-    /// Canary weight as a percent of the managed share (what the Rollout's steps mean).
+    /// The factor all weights of the route are scaled by so the pair has at least 100:
+    /// 1 for routes whose weights sum to 100 (as Istio's examples do) or whose pair
+    /// already has 100.
+    pub fn scale(&self) -> u32 {
+        let others: u32 = self.others.iter().map(|(_, w)| w).sum();
+        match self.pair() {
+            0 => 1,
+            pair if pair >= 100 || pair + others == 100 => 1,
+            pair => 100u32.div_ceil(pair),
+        }
+    }
+
+    /// Canary weight as a percent of the pair's (what the Rollout's steps mean).
     pub fn canary_percent(&self) -> u32 {
-        let share = self.share();
-        (self.canary_weight * 100 + share / 2).checked_div(share).unwrap_or(0)
+        let pair = self.pair();
+        (self.canary_weight * 100 + pair / 2).checked_div(pair).unwrap_or(0)
     }
 
-    /// (stable, canary) weights for a canary percent of the share; they sum to the share.
+    /// (stable, canary) weights for a canary percent; they sum to the pair's weight
+    /// times `scale()`.
     pub fn weights_for(&self, percent: u32) -> (u32, u32) {
-        let share = self.share();
-        let canary = (share * percent.min(100) + 50) / 100;
-        (share - canary, canary)
+        let pair = self.pair() * self.scale();
+        let canary = (pair * percent.min(100) + 50) / 100;
+        (pair - canary, canary)
     }
 }
 
@@ -166,23 +186,24 @@ pub fn managed_routes(vs: &Value, names: &[String], matcher: &DestinationMatch) 
             }
             continue;
         };
-        let others = (0..dests.len())
+        let others: Vec<(usize, u32)> = (0..dests.len())
             .filter(|i| *i != stable_index && *i != canary_index)
-            .map(|i| weight_of(dests, i))
-            .sum::<u32>();
-        if others >= 100 {
-            return Err(format!(
-                "{what}: route http[{http_index}] gives its other destinations {others}% and leaves nothing to split"
-            ));
-        }
-        managed.push(ManagedRoute {
+            .map(|i| (i, weight_of(dests, i)))
+            .collect();
+        let route = ManagedRoute {
             http_index,
             stable_index,
             canary_index,
             others,
             stable_weight: weight_of(dests, stable_index),
             canary_weight: weight_of(dests, canary_index),
-        });
+        };
+        if route.pair() == 0 {
+            return Err(format!(
+                "{what}: route http[{http_index}] gives stable and canary no weight, so there is nothing to split"
+            ));
+        }
+        managed.push(route);
     }
     if managed.is_empty() {
         return Err(format!(
@@ -217,6 +238,10 @@ pub fn weight_patch(vs: &Value, routes: &[ManagedRoute], percent: u32) -> Value 
         ops.push(json!({"op": "replace", "path": "/metadata/resourceVersion", "value": rv}));
     }
     for r in routes {
+        let scale = r.scale();
+        for (i, w) in r.others.iter().filter(|_| scale > 1) {
+            ops.push(json!({"op": "add", "path": format!("/spec/http/{}/route/{i}/weight", r.http_index), "value": w * scale}));
+        }
         let (stable, canary) = r.weights_for(percent);
         for (i, w) in [(r.stable_index, stable), (r.canary_index, canary)] {
             ops.push(json!({"op": "add", "path": format!("/spec/http/{}/route/{i}/weight", r.http_index), "value": w}));
@@ -351,26 +376,42 @@ mod tests {
         let routes = managed_routes(&vs(), &[], &subsets()).unwrap();
         assert_eq!(routes.len(), 1);
         let r = &routes[0];
-        assert_eq!((r.http_index, r.stable_index, r.canary_index, r.others), (1, 0, 1, 10));
+        assert_eq!((r.http_index, r.stable_index, r.canary_index), (1, 0, 1));
+        assert_eq!(r.others, vec![(2, 10)]);
         assert_eq!(r.weights_for(50), (45, 45));
         assert_eq!(r.weights_for(100), (0, 90));
         assert_eq!(r.canary_percent(), 0);
     }
 
     #[test]
-    fn weights_always_sum_to_the_share() {
+    fn weights_always_sum_to_the_pairs_and_others_keep_their_share() {
         let r = ManagedRoute {
             http_index: 0,
             stable_index: 0,
             canary_index: 1,
-            others: 7,
+            others: vec![(2, 7)],
             stable_weight: 93,
             canary_weight: 0,
         };
         for p in 0..=100 {
             let (s, c) = r.weights_for(p);
-            assert_eq!(s + c + r.others, 100);
+            assert_eq!(s + c, 93);
         }
+        // Relative weights: stable 1 beside legacy 1 is half the traffic each.
+        let small = ManagedRoute {
+            others: vec![(2, 1)],
+            stable_weight: 1,
+            ..r
+        };
+        assert_eq!(small.scale(), 100);
+        assert_eq!(small.weights_for(10), (90, 10), "10 % of stable's half");
+        let vs = json!({"metadata": {"resourceVersion": "5"}});
+        let patch = weight_patch(&vs, &[small], 10);
+        assert_eq!(
+            patch[1],
+            json!({"op": "add", "path": "/spec/http/0/route/2/weight", "value": 100}),
+            "legacy keeps half"
+        );
     }
 
     #[test]

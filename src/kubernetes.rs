@@ -364,6 +364,15 @@ pub async fn apply(
                     .await?;
             }
         }
+        Action::RemoveCanary => {
+            if obs.world.canary.is_some() {
+                match deployments.delete(&names.canary, &Default::default()).await {
+                    Ok(_) => {}
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         Action::ApplyCanary { replicas: 0, .. } => {
             if obs.world.canary.is_some() {
                 let body = json!({"spec": {"replicas": 0}});

@@ -583,6 +583,72 @@ async fn the_example_application_is_taken_over(env: &Env, f: &Failures) -> Resul
     Ok(())
 }
 
+/// Deleting a Rollout mid-canary leaves a plain working setup: all traffic on stable
+/// before the canary goes, no request to a destination without ready pods, the
+/// Deployment no longer held (its pending template rolls out), the canary removed.
+async fn rollout_deleted_mid_canary_leaves_a_plain_setup(env: &Env, f: &Failures) -> Result<(), String> {
+    let ns = "e2e-delete";
+    let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
+    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    wait_weight(&weights, 25, Duration::from_secs(60)).await?;
+    Api::<Rollout>::namespaced(env.client.clone(), ns)
+        .delete("backend", &Default::default())
+        .await
+        .map_err(|e| format!("{ns}: delete: {e}"))?;
+    let start = Instant::now();
+    while Api::<Rollout>::namespaced(env.client.clone(), ns)
+        .get_opt("backend")
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(format!("{ns}: the Rollout is still there 30 s after its deletion"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let w = weights.lock().unwrap().clone();
+    check(f, w.last() == Some(&0), format!("{ns}: weights after deletion {w:?}"));
+    let target = deployment(&env.client, ns, "backend").await.unwrap();
+    check(
+        f,
+        target.spec.paused != Some(true),
+        format!("{ns}: the Deployment is still paused after the Rollout went"),
+    );
+    let managers: Vec<String> = target
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    check(
+        f,
+        !managers.iter().any(|m| m == "weir"),
+        format!("{ns}: weir still owns fields of the Deployment: {managers:?}"),
+    );
+    let start = Instant::now();
+    while deployment(&env.client, ns, "backend-canary").await.is_some() {
+        if start.elapsed() > Duration::from_secs(30) {
+            check(
+                f,
+                false,
+                format!("{ns}: the canary Deployment was not garbage-collected"),
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - no_ready_before;
+    check(
+        f,
+        no_ready == 0,
+        format!("{ns}: {no_ready} requests met a destination without ready pods"),
+    );
+    Ok(())
+}
+
 /// The `weir` binary as the controller, restartable.
 struct Controller {
     process: Option<Process>,
@@ -612,15 +678,18 @@ impl Controller {
     }
 }
 
-#[test]
-fn end_to_end() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
-    // Children are started from this thread, which lives for the whole test.
-    runtime.block_on(async {
+/// A local cluster with the Istio and weir CRDs, the mesh simulator, a Prometheus
+/// scraping it and weir running as the controller.
+struct Bed {
+    cluster: LocalCluster,
+    client: Client,
+    mesh: meshsim::Mesh,
+    prometheus: LocalPrometheus,
+    controller: Arc<Mutex<Controller>>,
+}
+
+impl Bed {
+    async fn start(seed: u64) -> Bed {
         let bin = devcluster::binaries().expect("control-plane binaries (testcluster/build.sh)");
         let cluster = LocalCluster::start(&bin).await.expect("local cluster");
         let client = cluster.client().await.unwrap();
@@ -633,24 +702,90 @@ fn end_to_end() {
         }
         let config =
             MeshConfig::from_yaml(&std::fs::read_to_string(repo.join("testcluster/mesh.yaml")).unwrap()).unwrap();
-        let mesh = meshsim::start(client.clone(), config, "127.0.0.1:0".parse().unwrap(), 7)
+        let mesh = meshsim::start(client.clone(), config, "127.0.0.1:0".parse().unwrap(), seed)
             .await
             .unwrap();
         let prometheus = LocalPrometheus::start(&[mesh.addr.to_string()]).expect("Prometheus");
-        let blind = Mutex::new(LocalPrometheus::start(&[mesh.addr.to_string()]).expect("second Prometheus"));
-        let blip = Mutex::new(LocalPrometheus::start(&[mesh.addr.to_string()]).expect("third Prometheus"));
         let controller = Arc::new(Mutex::new(Controller {
             process: None,
             kubeconfig: cluster.kubeconfig.display().to_string(),
             dir: cluster.dir().to_path_buf(),
         }));
         controller.lock().unwrap().start().expect("start weir");
+        Bed {
+            cluster,
+            client,
+            mesh,
+            prometheus,
+            controller,
+        }
+    }
 
-        let env = Env {
-            client: client.clone(),
-            prometheus: prometheus.address.clone(),
-            mesh: mesh.telemetry.clone(),
-        };
+    fn env(&self) -> Env {
+        Env {
+            client: self.client.clone(),
+            prometheus: self.prometheus.address.clone(),
+            mesh: self.mesh.telemetry.clone(),
+        }
+    }
+
+    /// Fails the test with the failures, weir's log and the Events of `namespaces`.
+    async fn report(&self, errors: Vec<String>, namespaces: &[String]) {
+        if errors.is_empty() {
+            return;
+        }
+        let log = self
+            .controller
+            .lock()
+            .unwrap()
+            .process
+            .as_ref()
+            .map(|p| p.tail())
+            .unwrap_or_default();
+        let mut events = BTreeMap::new();
+        for ns in namespaces {
+            let list = Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.client.clone(), ns)
+                .list(&Default::default())
+                .await;
+            let notes: Vec<String> = list
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .map(|e| format!("{:?}: {:?}", e.reason, e.note))
+                        .collect()
+                })
+                .unwrap_or_default();
+            events.insert(ns.clone(), notes);
+        }
+        panic!(
+            "{} failure(s):\n{}\n\nweir log (tail):\n{log}\n\nEvents: {events:#?}",
+            errors.len(),
+            errors.join("\n")
+        );
+    }
+}
+
+/// The two tests each run a cluster; one at a time on a small machine.
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn end_to_end() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Children are started from this thread, which lives for the whole test.
+    runtime().block_on(async {
+        let bed = Bed::start(7).await;
+        let blind = Mutex::new(LocalPrometheus::start(&[bed.mesh.addr.to_string()]).expect("second Prometheus"));
+        let blip = Mutex::new(LocalPrometheus::start(&[bed.mesh.addr.to_string()]).expect("third Prometheus"));
+        let env = bed.env();
+        let controller = bed.controller.clone();
         let failures: Failures = Arc::default();
         let started = Instant::now();
         let results = tokio::join!(
@@ -663,54 +798,122 @@ fn end_to_end() {
             second_bump_restarts_for_the_newest(&env, &failures),
             invalid_rollouts_are_refused_or_reported(&env, &failures),
             the_example_application_is_taken_over(&env, &failures),
+            rollout_deleted_mid_canary_leaves_a_plain_setup(&env, &failures),
         );
         let mut errors: Vec<String> = [
             results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7, results.8,
+            results.9,
         ]
         .into_iter()
         .filter_map(Result::err)
         .collect();
         errors.extend(failures.lock().unwrap().iter().cloned());
         eprintln!("end-to-end scenarios took {:?}", started.elapsed());
-        if !errors.is_empty() {
-            let log = controller
-                .lock()
-                .unwrap()
-                .process
-                .as_ref()
-                .map(|p| p.tail())
-                .unwrap_or_default();
-            let mut events = BTreeMap::new();
-            for ns in [
-                "e2e-healthy",
-                "e2e-bad",
-                "e2e-slow",
-                "e2e-sigkill",
-                "e2e-blind",
-                "e2e-blip",
-                "e2e-rebump",
-                "e2e-invalid",
-            ] {
-                let list = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
-                    .list(&Default::default())
-                    .await;
-                let notes: Vec<String> = list
-                    .map(|l| {
-                        l.items
-                            .iter()
-                            .map(|e| format!("{:?}: {:?}", e.reason, e.note))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                events.insert(ns, notes);
-            }
-            panic!(
-                "{} failure(s):\n{}\n\nweir log (tail):\n{log}\n\nEvents: {events:#?}",
-                errors.len(),
-                errors.join("\n")
-            );
+        let namespaces: Vec<String> = [
+            "e2e-healthy",
+            "e2e-bad",
+            "e2e-slow",
+            "e2e-sigkill",
+            "e2e-blind",
+            "e2e-blip",
+            "e2e-rebump",
+            "e2e-invalid",
+            "e2e-delete",
+        ]
+        .map(String::from)
+        .to_vec();
+        bed.report(errors, &namespaces).await;
+    });
+}
+
+/// A small deterministic generator (xorshift), so the chaos is the same in every run.
+struct Chaos(u64);
+
+impl Chaos {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// The phase of a Rollout, reading through API server restarts.
+async fn phase_of(client: &Client, ns: &str) -> Option<Phase> {
+    let r = Api::<Rollout>::namespaced(client.clone(), ns)
+        .get("backend")
+        .await
+        .ok()?;
+    r.status.map(|s| s.phase)
+}
+
+/// Twelve releases at once, good and bad, while weir is SIGKILLed at seeded random
+/// instants (ten times) and kube-apiserver is restarted once: every Rollout must end as
+/// it would have, and no request may meet a destination without ready pods.
+#[test]
+fn chaos() {
+    const RELEASES: usize = 12;
+    const KILLS: usize = 10;
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let mut bed = Bed::start(11).await;
+        let env = bed.env();
+        let namespaces: Vec<String> = (0..RELEASES).map(|i| format!("chaos-{i}")).collect();
+        // Every third release is bad: 30 % of its requests fail.
+        let image = |i: usize| match i % 3 {
+            2 => "nginxdemos/hello:2.0-crash",
+            _ => "nginxdemos/hello:2.0",
+        };
+        let setups = futures::future::join_all(namespaces.iter().map(|ns| setup(&env, ns, &env.prometheus))).await;
+        let baselines: Vec<u64> = match setups.into_iter().collect::<Result<Vec<_>, _>>() {
+            Ok(s) => s.into_iter().map(|(_, before)| before).collect(),
+            Err(e) => return bed.report(vec![e], &namespaces).await,
+        };
+        for (i, ns) in namespaces.iter().enumerate() {
+            bump(&env.client, ns, image(i)).await;
         }
-        drop(controller);
-        drop(mesh);
+        let started = Instant::now();
+        let mut chaos = Chaos(0x5eed_cafe);
+        for kill in 0..KILLS {
+            tokio::time::sleep(Duration::from_millis(500 + chaos.below(2500))).await;
+            bed.controller.lock().unwrap().kill();
+            if kill == KILLS / 2 {
+                bed.cluster.restart_apiserver().await.expect("kube-apiserver restarts");
+            }
+            tokio::time::sleep(Duration::from_millis(200 + chaos.below(1300))).await;
+            bed.controller.lock().unwrap().start().expect("restart weir");
+        }
+        let chaos_for = started.elapsed();
+        let mut errors = vec![];
+        for (i, ns) in namespaces.iter().enumerate() {
+            let want = if i % 3 == 2 { Phase::RolledBack } else { Phase::Succeeded };
+            let limit = Instant::now() + Duration::from_secs(180);
+            let mut phase = None;
+            while Instant::now() < limit {
+                phase = phase_of(&env.client, ns).await;
+                if matches!(phase, Some(Phase::Succeeded | Phase::RolledBack)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            if phase.as_ref() != Some(&want) {
+                errors.push(format!("{ns} ({}): ended {phase:?}, expected {want:?}", image(i)));
+            }
+        }
+        // The last drains end a few seconds after the phase; then count.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let mut no_ready_total = 0;
+        for (ns, before) in namespaces.iter().zip(&baselines) {
+            let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - before;
+            no_ready_total += no_ready;
+            if no_ready > 0 {
+                errors.push(format!("{ns}: {no_ready} requests met a destination without ready pods"));
+            }
+        }
+        eprintln!(
+            "chaos: {RELEASES} releases, {KILLS} SIGKILLs of weir and 1 kube-apiserver restart in {chaos_for:?}; all ended in {:?}; {no_ready_total} requests to a destination without ready pods",
+            started.elapsed()
+        );
+        bed.report(errors, &namespaces).await;
     });
 }

@@ -629,6 +629,13 @@ async fn deleting_a_rollout_hands_traffic_and_the_deployment_back_before_the_fin
             json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "backend"}}),
             "an apply without spec.paused: weir owns nothing on the Deployment any more"
         );
+        expect(
+            &mut handle,
+            Method::DELETE,
+            &format!("{DEPLOYMENTS}/backend-canary"),
+            ok(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+        )
+        .await;
         expect_event(&mut handle, "Released").await;
         let finalizer = expect(
             &mut handle,

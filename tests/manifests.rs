@@ -120,3 +120,21 @@ fn the_controller_runs_unprivileged() {
     assert!(c.resources.as_ref().unwrap().limits.is_some());
     assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
 }
+
+/// The README's state table names exactly the states of `weir_core::state::State`.
+#[test]
+fn the_readmes_state_table_is_the_state_machine() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("### The state machine")
+        .nth(1)
+        .expect("a state machine section");
+    let rows: Vec<&str> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| state |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('|').nth(1).map(str::trim))
+        .collect();
+    assert_eq!(rows, weir_core::state::State::NAMES);
+}

@@ -121,6 +121,9 @@ pub enum Action {
     /// Let go of the user's Deployment: drop every field weir owns on it (`spec.paused`),
     /// so it is a plain Deployment again.
     ReleaseTarget,
+    /// Delete the canary Deployment (deletion of the Rollout, after it drained; garbage
+    /// collection would too, in its own time).
+    RemoveCanary,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -262,8 +265,8 @@ pub fn decide(
 
 /// Decide how to hand everything back when the Rollout is deleted (the finalizer's
 /// cleanup): all traffic to stable first (an intent in status), the canary drains for
-/// `scale_down_delay`, then weir lets go of the Deployment and the finalizer goes; the
-/// canary Deployment, owned by the Rollout, is garbage-collected with it.
+/// `scale_down_delay`, then weir lets go of the Deployment, deletes the canary and the
+/// finalizer goes.
 pub fn release(status: &RolloutStatus, world: &World, scale_down_delay: Duration, now: Timestamp) -> Decision {
     let mut d = Decider::new(status, world, now, 0);
     d.deleting = true;
@@ -1336,6 +1339,9 @@ impl Decider {
         }
         if world.target.is_some() {
             self.actions.push(Action::ReleaseTarget);
+        }
+        if world.canary.is_some() {
+            self.actions.push(Action::RemoveCanary);
         }
         self.status.message = "Rollout deleted: traffic on stable, Deployment released".into();
         self.event(

@@ -1,15 +1,9 @@
 //! The state machine of one Rollout. Each state holds exactly the data it needs; the
 //! CRD status is its projection (`status.state`, plus the flat fields kubectl prints).
 //!
-//! | state        | traffic on the canary            | the user's Deployment         | leaves to                                  |
-//! |--------------|----------------------------------|-------------------------------|--------------------------------------------|
-//! | Initializing | none                             | untouched, rolling out        | Stable                                     |
-//! | Stable       | none                             | paused (bumps wait for weir)  | Scaling (template changed)                 |
-//! | Scaling      | the previous step's, never more  | paused                        | Analysing, Scaling (newer), Paused, Draining |
-//! | Analysing    | the step's weight                | paused                        | Scaling (next step), Promoting, Paused, Draining |
-//! | Paused       | held where it was                | paused                        | Scaling / Analysing (resumed), Draining    |
-//! | Promoting    | held; canary keeps it            | unpaused: rolls out the canary| Draining (stable ready)                    |
-//! | Draining     | none (written *before* entering) | paused                        | Stable (after `until`), or released        |
+//! The README's "The state machine" has the table of states and transitions (a test
+//! checks it names exactly `State::NAMES`); `crate::engine` implements the transitions,
+//! one `on_<state>` function per state.
 //!
 //! Writes and their order (see `engine::Decision::writes`): the new status is written
 //! *before* the actions it describes, so a state that takes traffic away from a
@@ -126,6 +120,17 @@ pub fn schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 impl State {
+    /// Every state's name, in the order of the README's table.
+    pub const NAMES: [&'static str; 7] = [
+        "Initializing",
+        "Stable",
+        "Scaling",
+        "Analysing",
+        "Paused",
+        "Promoting",
+        "Draining",
+    ];
+
     /// The canary in progress, if any (not while draining).
     pub fn canary(&self) -> Option<&CanaryAt> {
         match self {
@@ -180,6 +185,86 @@ impl State {
             State::Paused { .. } => "Paused",
             State::Promoting { .. } => "Promoting",
             State::Draining { .. } => "Draining",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One value of every state: a new variant fails to compile here until it is named.
+    fn one_of_each() -> Vec<State> {
+        let at = CanaryAt {
+            stable: "a".into(),
+            canary: "b".into(),
+            step: 1,
+            weight: 25,
+            reference_replicas: 4,
+        };
+        let t = Timestamp::UNIX_EPOCH;
+        let all = vec![
+            State::Initializing,
+            State::Stable {
+                stable: "a".into(),
+                last: Some(Outcome::RolledBack),
+            },
+            State::Scaling {
+                at: at.clone(),
+                since: t,
+                drain_until: Some(t),
+            },
+            State::Analysing {
+                at: at.clone(),
+                started: t,
+            },
+            State::Paused {
+                at: at.clone(),
+                analysing: true,
+            },
+            State::Promoting {
+                at,
+                since: t,
+                stalled: false,
+                interrupted_by: Some("c".into()),
+            },
+            State::Draining {
+                stable: "a".into(),
+                canary: "b".into(),
+                until: t,
+                outcome: Outcome::Promoted,
+            },
+        ];
+        for s in &all {
+            match s {
+                State::Initializing
+                | State::Stable { .. }
+                | State::Scaling { .. }
+                | State::Analysing { .. }
+                | State::Paused { .. }
+                | State::Promoting { .. }
+                | State::Draining { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn names_list_every_state() {
+        let names: Vec<&str> = one_of_each().iter().map(State::name).collect();
+        assert_eq!(names, State::NAMES);
+    }
+
+    #[test]
+    fn every_state_round_trips_through_its_serialised_form() {
+        for state in one_of_each() {
+            let json = serde_json::to_value(&state).unwrap();
+            assert_eq!(
+                json["name"].as_str().map(str::to_lowercase),
+                Some(state.name().to_lowercase())
+            );
+            let back: State = serde_json::from_value(json).unwrap();
+            assert_eq!(back, state);
         }
     }
 }

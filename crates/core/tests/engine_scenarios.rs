@@ -576,7 +576,8 @@ fn deleting_a_rollout_mid_canary_hands_traffic_then_the_deployment_back() {
         !sim.target.paused,
         "weir let go of the Deployment: its pending template rolls out"
     );
-    assert_eq!(sim.actions.last(), Some(&Action::ReleaseTarget));
+    let n = sim.actions.len();
+    assert_eq!(sim.actions[n - 2..], [Action::ReleaseTarget, Action::RemoveCanary]);
 }
 
 #[test]

@@ -92,6 +92,8 @@ pub struct Process {
     pub name: String,
     child: Child,
     log: PathBuf,
+    /// How it was started, to start it again the same way.
+    command: (PathBuf, Vec<String>, PathBuf, Vec<(String, String)>),
 }
 
 /// Starts a child process. It gets SIGKILL if the thread that started it ends, so start
@@ -133,10 +135,25 @@ pub fn spawn_with_env(
         name: name.to_string(),
         child,
         log,
+        command: (
+            program.to_path_buf(),
+            args.to_vec(),
+            dir.to_path_buf(),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ),
     })
 }
 
 impl Process {
+    /// SIGKILL, then the same command again (its log continues).
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.stop();
+        let (program, args, dir, env) = self.command.clone();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        *self = spawn_with_env(&self.name.clone(), &program, &args, &dir, &env)?;
+        Ok(())
+    }
+
     /// SIGKILL, then reap.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -403,6 +420,25 @@ impl LocalCluster {
             .map(|p| format!("--- {}:\n{}", p.name, p.tail()))
             .collect();
         Error::Setup(format!("{e}\n{}", logs.join("\n")))
+    }
+
+    /// Kills kube-apiserver and starts it again; returns once it is ready again.
+    pub async fn restart_apiserver(&mut self) -> Result<(), Error> {
+        let apiserver = self
+            .processes
+            .iter_mut()
+            .find(|p| p.name == "kube-apiserver")
+            .ok_or_else(|| Error::Setup("no kube-apiserver".into()))?;
+        apiserver.restart()?;
+        let client = self.client().await?;
+        let start = Instant::now();
+        while !(client.apiserver_version().await.is_ok() && readyz(&client).await) {
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(self.explain(Error::Setup("kube-apiserver not back within 60s".into())));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
     }
 
     pub fn stop(&mut self) {

@@ -327,12 +327,16 @@ impl Sim {
                 self.target.pods.generation += 1;
             }
             Action::ReleaseTarget => self.target.paused = false,
+            Action::RemoveCanary => {
+                if self.weight > 0 || self.canary.as_ref().is_some_and(|c| c.pods.desired > 0) && !self.drained() {
+                    self.violation("canary removed before its traffic drained".into());
+                }
+                self.canary = None;
+            }
             Action::ApplyCanary { revision, replicas } => {
                 let c = self.canary.clone().unwrap_or_default();
                 let pods_leave = c.pods.desired > 0 && (*replicas == 0 || c.revision.as_ref() != Some(revision));
-                let drained = self
-                    .weight_zero_since
-                    .is_some_and(|t| self.now >= after(t, self.plan.scale_down_delay));
+                let drained = self.drained();
                 if pods_leave && (self.weight > 0 || !drained) {
                     self.violation(format!(
                         "canary pods changed or removed before their traffic drained (weight {}%)",
@@ -359,6 +363,14 @@ impl Sim {
                 self.routes_disagree = false;
             }
         }
+    }
+
+    /// No canary weight for at least `scaleDownDelay`.
+    fn drained(&self) -> bool {
+        self.weight == 0
+            && self
+                .weight_zero_since
+                .is_some_and(|t| self.now >= after(t, self.plan.scale_down_delay))
     }
 
     pub fn canary_ready_pods(&self) -> i32 {
