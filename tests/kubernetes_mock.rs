@@ -103,11 +103,24 @@ fn virtual_service(canary_weight: u32) -> Value {
     })
 }
 
-fn not_found() -> (u16, Value) {
+/// An API error as the API server sends it.
+fn failure(code: u16, reason: &str, message: &str) -> (u16, Value) {
     (
-        404,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": message}),
     )
+}
+
+fn not_found() -> (u16, Value) {
+    failure(404, "NotFound", "not found")
+}
+
+/// The status of a Rollout that took the target over and runs no canary.
+fn stable_on(target: &Value) -> RolloutStatus {
+    status_of(State::Stable {
+        stable: target_revision(target),
+        last: None,
+    })
 }
 
 /// Answers the next request after checking its method and path; returns its body.
@@ -502,11 +515,7 @@ async fn a_conflicting_weight_write_fails_the_reconcile_after_its_intent_is_reco
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = context(Client::new(service, "dev"));
     let target = deployment("backend", "hello:0.3", true, json!({}));
-    let revision = target_revision(&target);
-    let healthy = status_of(State::Stable {
-        stable: revision,
-        last: None,
-    });
+    let healthy = stable_on(&target);
     let server = tokio::spawn(async move {
         // Someone left canary weight on while no canary runs: weir takes it off ...
         expect_observation(&mut handle, &target, None, ok(virtual_service(30))).await;
@@ -514,13 +523,16 @@ async fn a_conflicting_weight_write_fails_the_reconcile_after_its_intent_is_reco
         let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
         assert_eq!(status["status"]["state"]["name"], "draining");
         // ... but the object changed meanwhile: the resourceVersion precondition fails.
-        let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
-            "message": "Operation cannot be fulfilled on virtualservices.networking.istio.io \"backend\": the object has been modified"});
+        let conflict = failure(
+            409,
+            "Conflict",
+            "Operation cannot be fulfilled on virtualservices.networking.istio.io \"backend\": the object has been modified",
+        );
         expect(
             &mut handle,
             Method::PATCH,
             &format!("{ISTIO}/virtualservices/backend"),
-            (409, conflict),
+            conflict,
         )
         .await;
         handle
@@ -539,16 +551,11 @@ async fn a_failed_write_reaches_status_and_events() {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = context(Client::new(service, "dev"));
     let target = deployment("backend", "hello:0.3", false, json!({}));
-    let revision = target_revision(&target);
-    let healthy = status_of(State::Stable {
-        stable: revision,
-        last: None,
-    });
+    let healthy = stable_on(&target);
     let server = tokio::spawn(async move {
         expect_observation(&mut handle, &target, None, ok(virtual_service(0))).await;
-        let forbidden = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
-            "message": "deployments.apps \"backend\" is forbidden"});
-        expect_apply(&mut handle, &format!("{DEPLOYMENTS}/backend"), (403, forbidden)).await;
+        let forbidden = failure(403, "Forbidden", "deployments.apps \"backend\" is forbidden");
+        expect_apply(&mut handle, &format!("{DEPLOYMENTS}/backend"), forbidden).await;
         let event = expect_event(&mut handle, "ApplyFailed").await;
         assert_eq!(event["type"], "Warning");
         expect_apply(&mut handle, STATUS, ok(Value::Null)).await

@@ -300,18 +300,8 @@ impl LocalCluster {
             ],
             &d,
         )?);
+        cluster.wait_for_apiserver().await?;
         let client = cluster.client().await?;
-        let start = Instant::now();
-        loop {
-            cluster.check_alive()?;
-            if client.apiserver_version().await.is_ok() && readyz(&client).await {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                return Err(cluster.explain(Error::Setup("kube-apiserver not ready within 60s".into())));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
 
         let kubeconfig = format!("--kubeconfig={}", cluster.kubeconfig.display());
         cluster.processes.push(spawn(
@@ -430,15 +420,23 @@ impl LocalCluster {
             .find(|p| p.name == "kube-apiserver")
             .ok_or_else(|| Error::Setup("no kube-apiserver".into()))?;
         apiserver.restart()?;
+        self.wait_for_apiserver().await
+    }
+
+    /// Waits until kube-apiserver answers and is ready (60 s at most).
+    async fn wait_for_apiserver(&mut self) -> Result<(), Error> {
         let client = self.client().await?;
         let start = Instant::now();
-        while !(client.apiserver_version().await.is_ok() && readyz(&client).await) {
+        loop {
+            self.check_alive()?;
+            if client.apiserver_version().await.is_ok() && readyz(&client).await {
+                return Ok(());
+            }
             if start.elapsed() > Duration::from_secs(60) {
-                return Err(self.explain(Error::Setup("kube-apiserver not back within 60s".into())));
+                return Err(self.explain(Error::Setup("kube-apiserver not ready within 60s".into())));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(())
     }
 
     pub fn stop(&mut self) {
