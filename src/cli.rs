@@ -164,8 +164,10 @@ pub fn validate_documents(text: &str) -> Vec<Vec<String>> {
         let value = match serde_yaml::Value::deserialize_any(doc) {
             Ok(v) => v,
             Err(e) => {
+                // The reader cannot resynchronise after a syntax error: it would yield the
+                // same error forever. The first one is the answer.
                 results.push(vec![format!("not YAML: {e}")]);
-                continue;
+                break;
             }
         };
         if value.get("kind").and_then(|k| k.as_str()) != Some("Rollout") {
@@ -187,9 +189,9 @@ impl DeserializeAny for serde_yaml::Value {
 }
 
 fn validate_value(value: serde_yaml::Value) -> Vec<String> {
-    let rollout: Rollout = match serde_yaml::from_value(value) {
+    let rollout: Rollout = match serde_path_to_error::deserialize(value) {
         Ok(r) => r,
-        Err(e) => return vec![format!("does not fit the schema: {e}")],
+        Err(e) => return vec![format!("{}: {}", e.path(), e.inner())],
     };
     let mut problems: Vec<String> = match rollout.validate_cel() {
         Ok(()) => vec![],

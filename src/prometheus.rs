@@ -31,9 +31,21 @@ pub fn promql_duration(d: Duration) -> String {
 fn selector(scope: &QueryScope) -> String {
     format!(
         r#"reporter="destination",destination_workload_namespace="{}",destination_workload=~"{}|{}""#,
-        scope.namespace, scope.stable, scope.canary
+        scope.namespace,
+        regex_literal(&scope.stable),
+        regex_literal(&scope.canary)
     )
 }
+
+/// An object name as a literal inside a PromQL regex (`=~"..."`): the only metacharacter
+/// a Kubernetes name can hold is `.`, which must not match any character (`api.v2` is
+/// not `apixv2`). The backslash is doubled for the PromQL string.
+fn regex_literal(name: &str) -> String {
+    name.replace('.', r"\\.")
+}
+
+/// The largest answer read from Prometheus: a look needs a few series, not megabytes.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// Label value Prometheus gives a bucket bound: `500` from Istio, `500.0` once
 /// Prometheus 3 normalizes it; the regex accepts both.
@@ -99,6 +111,20 @@ pub fn render_template(template: &str, scope: &QueryScope, interval: Duration) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dot_in_a_name_matches_only_a_dot() {
+        let scope = QueryScope {
+            namespace: "dev".into(),
+            stable: "api.v2".into(),
+            canary: "api.v2-canary".into(),
+        };
+        assert!(
+            selector(&scope).ends_with(r#"destination_workload=~"api\\.v2|api\\.v2-canary""#),
+            "{}",
+            selector(&scope)
+        );
+    }
 
     #[test]
     fn templates_substitute_every_variable_with_or_without_spaces() {
@@ -243,10 +269,11 @@ impl Prometheus {
         if code.is_server_error() && code.as_u16() != 422 {
             return Err(unavailable(format!("HTTP {code}")));
         }
-        let body: ApiResponse = resp
-            .json()
+        let body = read_limited(resp, MAX_ANSWER_BYTES)
             .await
-            .map_err(|e| QueryError::Rejected(format!("HTTP {code}, unreadable answer: {}", error_chain(&e))))?;
+            .map_err(|e| QueryError::Rejected(format!("HTTP {code}: {e}")))?;
+        let body: ApiResponse = serde_json::from_slice(&body)
+            .map_err(|e| QueryError::Rejected(format!("HTTP {code}, unreadable answer: {e}")))?;
         if body.status != "success" {
             return Err(QueryError::Rejected(format!(
                 "{}: {}",
@@ -294,6 +321,21 @@ impl Prometheus {
             Err(e) => Reading::Error(e.to_string()),
         }
     }
+}
+
+/// The body of an answer, refused past `limit` bytes (declared or read).
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!("answer larger than {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("answer larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -649,6 +649,68 @@ async fn rollout_deleted_mid_canary_leaves_a_plain_setup(env: &Env, f: &Failures
     Ok(())
 }
 
+/// A GitOps sync that puts the VirtualService's weights back to what Git says (all on
+/// stable) mid-canary: weir, watching the VirtualService, writes the canary's weight
+/// again at once (printed), and the rollout goes on to promotion.
+async fn a_synced_weight_is_repaired_at_once(env: &Env, f: &Failures) -> Result<(), String> {
+    let ns = "e2e-drift";
+    let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
+    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    wait_weight(&weights, 25, Duration::from_secs(60)).await?;
+    let sync = json!([
+        {"op": "replace", "path": "/spec/http/0/route/0/weight", "value": 100},
+        {"op": "replace", "path": "/spec/http/0/route/1/weight", "value": 0},
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(sync).map_err(|e| e.to_string())?;
+    let synced = Instant::now();
+    vs_api(&env.client, ns)
+        .patch("backend", &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+        .map_err(|e| format!("{ns}: sync: {e}"))?;
+    let repaired = loop {
+        let vs = vs_api(&env.client, ns)
+            .get("backend")
+            .await
+            .map_err(|e| e.to_string())?;
+        let w = vs.data.pointer("/spec/http/0/route/1/weight").and_then(|v| v.as_u64());
+        if w.is_some_and(|w| w > 0) {
+            break synced.elapsed();
+        }
+        if synced.elapsed() > Duration::from_secs(10) {
+            check(
+                f,
+                false,
+                format!("{ns}: the synced weight was not repaired within 10 s"),
+            );
+            break synced.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!(
+        "drift: a weight rewritten by a sync was repaired {} ms later (10 ms polling)",
+        repaired.as_millis()
+    );
+    let r = wait_phase(
+        &env.client,
+        ns,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(120),
+    )
+    .await?;
+    check(
+        f,
+        r.status.as_ref().is_some_and(|s| s.phase == Phase::Succeeded),
+        format!("{ns}: not promoted after the sync"),
+    );
+    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - no_ready_before;
+    check(
+        f,
+        no_ready == 0,
+        format!("{ns}: {no_ready} requests met a destination without ready pods"),
+    );
+    Ok(())
+}
+
 /// The `weir` binary as the controller, restartable.
 struct Controller {
     process: Option<Process>,
@@ -799,10 +861,11 @@ fn end_to_end() {
             invalid_rollouts_are_refused_or_reported(&env, &failures),
             the_example_application_is_taken_over(&env, &failures),
             rollout_deleted_mid_canary_leaves_a_plain_setup(&env, &failures),
+            a_synced_weight_is_repaired_at_once(&env, &failures),
         );
         let mut errors: Vec<String> = [
             results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7, results.8,
-            results.9,
+            results.9, results.10,
         ]
         .into_iter()
         .filter_map(Result::err)
@@ -819,6 +882,7 @@ fn end_to_end() {
             "e2e-rebump",
             "e2e-invalid",
             "e2e-delete",
+            "e2e-drift",
         ]
         .map(String::from)
         .to_vec();

@@ -138,3 +138,29 @@ fn the_readmes_state_table_is_the_state_machine() {
         .collect();
     assert_eq!(rows, weir_core::state::State::NAMES);
 }
+
+/// A file that is not YAML gets one answer at once (the reader used to repeat its first
+/// error forever, growing until the kernel killed it).
+#[test]
+fn a_file_that_is_not_yaml_is_refused_at_once() {
+    let started = std::time::Instant::now();
+    let results =
+        weir::cli::validate_documents("apiVersion: weir.dev/v1alpha1\nkind: Rollout\nspec: [this is: not, {valid\n");
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(results[0][0].starts_with("not YAML"), "{results:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+}
+
+/// A value of the wrong type is refused with the path of its field.
+#[test]
+fn a_wrong_type_names_its_field() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dev/40-rollout.yaml")).unwrap();
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    doc["spec"]["analysis"]["metrics"][1]["max"] = serde_yaml::Value::String("500ms".into());
+    let results = weir::cli::validate_documents(&serde_yaml::to_string(&doc).unwrap());
+    assert!(
+        results[0][0].starts_with("spec.analysis.metrics[1].max: invalid type: string \"500ms\", expected f64"),
+        "{results:?}"
+    );
+}

@@ -336,3 +336,44 @@ async fn a_down_server_is_an_error_after_quick_retries() {
     }
     assert!(started.elapsed() < Duration::from_secs(5), "retries are bounded");
 }
+
+/// An endpoint that answers with more than a look could ever need (here 2 MiB of JSON)
+/// is refused after 1 MiB, not read to the end.
+#[tokio::test]
+async fn an_endless_answer_is_cut_off_and_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                continue;
+            }
+            let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, " ".repeat(64 * 1024));
+            for _ in 0..32 {
+                if socket.write_all(chunk.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            let _ = socket.write_all(b"0\r\n\r\n").await;
+        }
+    });
+    let p = Prometheus::new().unwrap();
+    let reading = p
+        .read(
+            &endpoint(&address),
+            &success_rate(),
+            &scope(),
+            Duration::from_secs(3),
+            Duration::from_secs(3),
+        )
+        .await;
+    server.abort();
+    match reading {
+        Reading::Error(e) => assert!(e.contains("larger than 1048576 bytes"), "{e}"),
+        other => panic!("an endless answer was read: {other:?}"),
+    }
+}

@@ -20,6 +20,10 @@ pub const TEMPLATE_VARIABLES: [&str; 5] = ["namespace", "target", "canary", "sta
 /// an invalid Rollout still drains this long).
 pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
 
+/// The longest a Rollout may let one Prometheus query take: a reconcile waits for its
+/// looks, and one slow endpoint must not hold the controller's workers.
+pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The objects a Rollout names. Readable from any spec, also one that does not validate,
 /// so a canary can still be withdrawn safely from a Rollout that became invalid.
 #[derive(Clone, Debug, PartialEq)]
@@ -416,6 +420,13 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
         Duration::from_secs(5),
         &mut errors,
     );
+    if prometheus_timeout > MAX_QUERY_TIMEOUT {
+        errors.push(format!(
+            "analysis.prometheus.timeout: {} is longer than the {} a query may take",
+            humantime::format_duration(prometheus_timeout),
+            humantime::format_duration(MAX_QUERY_TIMEOUT)
+        ));
+    }
     let progress_deadline = duration_or(
         "progressDeadline",
         spec.progress_deadline.as_deref(),

@@ -461,6 +461,10 @@ fn every_class_of_invalid_spec_is_refused_with_a_precise_message() {
         ),
         ("progressDeadline", Box::new(|v| v["progressDeadline"] = json!("-1m"))),
         (
+            "analysis.prometheus.timeout: 1h is longer than the 30s a query may take",
+            Box::new(|v| v["analysis"]["prometheus"]["timeout"] = json!("1h")),
+        ),
+        (
             "min 99.5 exceeds max 1",
             Box::new(|v| v["analysis"]["metrics"] = json!([{"name": "x", "query": "up", "min": 99.5, "max": 1}])),
         ),
