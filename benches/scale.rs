@@ -72,13 +72,7 @@ fn app_name(i: usize) -> String {
     format!("app-{i:05}")
 }
 
-async fn create_app(
-    client: &Client,
-    i: usize,
-    replicas: i32,
-    prometheus: &str,
-    step: Duration,
-) -> Result<(), weir_testkit::Error> {
+async fn create_app(client: &Client, i: usize, replicas: i32, step: Duration) -> Result<(), weir_testkit::Error> {
     let name = app_name(i);
     let labels = json!({"app": name, "weir.dev/track": "stable"});
     let deployment: Deployment = serde_json::from_value(json!({
@@ -114,7 +108,6 @@ async fn create_app(
                  "progressDeadline": "10m",
                  "scaleDownDelay": "1s",
                  "analysis": {"interval": humantime::format_duration(step).to_string(),
-                              "prometheus": {"address": prometheus},
                               "metrics": [{"name": "always-within", "query": "vector(0)", "max": 1}]}}
     }))?;
     Api::<Rollout>::namespaced(client.clone(), NS)
@@ -286,7 +279,7 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
     futures::stream::iter(0..total)
         .map(|i| {
             let replicas = if i < sizes.active { 1 } else { 0 };
-            create_app(&client, i, replicas, &prometheus.address, sizes.step)
+            create_app(&client, i, replicas, sizes.step)
         })
         .buffer_unordered(32)
         .try_collect::<Vec<()>>()
@@ -312,7 +305,11 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
     let process = devcluster::spawn_with_env(
         "weir",
         weir,
-        &["controller".into(), format!("--http-addr=127.0.0.1:{port}")],
+        &[
+            "controller".into(),
+            format!("--http-addr=127.0.0.1:{port}"),
+            format!("--prometheus={}", prometheus.address),
+        ],
         cluster.dir(),
         &[("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "warn")],
     )?;

@@ -15,6 +15,7 @@ use crate::Error;
 use crate::api::{PAUSED_ANNOTATION, REQUEST_ANNOTATION, Rollout, RolloutSpec, RolloutStatus};
 use crate::controller;
 use crate::plan;
+use crate::providers::Providers;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,6 +50,16 @@ pub enum Command {
         /// Watch one namespace only (default: all).
         #[arg(long, env = "WEIR_NAMESPACE")]
         namespace: Option<String>,
+        /// The metric providers Rollouts may name (a YAML file, see the README's
+        /// security section): the cluster admin's, never a Rollout's.
+        #[arg(long, env = "WEIR_PROVIDERS", conflicts_with = "prometheus")]
+        providers: Option<PathBuf>,
+        /// Shortcut for one default provider, named `prometheus`, at this URL.
+        #[arg(long, env = "WEIR_PROMETHEUS")]
+        prometheus: Option<String>,
+        /// weir's own namespace: providers' Secrets are read from here only.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "weir-system")]
+        secrets_namespace: String,
     },
     /// Print the Rollout CRD as YAML.
     Crd,
@@ -108,7 +119,15 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             http_addr,
             concurrency,
             namespace,
+            providers,
+            prometheus,
+            secrets_namespace,
         } => {
+            let providers = match (providers, prometheus) {
+                (Some(file), _) => Providers::from_yaml(&std::fs::read_to_string(&file)?)?,
+                (None, Some(url)) => Providers::single(&url)?,
+                (None, None) => Providers::default(),
+            };
             let client = Client::try_default().await?;
             controller::run(
                 client,
@@ -116,6 +135,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     http_addr,
                     concurrency,
                     namespace,
+                    providers,
+                    secrets_namespace,
                 },
             )
             .await?;

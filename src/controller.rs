@@ -33,6 +33,7 @@ use crate::judge::Reading;
 use crate::kubernetes::{self, IstioApi, Observation};
 use crate::plan::{self, Names, Plan};
 use crate::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
+use crate::providers::Providers;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RolloutLabels {
@@ -241,6 +242,10 @@ pub struct Context {
     pub recorder: Recorder,
     pub istio: IstioApi,
     pub prometheus: Prometheus,
+    /// The metric providers the cluster admin declared.
+    pub providers: Providers,
+    /// weir's own namespace: the only one providers' Secrets are read from.
+    pub secrets_namespace: String,
     pub telemetry: Telemetry,
     pub looks: Looks,
 }
@@ -249,7 +254,10 @@ fn phase_name(p: &Phase) -> String {
     format!("{p:?}")
 }
 
-/// Reads every metric of a due look, concurrently: one query per metric.
+/// Reads every metric of a due look, concurrently: one query per metric, on the
+/// Rollout's provider. A provider that already has its share of looks waiting on it
+/// gets no more: this look reads as an error (the step holds) instead of taking a
+/// reconcile worker from Rollouts on other providers.
 async fn read_metrics(
     ctx: &Context,
     rollout: &Rollout,
@@ -257,16 +265,28 @@ async fn read_metrics(
     auth: &Result<Auth, String>,
     req: AnalysisRequest,
 ) -> Vec<(String, Reading)> {
+    let provider = ctx.providers.resolve(plan.provider.as_deref());
+    // Held until the reads are done.
+    let permit = provider.as_ref().ok().map(|p| p.in_flight.clone().try_acquire_owned());
+    let endpoint = match (&provider, &permit, auth) {
+        (Err(e), _, _) => Err(e.clone()),
+        (_, _, Err(e)) => Err(e.clone()),
+        (Ok(p), Some(Err(_)), _) => Err(format!(
+            "metric provider {} is busy: {} looks are waiting on it already",
+            p.name,
+            crate::providers::LOOKS_IN_FLIGHT_PER_PROVIDER
+        )),
+        (Ok(p), _, Ok(auth)) => Ok(Endpoint {
+            address: p.address.clone(),
+            auth: auth.clone(),
+            timeout: p.timeout,
+        }),
+    };
     let scope = QueryScope {
         namespace: rollout.namespace().unwrap_or_default(),
         stable: plan.target.clone(),
         canary: plan.canary.clone(),
     };
-    let endpoint = auth.clone().map(|auth| Endpoint {
-        address: rollout.spec.analysis.prometheus.address.clone(),
-        auth,
-        timeout: plan.prometheus_timeout,
-    });
     let reads = plan.metrics.iter().map(|m| {
         let (scope, endpoint) = (&scope, &endpoint);
         async move {
@@ -313,7 +333,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
 /// Observes what the decision needs: everything, when the spec can be planned; else as
 /// much as the names in the spec allow (a canary can still be withdrawn), or nothing.
 async fn observe_for(ctx: &Context, rollout: &Rollout, names: &Names, full: bool) -> Option<Observation> {
-    match kubernetes::observe(&ctx.client, &ctx.istio, rollout, names).await {
+    match kubernetes::observe(&ctx.client, &ctx.istio, rollout, names, None, &ctx.secrets_namespace).await {
         Ok(obs) => Some(obs),
         Err(e) if !full => {
             warn!(rollout = %rollout.name_any(), %e, "cannot observe the objects of an invalid Rollout");
@@ -331,7 +351,12 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
     let resumed = ctx.looks.resume(&key, &rollout, &stored);
     let status = resumed.status;
     let generation = rollout.meta().generation;
-    let planned = plan::plan(&rollout.spec);
+    // A provider the admin did not declare makes the Rollout invalid, like any other
+    // field that does not fit.
+    let planned = plan::plan(&rollout.spec).and_then(|p| match ctx.providers.resolve(p.provider.as_deref()) {
+        Ok(_) => Ok(p),
+        Err(e) => Err(vec![e]),
+    });
     let mut observed = None;
     let (decision, obs) = match &planned {
         Err(errors) => {
@@ -369,7 +394,16 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
             match quick {
                 Some(decision) => (decision, None),
                 None => {
-                    let mut obs = kubernetes::observe(&ctx.client, &ctx.istio, &rollout, &plan.names()).await?;
+                    let provider = ctx.providers.resolve(plan.provider.as_deref()).ok();
+                    let mut obs = kubernetes::observe(
+                        &ctx.client,
+                        &ctx.istio,
+                        &rollout,
+                        &plan.names(),
+                        provider,
+                        &ctx.secrets_namespace,
+                    )
+                    .await?;
                     obs.world.readings = match (readings, due) {
                         (Some(r), _) => Some(r),
                         (None, Some(req)) => Some(read_metrics(ctx, &rollout, plan, &obs.auth, req).await),
@@ -634,6 +668,8 @@ pub struct Options {
     pub http_addr: SocketAddr,
     pub concurrency: u16,
     pub namespace: Option<String>,
+    pub providers: Providers,
+    pub secrets_namespace: String,
 }
 
 /// A hash of what a reconcile must see: the spec (generation), the annotations (requests
@@ -665,6 +701,8 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         client: client.clone(),
         istio,
         prometheus: Prometheus::new()?,
+        providers: options.providers.clone(),
+        secrets_namespace: options.secrets_namespace.clone(),
         telemetry: Telemetry::default(),
         looks: Looks::default(),
     });

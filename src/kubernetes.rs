@@ -21,6 +21,7 @@ use crate::engine::{Action, CanaryState, Pods, TargetState, World};
 use crate::istio::{self, DestinationMatch, ManagedRoute};
 use crate::plan::Names;
 use crate::prometheus::Auth;
+use crate::providers::Provider;
 
 pub const FIELD_MANAGER: &str = "weir";
 const ISTIO_GROUP: &str = "networking.istio.io";
@@ -131,16 +132,21 @@ async fn get_dynamic(client: &Client, ns: &str, ar: &ApiResource, name: &str) ->
     }
 }
 
-/// Reads the Prometheus credentials from the Rollout's Secret.
-async fn prometheus_auth(client: &Client, ns: &str, rollout: &Rollout) -> Result<Result<Auth, String>, Error> {
-    let Some(secret_ref) = &rollout.spec.analysis.prometheus.secret_ref else {
+/// Reads a provider's credentials from its Secret, in weir's own namespace only (the
+/// admin's, where Rollout authors have no say).
+async fn provider_auth(
+    client: &Client,
+    provider: Option<&Provider>,
+    secrets_ns: &str,
+) -> Result<Result<Auth, String>, Error> {
+    let Some((provider, name)) = provider.and_then(|p| p.secret.as_ref().map(|s| (p, s))) else {
         return Ok(Ok(Auth::None));
     };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let Some(secret) = secrets.get_opt(&secret_ref.name).await? else {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), secrets_ns);
+    let Some(secret) = secrets.get_opt(name).await? else {
         return Ok(Err(format!(
-            "Secret {ns}/{} (analysis.prometheus.secretRef) not found",
-            secret_ref.name
+            "Secret {secrets_ns}/{name} of metric provider {} not found",
+            provider.name
         )));
     };
     let data = secret.data.unwrap_or_default();
@@ -149,8 +155,8 @@ async fn prometheus_auth(client: &Client, ns: &str, rollout: &Rollout) -> Result
         (Some(token), _, _) => Ok(Auth::Bearer(token)),
         (None, Some(username), Some(password)) => Ok(Auth::Basic { username, password }),
         _ => Err(format!(
-            "Secret {ns}/{} needs a token, or a username and a password",
-            secret_ref.name
+            "Secret {secrets_ns}/{name} of metric provider {} needs a token, or a username and a password",
+            provider.name
         )),
     })
 }
@@ -175,6 +181,8 @@ pub async fn observe(
     istio_api: &IstioApi,
     rollout: &Rollout,
     names: &Names,
+    provider: Option<&Provider>,
+    secrets_ns: &str,
 ) -> Result<Observation, Error> {
     let ns = namespace(rollout);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -193,7 +201,7 @@ pub async fn observe(
         target,
         virtual_service: None,
         routes: Vec::new(),
-        auth: prometheus_auth(client, &ns, rollout).await?,
+        auth: provider_auth(client, provider, secrets_ns).await?,
     };
     if let Some(c) = &canary
         && c.labels().get(ROLLOUT_LABEL) != Some(&rollout.name_any())

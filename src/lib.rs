@@ -12,6 +12,7 @@ pub mod controller;
 pub mod istio;
 pub mod kubernetes;
 pub mod prometheus;
+pub mod providers;
 
 pub use weir_core::{engine, judge, plan};
 

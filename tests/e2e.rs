@@ -21,12 +21,13 @@ type Failures = Arc<Mutex<Vec<String>>>;
 
 struct Env {
     client: Client,
-    prometheus: String,
+    /// The metric provider most scenarios name (declared to weir by `Bed`).
+    provider: String,
     mesh: Arc<Mutex<meshsim::Telemetry>>,
 }
 
 /// The example application, made fast: steps of 4 s, looks every second.
-fn app(ns: &str, prometheus: &str, vs_name: &str) -> String {
+fn app(ns: &str, provider: &str, vs_name: &str) -> String {
     format!(
         r#"
 apiVersion: v1
@@ -90,7 +91,7 @@ spec:
     interval: 4s
     tick: 1s
     sequential: {{minDwell: 2s, minRequests: 10}}
-    prometheus: {{address: "{prometheus}", timeout: 1s}}
+    provider: {provider}
     metrics:
       - {{name: request-success-rate, min: 99}}
       - {{name: request-duration, quantile: 0.99, max: 500}}
@@ -193,8 +194,8 @@ fn image_of(d: &Deployment) -> String {
 /// Applies the application and waits until weir has taken it over. Requests that met
 /// no ready pod before that (the VirtualService can land before the first pods are
 /// ready) are weir's business only from here on: the count is returned as the baseline.
-async fn setup(env: &Env, ns: &str, prometheus: &str) -> Result<(Arc<Mutex<Vec<u64>>>, u64), String> {
-    devcluster::apply_yaml(&env.client, &app(ns, prometheus, "backend"))
+async fn setup(env: &Env, ns: &str, provider: &str) -> Result<(Arc<Mutex<Vec<u64>>>, u64), String> {
+    devcluster::apply_yaml(&env.client, &app(ns, provider, "backend"))
         .await
         .map_err(|e| format!("{ns}: apply: {e}"))?;
     wait_phase(&env.client, ns, &[Phase::Healthy], Duration::from_secs(60)).await?;
@@ -212,7 +213,7 @@ fn check(failures: &Failures, ok: bool, what: String) {
 
 async fn healthy_canary_is_promoted(env: &Env, f: &Failures) -> Result<(), String> {
     let ns = "e2e-healthy";
-    let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
+    let (weights, no_ready_before) = setup(env, ns, &env.provider).await?;
     let before = rollout(&env.client, ns).await.status.unwrap().stable_revision;
     let bumped = Instant::now();
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
@@ -299,7 +300,7 @@ async fn healthy_canary_is_promoted(env: &Env, f: &Failures) -> Result<(), Strin
 
 async fn bad_canary_is_rolled_back(env: &Env, f: &Failures, tag: &str, metric: &str) -> Result<(), String> {
     let ns = &format!("e2e-{tag}");
-    let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
+    let (weights, no_ready_before) = setup(env, ns, &env.provider).await?;
     bump(&env.client, ns, &format!("nginxdemos/hello:2.0-{tag}")).await;
     let r = wait_phase(
         &env.client,
@@ -359,7 +360,7 @@ async fn controller_killed_mid_rollout_resumes(
     controller: &Arc<Mutex<Controller>>,
 ) -> Result<(), String> {
     let ns = "e2e-sigkill";
-    let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
+    let (weights, no_ready_before) = setup(env, ns, &env.provider).await?;
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
     wait_weight(&weights, 25, Duration::from_secs(60)).await?;
     controller.lock().unwrap().kill();
@@ -403,8 +404,7 @@ async fn prometheus_outage_never_promotes_blind(
     prometheus: &Mutex<LocalPrometheus>,
 ) -> Result<(), String> {
     let ns = "e2e-blind";
-    let address = prometheus.lock().unwrap().address.clone();
-    let (weights, _) = setup(env, ns, &address).await?;
+    let (weights, _) = setup(env, ns, "blind").await?;
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
     wait_weight(&weights, 25, Duration::from_secs(60)).await?;
     prometheus.lock().unwrap().stop();
@@ -438,8 +438,7 @@ async fn prometheus_back_in_time_resumes_the_rollout(
     prometheus: &Mutex<LocalPrometheus>,
 ) -> Result<(), String> {
     let ns = "e2e-blip";
-    let address = prometheus.lock().unwrap().address.clone();
-    let (weights, _) = setup(env, ns, &address).await?;
+    let (weights, _) = setup(env, ns, "blip").await?;
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
     wait_weight(&weights, 25, Duration::from_secs(60)).await?;
     prometheus.lock().unwrap().stop();
@@ -467,7 +466,7 @@ async fn prometheus_back_in_time_resumes_the_rollout(
 
 async fn second_bump_restarts_for_the_newest(env: &Env, f: &Failures) -> Result<(), String> {
     let ns = "e2e-rebump";
-    let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
+    let (weights, no_ready_before) = setup(env, ns, &env.provider).await?;
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
     wait_weight(&weights, 25, Duration::from_secs(60)).await?;
     bump(&env.client, ns, "nginxdemos/hello:3.0").await;
@@ -512,7 +511,7 @@ async fn second_bump_restarts_for_the_newest(env: &Env, f: &Failures) -> Result<
 
 async fn invalid_rollouts_are_refused_or_reported(env: &Env, f: &Failures) -> Result<(), String> {
     let ns = "e2e-invalid";
-    let text = app(ns, &env.prometheus, "no-such-vs");
+    let text = app(ns, &env.provider, "no-such-vs");
     devcluster::apply_yaml(&env.client, &text)
         .await
         .map_err(|e| format!("{ns}: {e}"))?;
@@ -542,6 +541,47 @@ async fn invalid_rollouts_are_refused_or_reported(env: &Env, f: &Failures) -> Re
         refused,
         format!("{ns}: decreasing weights were not refused: {err:?}"),
     );
+    // A Rollout cannot reach an address or a provider the admin did not declare.
+    for (name, provider, expected) in [
+        (
+            "address",
+            "http://10.0.0.1:9090",
+            "analysis.provider: \"http://10.0.0.1:9090\" is not a valid provider name",
+        ),
+        (
+            "undeclared",
+            "team-x",
+            "analysis.provider: \"team-x\" is not a metric provider the cluster admin declared",
+        ),
+    ] {
+        let mut r: Rollout = rollout(&env.client, ns).await;
+        r.metadata = kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        };
+        r.status = None;
+        r.spec.target_ref.name = format!("app-{name}");
+        r.spec.analysis.provider = Some(provider.into());
+        Api::<Rollout>::namespaced(env.client.clone(), ns)
+            .create(&PostParams::default(), &r)
+            .await
+            .map_err(|e| format!("{ns}: create {name}: {e}"))?;
+        let start = Instant::now();
+        let message = loop {
+            let got = Api::<Rollout>::namespaced(env.client.clone(), ns).get(name).await;
+            let status = got.ok().and_then(|r| r.status).unwrap_or_default();
+            if status.phase == Phase::InvalidSpec || start.elapsed() > Duration::from_secs(20) {
+                break status.message;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        check(
+            f,
+            message.starts_with(expected),
+            format!("{ns}/{name}: message {message:?}"),
+        );
+    }
     Ok(())
 }
 
@@ -574,12 +614,14 @@ async fn the_example_application_is_taken_over(env: &Env, f: &Failures) -> Resul
         status.phase == Phase::Healthy,
         format!("examples/dev: {}", status.message),
     );
-    let target = deployment(&env.client, "dev", "backend").await.unwrap();
-    check(
-        f,
-        target.spec.paused == Some(true),
-        "examples/dev: backend not paused by weir".into(),
-    );
+    // The status (Healthy) is written first, as the intent; the pause follows it.
+    let start = Instant::now();
+    let mut paused = false;
+    while !paused && start.elapsed() < Duration::from_secs(5) {
+        paused = deployment(&env.client, "dev", "backend").await.unwrap().spec.paused == Some(true);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check(f, paused, "examples/dev: backend not paused by weir".into());
     Ok(())
 }
 
@@ -588,7 +630,7 @@ async fn the_example_application_is_taken_over(env: &Env, f: &Failures) -> Resul
 /// Deployment no longer held (its pending template rolls out), the canary removed.
 async fn rollout_deleted_mid_canary_leaves_a_plain_setup(env: &Env, f: &Failures) -> Result<(), String> {
     let ns = "e2e-delete";
-    let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
+    let (weights, no_ready_before) = setup(env, ns, &env.provider).await?;
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
     wait_weight(&weights, 25, Duration::from_secs(60)).await?;
     Api::<Rollout>::namespaced(env.client.clone(), ns)
@@ -654,7 +696,7 @@ async fn rollout_deleted_mid_canary_leaves_a_plain_setup(env: &Env, f: &Failures
 /// again at once (printed), and the rollout goes on to promotion.
 async fn a_synced_weight_is_repaired_at_once(env: &Env, f: &Failures) -> Result<(), String> {
     let ns = "e2e-drift";
-    let (weights, no_ready_before) = setup(env, ns, &env.prometheus).await?;
+    let (weights, no_ready_before) = setup(env, ns, &env.provider).await?;
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
     wait_weight(&weights, 25, Duration::from_secs(60)).await?;
     let sync = json!([
@@ -716,12 +758,18 @@ struct Controller {
     process: Option<Process>,
     kubeconfig: String,
     dir: std::path::PathBuf,
+    /// The metric providers file the cluster admin gives weir.
+    providers: String,
 }
 
 impl Controller {
     fn start(&mut self) -> Result<(), weir_testkit::Error> {
         let port = devcluster::free_port()?.to_string();
-        let args = ["controller".to_string(), format!("--http-addr=127.0.0.1:{port}")];
+        let args = [
+            "controller".to_string(),
+            format!("--http-addr=127.0.0.1:{port}"),
+            format!("--providers={}", self.providers),
+        ];
         let env = [("KUBECONFIG", self.kubeconfig.as_str()), ("RUST_LOG", "info,kube=warn")];
         self.process = Some(devcluster::spawn_with_env(
             "weir",
@@ -746,7 +794,11 @@ struct Bed {
     cluster: LocalCluster,
     client: Client,
     mesh: meshsim::Mesh,
-    prometheus: LocalPrometheus,
+    /// Behind the providers `main`, `blind` and `blip` declared to weir (`main` is only
+    /// kept running).
+    _prometheus: LocalPrometheus,
+    blind: Mutex<LocalPrometheus>,
+    blip: Mutex<LocalPrometheus>,
     controller: Arc<Mutex<Controller>>,
 }
 
@@ -767,18 +819,40 @@ impl Bed {
         let mesh = meshsim::start(client.clone(), config, "127.0.0.1:0".parse().unwrap(), seed)
             .await
             .unwrap();
-        let prometheus = LocalPrometheus::start(&[mesh.addr.to_string()]).expect("Prometheus");
+        let start = || LocalPrometheus::start(&[mesh.addr.to_string()]).expect("Prometheus");
+        let (prometheus, blind, blip) = (start(), start(), start());
+        let providers = cluster.dir().join("providers.yaml");
+        let declare = |name: &str, p: &LocalPrometheus| {
+            let default = name == "main";
+            format!(
+                "  - {{name: {name}, address: '{}', timeout: 1s, default: {default}}}\n",
+                p.address
+            )
+        };
+        std::fs::write(
+            &providers,
+            format!(
+                "providers:\n{}{}{}",
+                declare("main", &prometheus),
+                declare("blind", &blind),
+                declare("blip", &blip)
+            ),
+        )
+        .unwrap();
         let controller = Arc::new(Mutex::new(Controller {
             process: None,
             kubeconfig: cluster.kubeconfig.display().to_string(),
             dir: cluster.dir().to_path_buf(),
+            providers: providers.display().to_string(),
         }));
         controller.lock().unwrap().start().expect("start weir");
         Bed {
             cluster,
             client,
             mesh,
-            prometheus,
+            _prometheus: prometheus,
+            blind: Mutex::new(blind),
+            blip: Mutex::new(blip),
             controller,
         }
     }
@@ -786,7 +860,7 @@ impl Bed {
     fn env(&self) -> Env {
         Env {
             client: self.client.clone(),
-            prometheus: self.prometheus.address.clone(),
+            provider: "main".into(),
             mesh: self.mesh.telemetry.clone(),
         }
     }
@@ -844,8 +918,7 @@ fn end_to_end() {
     // Children are started from this thread, which lives for the whole test.
     runtime().block_on(async {
         let bed = Bed::start(7).await;
-        let blind = Mutex::new(LocalPrometheus::start(&[bed.mesh.addr.to_string()]).expect("second Prometheus"));
-        let blip = Mutex::new(LocalPrometheus::start(&[bed.mesh.addr.to_string()]).expect("third Prometheus"));
+        let (blind, blip) = (&bed.blind, &bed.blip);
         let env = bed.env();
         let controller = bed.controller.clone();
         let failures: Failures = Arc::default();
@@ -855,8 +928,8 @@ fn end_to_end() {
             bad_canary_is_rolled_back(&env, &failures, "bad", "request-success-rate"),
             bad_canary_is_rolled_back(&env, &failures, "slow", "request-duration"),
             controller_killed_mid_rollout_resumes(&env, &failures, &controller),
-            prometheus_outage_never_promotes_blind(&env, &failures, &blind),
-            prometheus_back_in_time_resumes_the_rollout(&env, &failures, &blip),
+            prometheus_outage_never_promotes_blind(&env, &failures, blind),
+            prometheus_back_in_time_resumes_the_rollout(&env, &failures, blip),
             second_bump_restarts_for_the_newest(&env, &failures),
             invalid_rollouts_are_refused_or_reported(&env, &failures),
             the_example_application_is_taken_over(&env, &failures),
@@ -928,7 +1001,7 @@ fn chaos() {
             2 => "nginxdemos/hello:2.0-crash",
             _ => "nginxdemos/hello:2.0",
         };
-        let setups = futures::future::join_all(namespaces.iter().map(|ns| setup(&env, ns, &env.prometheus))).await;
+        let setups = futures::future::join_all(namespaces.iter().map(|ns| setup(&env, ns, &env.provider))).await;
         let baselines: Vec<u64> = match setups.into_iter().collect::<Result<Vec<_>, _>>() {
             Ok(s) => s.into_iter().map(|(_, before)| before).collect(),
             Err(e) => return bed.report(vec![e], &namespaces).await,

@@ -14,6 +14,7 @@ use weir::controller::{self, Context, Looks, Telemetry};
 use weir::engine::state_of;
 use weir::kubernetes::{IstioApi, template_hash};
 use weir::prometheus::Prometheus;
+use weir::providers::Providers;
 use weir_core::state::{CanaryAt, STATE_VERSION, State};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -32,7 +33,6 @@ spec:
       destinationRule: {name: backend, stableSubset: stable, canarySubset: canary}
   steps: [{weight: 10}, {weight: 50}, {weight: 100}]
   analysis:
-    prometheus: {address: "http://127.0.0.1:1"}
     metrics: [{name: request-success-rate, min: 99}]
 "#,
     )
@@ -216,6 +216,8 @@ fn context(client: Client) -> Arc<Context> {
         client,
         istio: IstioApi::version("v1"),
         prometheus: Prometheus::new().unwrap(),
+        providers: Providers::single("http://127.0.0.1:1").unwrap(),
+        secrets_namespace: "weir-system".into(),
         telemetry: Telemetry::default(),
         looks: Looks::default(),
     })

@@ -242,6 +242,28 @@ pub fn analysis_request(plan: &Plan, status: &RolloutStatus, now: Timestamp) -> 
     })
 }
 
+/// The canary weight to move to while traffic returns to a ready stable at the end of a
+/// promotion: the lowest (0, or a step's weight) for which stable has replicas enough —
+/// at once without an HPA. With one, stable was shrunk while the canary carried its load
+/// and only grows back with load: then one step down at a time, each once stable has
+/// caught up with the share it has, so it is never short by more than one step's share.
+pub fn ramp_down(plan: &Plan, at: &CanaryAt, stable_available: i32) -> u32 {
+    let carries = |canary_weight: u32| {
+        i64::from(stable_available) * 100 >= i64::from(at.reference_replicas) * i64::from(100 - canary_weight.min(100))
+    };
+    let lower: Vec<u32> = std::iter::once(0)
+        .chain(plan.steps.iter().map(|s| s.weight))
+        .filter(|w| *w < at.weight)
+        .collect();
+    if let Some(w) = lower.iter().copied().find(|w| carries(*w)) {
+        return w;
+    }
+    match (carries(at.weight), lower.last()) {
+        (true, Some(next)) => *next,
+        _ => at.weight,
+    }
+}
+
 /// Decide what to do for one Rollout.
 pub fn decide(
     plan: Result<&Plan, &[String]>,
@@ -1130,7 +1152,13 @@ impl Decider {
         if !target.rolled_out() || target.paused {
             return self.wait_for_stable(plan, target, &at, since, stalled);
         }
-        // Stable is fully ready: traffic back to it, then re-pause so the next bump waits.
+        // Stable is ready on its template. Traffic goes back to it as fast as it has
+        // replicas for: at once without an HPA, step by step with one.
+        let next = ramp_down(plan, &at, target.pods.available);
+        if next > 0 {
+            return self.step_back(plan, target, at, next, since, stalled);
+        }
+        // All traffic back on stable, then re-pause so the next bump waits.
         self.pause_target(Some(target), true);
         let outcome = match toward == at.canary {
             true => Outcome::Promoted,
@@ -1148,6 +1176,33 @@ impl Decider {
         };
         self.status.message = "promoting: traffic is back on stable; canary pods drain".into();
         self.drain(&toward, &at.canary, outcome, plan.scale_down_delay);
+    }
+
+    /// Moves traffic one hop back to stable (or holds it, when stable's HPA has not
+    /// caught up with the share stable has now).
+    fn step_back(
+        &mut self,
+        plan: &Plan,
+        target: &TargetState,
+        at: CanaryAt,
+        next: u32,
+        since: Timestamp,
+        stalled: bool,
+    ) {
+        if next < at.weight {
+            self.set_weight(next);
+            self.event(
+                false,
+                "TrafficToStable",
+                format!(
+                    "promoting: canary {}% -> {next}%: stable has {} of the {} replicas that carry all traffic",
+                    at.weight, target.pods.available, at.reference_replicas
+                ),
+            );
+        }
+        let at = CanaryAt { weight: next, ..at };
+        self.wait_for_stable(plan, target, &at, since, stalled);
+        self.set_at(at);
     }
 
     fn wait_for_stable(&mut self, plan: &Plan, target: &TargetState, at: &CanaryAt, since: Timestamp, stalled: bool) {

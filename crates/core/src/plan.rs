@@ -20,10 +20,6 @@ pub const TEMPLATE_VARIABLES: [&str; 5] = ["namespace", "target", "canary", "sta
 /// an invalid Rollout still drains this long).
 pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
 
-/// The longest a Rollout may let one Prometheus query take: a reconcile waits for its
-/// looks, and one slow endpoint must not hold the controller's workers.
-pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The objects a Rollout names. Readable from any spec, also one that does not validate,
 /// so a canary can still be withdrawn safely from a Rollout that became invalid.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,7 +54,8 @@ pub struct Plan {
     pub failure_limit: u32,
     pub sequential: SequentialConfig,
     pub metrics: Vec<MetricPlan>,
-    pub prometheus_timeout: Duration,
+    /// The metric provider the Rollout names; `None`: the admin's default.
+    pub provider: Option<String>,
     pub track_label: String,
 }
 
@@ -407,25 +404,11 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
             metrics.push(m);
         }
     }
-    let prom = &spec.analysis.prometheus;
-    if !(prom.address.starts_with("http://") || prom.address.starts_with("https://")) {
-        errors.push(format!(
-            "analysis.prometheus.address: {:?} is not an http(s) URL",
-            prom.address
-        ));
-    }
-    let prometheus_timeout = duration_or(
-        "analysis.prometheus.timeout",
-        prom.timeout.as_deref(),
-        Duration::from_secs(5),
-        &mut errors,
-    );
-    if prometheus_timeout > MAX_QUERY_TIMEOUT {
-        errors.push(format!(
-            "analysis.prometheus.timeout: {} is longer than the {} a query may take",
-            humantime::format_duration(prometheus_timeout),
-            humantime::format_duration(MAX_QUERY_TIMEOUT)
-        ));
+    let provider = spec.analysis.provider.clone();
+    if let Some(name) = &provider
+        && !is_object_name(name)
+    {
+        errors.push(format!("analysis.provider: {name:?} is not a valid provider name"));
     }
     let progress_deadline = duration_or(
         "progressDeadline",
@@ -465,7 +448,7 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
         failure_limit: spec.analysis.failure_limit.unwrap_or(1),
         sequential,
         metrics,
-        prometheus_timeout,
+        provider,
         track_label,
     })
 }

@@ -149,7 +149,12 @@ pub struct Analysis {
     pub tick: Option<String>,
     #[serde(default)]
     pub judge: JudgeKind,
-    pub prometheus: PrometheusRef,
+    /// The metric provider to query, by name: one the cluster admin declared to weir
+    /// (`weir controller --providers`). A Rollout cannot name an address or a Secret.
+    /// Default: the admin's default provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub provider: Option<String>,
     #[schemars(length(min = 1, max = 16))]
     pub metrics: Vec<Metric>,
     /// Threshold judge: breaches tolerated per revision (cumulative over all steps);
@@ -186,28 +191,6 @@ pub struct SequentialParams {
     /// Fewest canary requests in a step before it may pass. Default 20.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u64>,
-}
-
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PrometheusRef {
-    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.istio-system:9090`.
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.startsWith('http://') || self.startsWith('https://')", "message": "address must be an http:// or https:// URL"}]))]
-    pub address: String,
-    /// Secret in the Rollout's namespace with `token` (bearer) or `username` and
-    /// `password` (basic auth).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_ref: Option<SecretRef>,
-    /// Timeout of one query. Default 5s.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": DURATION_RULE, "message": DURATION_MESSAGE}]))]
-    pub timeout: Option<String>,
-}
-
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretRef {
-    pub name: String,
 }
 
 /// One metric the canary is judged by. Built-in names: `request-success-rate` (percent,

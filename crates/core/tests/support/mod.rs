@@ -33,7 +33,6 @@ progressDeadline: 2m
 scaleDownDelay: 10s
 analysis:
   interval: 1m
-  prometheus: {{address: "http://prometheus:9090"}}
   metrics:
     - {{name: request-success-rate, min: 99}}
     - {{name: request-duration, quantile: 0.99, max: 500}}

@@ -160,7 +160,12 @@ async fn run(start: Instant) -> Result<(), Error> {
     let controller = devcluster::spawn_with_env(
         "weir",
         &devcluster::weir_binary()?,
-        &["controller".into(), format!("--http-addr={http_addr}")],
+        &[
+            "controller".into(),
+            format!("--http-addr={http_addr}"),
+            // The admin's one metric provider: the local Prometheus.
+            format!("--prometheus={}", prometheus.address),
+        ],
         cluster.dir(),
         &[("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "info,kube=warn")],
     )?;
@@ -180,11 +185,11 @@ async fn run(start: Instant) -> Result<(), Error> {
         example.push_str("\n---\n");
     }
     devcluster::apply_yaml(&client, &example).await?;
-    // The example's timings are for production (1m steps); the demo runs them in seconds
-    // and points the analysis at the local Prometheus.
+    // The example's timings are for production (1m steps); the demo runs them in seconds.
+
     let fast = json!({"spec": {
         "progressDeadline": "30s", "scaleDownDelay": "3s",
-        "analysis": {"interval": "6s", "tick": "1s", "prometheus": {"address": prometheus.address},
+        "analysis": {"interval": "6s", "tick": "1s",
                      "sequential": {"minDwell": "3s", "minRequests": 10}}}});
     rollouts::api(&client, "dev")
         .patch("backend", &PatchParams::default(), &Patch::Merge(fast))

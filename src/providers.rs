@@ -1,0 +1,201 @@
+//! Metric providers: the Prometheus endpoints weir may query, declared by the cluster
+//! admin in the controller's own configuration (`weir controller --providers FILE`, a
+//! ConfigMap in `config/`), never by a Rollout. A Rollout names one
+//! (`analysis.provider`) or gets the default; it cannot choose an address or a Secret.
+//!
+//! ```yaml
+//! providers:
+//!   - name: prometheus
+//!     address: http://prometheus.istio-system:9090
+//!     timeout: 5s                        # per query, at most 30s (default 5s)
+//!     secretRef: {name: prometheus-auth} # optional, in weir's own namespace
+//!     default: true                      # optional when there is only one
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use crate::Error;
+use crate::plan;
+
+/// The longest one query may take: a reconcile waits for its looks.
+pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Looks that may wait on one provider at once. The controller runs a few reconciles
+/// at a time; a provider that stops answering may hold this many of them, never all, so
+/// Rollouts on other providers keep their pace.
+pub const LOOKS_IN_FLIGHT_PER_PROVIDER: usize = 4;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct File {
+    providers: Vec<Declared>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Declared {
+    name: String,
+    address: String,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    secret_ref: Option<SecretName>,
+    #[serde(default)]
+    default: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretName {
+    name: String,
+}
+
+/// One provider, as the admin declared it.
+#[derive(Clone, Debug)]
+pub struct Provider {
+    pub name: String,
+    pub address: String,
+    pub timeout: Duration,
+    /// Secret in weir's own namespace with `token`, or `username` and `password`.
+    pub secret: Option<String>,
+    /// Bounds the looks waiting on this provider at once.
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// Every provider, and which one a Rollout that names none gets.
+#[derive(Clone, Debug, Default)]
+pub struct Providers {
+    by_name: BTreeMap<String, Provider>,
+    default: Option<String>,
+}
+
+impl Providers {
+    /// One provider named `prometheus` at `address`, the default (`--prometheus URL`).
+    pub fn single(address: &str) -> Result<Providers, Error> {
+        Providers::from_yaml(&format!("providers: [{{name: prometheus, address: {:?}}}]", address))
+    }
+
+    /// Reads the admin's file; refuses it whole, naming the entry, when one entry is wrong.
+    pub fn from_yaml(text: &str) -> Result<Providers, Error> {
+        let file: File = serde_yaml::from_str(text).map_err(|e| Error::Usage(format!("providers: {e}")))?;
+        let mut providers = Providers::default();
+        for (i, d) in file.providers.into_iter().enumerate() {
+            let provider = declared(i, d.name.clone(), &d)?;
+            if providers.by_name.contains_key(&provider.name) {
+                return Err(Error::Usage(format!(
+                    "providers[{i}].name: {:?} is declared twice",
+                    d.name
+                )));
+            }
+            if d.default {
+                if let Some(other) = &providers.default {
+                    return Err(Error::Usage(format!(
+                        "providers[{i}].default: {other:?} is the default already"
+                    )));
+                }
+                providers.default = Some(d.name.clone());
+            }
+            providers.by_name.insert(provider.name.clone(), provider);
+        }
+        if providers.default.is_none() && providers.by_name.len() == 1 {
+            providers.default = providers.by_name.keys().next().cloned();
+        }
+        Ok(providers)
+    }
+
+    /// The provider a Rollout's plan names, or why it cannot have it (for its status).
+    pub fn resolve(&self, name: Option<&str>) -> Result<&Provider, String> {
+        let known = || self.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
+        match name.or(self.default.as_deref()) {
+            Some(name) => self.by_name.get(name).ok_or_else(|| {
+                format!(
+                    "analysis.provider: {name:?} is not a metric provider the cluster admin declared (declared: {})",
+                    known()
+                )
+            }),
+            None if self.by_name.is_empty() => {
+                Err("analysis.provider: the cluster admin declared no metric provider to weir".into())
+            }
+            None => Err(format!(
+                "analysis.provider: the cluster admin declared no default metric provider; name one of: {}",
+                known()
+            )),
+        }
+    }
+}
+
+fn declared(i: usize, name: String, d: &Declared) -> Result<Provider, Error> {
+    let wrong = |field: &str, what: String| Error::Usage(format!("providers[{i}].{field}: {what}"));
+    if !plan::is_object_name(&name) {
+        return Err(wrong("name", format!("{name:?} is not a valid name")));
+    }
+    if !(d.address.starts_with("http://") || d.address.starts_with("https://")) {
+        return Err(wrong("address", format!("{:?} is not an http(s) URL", d.address)));
+    }
+    let timeout = match &d.timeout {
+        Some(t) => plan::parse_duration(t).map_err(|e| wrong("timeout", e))?,
+        None => Duration::from_secs(5),
+    };
+    if timeout.is_zero() || timeout > MAX_QUERY_TIMEOUT {
+        return Err(wrong(
+            "timeout",
+            format!("{} is not in (0s, 30s]", humantime::format_duration(timeout)),
+        ));
+    }
+    Ok(Provider {
+        name,
+        address: d.address.clone(),
+        timeout,
+        secret: d.secret_ref.as_ref().map(|s| s.name.clone()),
+        in_flight: Arc::new(Semaphore::new(LOOKS_IN_FLIGHT_PER_PROVIDER)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rollout_gets_the_default_or_a_declared_provider_and_nothing_else() {
+        let p = Providers::from_yaml(
+            "providers:\n- {name: main, address: 'http://prom:9090', default: true}\n- {name: team-b, address: 'https://b:9090', timeout: 2s, secretRef: {name: b-auth}}\n",
+        )
+        .unwrap();
+        assert_eq!(p.resolve(None).unwrap().name, "main");
+        let b = p.resolve(Some("team-b")).unwrap();
+        assert_eq!(
+            (b.timeout, b.secret.as_deref()),
+            (Duration::from_secs(2), Some("b-auth"))
+        );
+        let err = p.resolve(Some("http://evil:9090")).unwrap_err();
+        assert!(err.starts_with("analysis.provider: \"http://evil:9090\" is not a metric provider the cluster admin declared (declared: main, team-b)"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_entry_is_refused_with_its_field() {
+        let err = |text: &str| Providers::from_yaml(text).unwrap_err().to_string();
+        assert!(err("providers: [{name: a, address: 'ftp://x'}]").contains("providers[0].address"));
+        assert!(
+            err("providers: [{name: a, address: 'http://x', timeout: 1h}]")
+                .contains("providers[0].timeout: 1h is not in (0s, 30s]")
+        );
+        assert!(
+            err("providers: [{name: a, address: 'http://x'}, {name: a, address: 'http://y'}]")
+                .contains("providers[1].name")
+        );
+        assert!(err("providers: [{name: a, address: 'http://x', token: t}]").contains("unknown field `token`"));
+        let none = Providers::from_yaml("providers: []").unwrap();
+        assert!(none.resolve(None).unwrap_err().contains("declared no metric provider"));
+        let two = Providers::from_yaml("providers: [{name: a, address: 'http://x'}, {name: b, address: 'http://y'}]")
+            .unwrap();
+        assert!(
+            two.resolve(None)
+                .unwrap_err()
+                .contains("no default metric provider; name one of: a, b")
+        );
+    }
+}
