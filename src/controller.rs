@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -248,6 +249,54 @@ pub struct Context {
     pub secrets_namespace: String,
     pub telemetry: Telemetry,
     pub looks: Looks,
+    pub health: Health,
+}
+
+/// What `/readyz` and `/healthz` answer.
+#[derive(Default)]
+pub struct Health {
+    /// The Rollout watch has listed every Rollout once: decisions see the whole cluster.
+    synced: AtomicBool,
+    /// Reconciles started and not yet ended.
+    in_flight: AtomicU64,
+    /// When a reconcile last ended.
+    last_end: Mutex<Option<Instant>>,
+}
+
+/// Longer than any reconcile can take (its looks are bounded by the providers' timeouts):
+/// reconciles in flight and none ended for this long means the loop is stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(300);
+
+impl Health {
+    fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        *self.last_end.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Ready once the watches have synced.
+    pub fn ready(&self) -> Result<(), String> {
+        match self.synced.load(Ordering::Relaxed) {
+            true => Ok(()),
+            false => Err("the Rollout watch has not synced yet".into()),
+        }
+    }
+
+    /// Healthy unless reconciles are in flight and none has ended for `STUCK_AFTER`.
+    pub fn live(&self) -> Result<(), String> {
+        let last = *self.last_end.lock().unwrap_or_else(|e| e.into_inner());
+        let busy = self.in_flight.load(Ordering::Relaxed) > 0;
+        match last {
+            Some(t) if busy && t.elapsed() > STUCK_AFTER => Err(format!(
+                "no reconcile has ended for {}s while some are running",
+                t.elapsed().as_secs()
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn phase_name(p: &Phase) -> String {
@@ -314,6 +363,7 @@ pub const FINALIZER: &str = "weir.dev/cleanup";
 
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
+    ctx.health.started();
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
     let result = finalizer(&api, FINALIZER, rollout, |event| async {
         match event {
@@ -323,6 +373,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
     })
     .await;
     ctx.telemetry.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+    ctx.health.ended();
     result.map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
@@ -644,6 +695,7 @@ pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> 
 
 async fn serve_http(addr: SocketAddr, ctx: Arc<Context>) -> Result<(), Error> {
     use axum::routing::get;
+    let health = ctx.clone();
     let metrics = move || {
         let ctx = ctx.clone();
         async move {
@@ -654,9 +706,14 @@ async fn serve_http(addr: SocketAddr, ctx: Arc<Context>) -> Result<(), Error> {
             }
         }
     };
+    let answer = |state: Result<(), String>| match state {
+        Ok(()) => (axum::http::StatusCode::OK, "ok".to_string()),
+        Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, why),
+    };
+    let (live, ready) = (health.clone(), health);
     let app = axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route("/healthz", get(move || async move { answer(live.health.live()) }))
+        .route("/readyz", get(move || async move { answer(ready.health.ready()) }))
         .route("/metrics", get(metrics));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(%addr, "serving /metrics, /healthz, /readyz");
@@ -705,6 +762,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         secrets_namespace: options.secrets_namespace.clone(),
         telemetry: Telemetry::default(),
         looks: Looks::default(),
+        health: Health::default(),
     });
     let (rollouts, deployments): (Api<Rollout>, Api<Deployment>) = match &options.namespace {
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
@@ -725,6 +783,13 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         .touched_objects()
         .predicate_filter(what_wakes_a_reconcile, PredicateConfig::default());
     let controller = Controller::for_stream(rollout_changes, reader);
+    let (synced, ready_ctx) = (controller.store(), ctx.clone());
+    tokio::spawn(async move {
+        if synced.wait_until_ready().await.is_ok() {
+            ready_ctx.health.synced.store(true, Ordering::Relaxed);
+            info!("Rollout watch synced: ready");
+        }
+    });
     let store = controller.store();
     // One watch over Deployments serves both directions: a canary names its Rollout in a
     // label; a target is found through the Rollouts that reference it.
@@ -812,4 +877,32 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     http.abort();
     info!("controller stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_once_synced_and_unhealthy_only_when_reconciles_stop_ending() {
+        let health = Health::default();
+        assert!(health.ready().is_err(), "not ready before the watch synced");
+        health.synced.store(true, Ordering::Relaxed);
+        assert!(health.ready().is_ok());
+        assert!(health.live().is_ok(), "idle is healthy");
+        health.started();
+        health.ended();
+        health.started();
+        assert!(health.live().is_ok(), "a reconcile in flight, one ended just now");
+        let long_ago = Instant::now().checked_sub(STUCK_AFTER + Duration::from_secs(1));
+        *health.last_end.lock().unwrap() = long_ago;
+        assert!(
+            health
+                .live()
+                .unwrap_err()
+                .starts_with("no reconcile has ended for 301s")
+        );
+        health.ended();
+        assert!(health.live().is_ok());
+    }
 }

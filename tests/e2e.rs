@@ -756,6 +756,8 @@ async fn a_synced_weight_is_repaired_at_once(env: &Env, f: &Failures) -> Result<
 /// The `weir` binary as the controller, restartable.
 struct Controller {
     process: Option<Process>,
+    /// Of its /metrics, /healthz and /readyz.
+    port: String,
     kubeconfig: String,
     dir: std::path::PathBuf,
     /// The metric providers file the cluster admin gives weir.
@@ -765,6 +767,7 @@ struct Controller {
 impl Controller {
     fn start(&mut self) -> Result<(), weir_testkit::Error> {
         let port = devcluster::free_port()?.to_string();
+        self.port = port.clone();
         let args = [
             "controller".to_string(),
             format!("--http-addr=127.0.0.1:{port}"),
@@ -841,11 +844,14 @@ impl Bed {
         .unwrap();
         let controller = Arc::new(Mutex::new(Controller {
             process: None,
+            port: String::new(),
             kubeconfig: cluster.kubeconfig.display().to_string(),
             dir: cluster.dir().to_path_buf(),
             providers: providers.display().to_string(),
         }));
         controller.lock().unwrap().start().expect("start weir");
+        let port = controller.lock().unwrap().port.clone();
+        wait_ready(&port).await;
         Bed {
             cluster,
             client,
@@ -899,6 +905,21 @@ impl Bed {
             errors.join("\n")
         );
     }
+}
+
+/// weir answers /readyz with 200 once its Rollout watch has synced (503 before), and
+/// /healthz with 200 while its loop runs.
+async fn wait_ready(port: &str) {
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        async move { reqwest::get(url).await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    };
+    let start = Instant::now();
+    while get("/readyz").await != 200 {
+        assert!(start.elapsed() < Duration::from_secs(30), "weir not ready within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get("/healthz").await, 200);
 }
 
 /// The two tests each run a cluster; one at a time on a small machine.

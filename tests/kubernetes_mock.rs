@@ -220,6 +220,7 @@ fn context(client: Client) -> Arc<Context> {
         secrets_namespace: "weir-system".into(),
         telemetry: Telemetry::default(),
         looks: Looks::default(),
+        health: Default::default(),
     })
 }
 

@@ -812,3 +812,26 @@ fn without_an_hpa_promotion_moves_all_traffic_back_at_once() {
     sim.run_until(minutes(30), phase_is(Phase::Succeeded));
     assert_eq!(sim.weights_written, vec![10, 25, 50, 100, 0]);
 }
+
+/// A rollback takes traffic off a canary judged bad at once, also under an HPA that had
+/// shrunk stable: stable serves everything from the same write (with at least one ready
+/// pod, never none), and the canary's pods drain before they go.
+#[test]
+fn under_an_hpa_a_rollback_still_takes_all_traffic_off_the_canary_at_once() {
+    let mut sim = Sim::new(&spec(""));
+    sim.hpa = true;
+    sim.bump(NEW);
+    at_weight(&mut sim, 50);
+    sim.metrics = Metrics::Traffic {
+        rps: 200.0,
+        canary: BROKEN,
+    };
+    sim.run_until(minutes(5), phase_is(Phase::RolledBack));
+    assert_eq!(sim.weight, 0);
+    assert!(sim.target.pods.available >= 1, "stable has ready pods for the traffic");
+    assert_eq!(
+        sim.canary.as_ref().map(|c| c.pods.desired),
+        Some(2),
+        "canary pods drain first"
+    );
+}
