@@ -773,8 +773,15 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     // (weir.dev/request, weir.dev/paused), the finalizers and the deletion wake a
     // reconcile: weir's own status writes do not, each decision says when to look again.
     let (reader, writer) = reflector::store();
+    let synced = ctx.clone();
     let rollout_changes = watcher::watcher(rollouts, watcher::Config::default().any_semantic())
         .default_backoff()
+        .inspect(move |event| {
+            // The first complete list of Rollouts: from now on decisions see them all.
+            if matches!(event, Ok(watcher::Event::InitDone)) && !synced.health.synced.swap(true, Ordering::Relaxed) {
+                info!("Rollout watch synced: ready");
+            }
+        })
         .modify(|r: &mut Rollout| {
             r.managed_fields_mut().clear();
             r.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
@@ -783,13 +790,6 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         .touched_objects()
         .predicate_filter(what_wakes_a_reconcile, PredicateConfig::default());
     let controller = Controller::for_stream(rollout_changes, reader);
-    let (synced, ready_ctx) = (controller.store(), ctx.clone());
-    tokio::spawn(async move {
-        if synced.wait_until_ready().await.is_ok() {
-            ready_ctx.health.synced.store(true, Ordering::Relaxed);
-            info!("Rollout watch synced: ready");
-        }
-    });
     let store = controller.store();
     // One watch over Deployments serves both directions: a canary names its Rollout in a
     // label; a target is found through the Rollouts that reference it.
