@@ -807,6 +807,11 @@ struct Bed {
 
 impl Bed {
     async fn start(seed: u64) -> Bed {
+        Bed::start_with(seed, "").await
+    }
+
+    /// `extra_providers`: more lines for the providers file.
+    async fn start_with(seed: u64, extra_providers: &str) -> Bed {
         let bin = devcluster::binaries().expect("control-plane binaries (testcluster/build.sh)");
         let cluster = LocalCluster::start(&bin).await.expect("local cluster");
         let client = cluster.client().await.unwrap();
@@ -835,7 +840,7 @@ impl Bed {
         std::fs::write(
             &providers,
             format!(
-                "providers:\n{}{}{}",
+                "providers:\n{}{}{}{extra_providers}",
                 declare("main", &prometheus),
                 declare("blind", &blind),
                 declare("blip", &blip)
@@ -1073,5 +1078,99 @@ fn chaos() {
             started.elapsed()
         );
         bed.report(errors, &namespaces).await;
+    });
+}
+
+/// From the image bump to Succeeded, for a healthy release in `ns` on provider `main`.
+async fn promotion_time(env: &Env, ns: &str) -> Result<Duration, String> {
+    setup(env, ns, &env.provider).await?;
+    let bumped = Instant::now();
+    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    let r = wait_phase(
+        &env.client,
+        ns,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(180),
+    )
+    .await?;
+    match r.status.map(|s| s.phase) {
+        Some(Phase::Succeeded) => Ok(bumped.elapsed()),
+        other => Err(format!("{ns}: ended {other:?}")),
+    }
+}
+
+/// A metric provider that accepts connections and never answers, used by 50 Rollouts
+/// under analysis at once, delays no other Rollout: a healthy release on another
+/// provider is promoted beside them about as fast as alone (both printed).
+#[test]
+fn a_provider_that_never_answers_delays_no_one_else() {
+    const STUCK: usize = 50;
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_address = format!("http://{}", dead.local_addr().unwrap());
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = dead.accept().await {
+                held.push(socket);
+            }
+        });
+        let line = format!("  - {{name: dead, address: '{dead_address}', timeout: 5s}}\n");
+        let bed = Bed::start_with(13, &line).await;
+        let env = bed.env();
+        let mut errors = vec![];
+        let alone = promotion_time(&env, "iso-alone").await;
+        let namespaces: Vec<String> = (0..STUCK).map(|i| format!("iso-dead-{i}")).collect();
+        let setups = futures::future::join_all(namespaces.iter().map(|ns| setup(&env, ns, "dead"))).await;
+        if let Some(Err(e)) = setups.into_iter().find(Result::is_err) {
+            errors.push(e);
+        }
+        for ns in &namespaces {
+            // They must keep waiting on the dead provider for the whole measurement.
+            let patch = json!({"spec": {"progressDeadline": "10m"}});
+            Api::<Rollout>::namespaced(env.client.clone(), ns)
+                .patch("backend", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map_err(|e| e.to_string())
+                .unwrap_or_else(|e| panic!("{ns}: {e}"));
+            bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+        }
+        // Wait until the 50 are under analysis, their looks hanging on the dead provider.
+        let start = Instant::now();
+        loop {
+            let mut analysing = 0;
+            for ns in &namespaces {
+                let r = rollout(&env.client, ns).await;
+                if r.status.is_some_and(|s| s.current_step.is_some()) {
+                    analysing += 1;
+                }
+            }
+            if analysing == STUCK || start.elapsed() > Duration::from_secs(60) {
+                eprintln!("isolation: {analysing} of {STUCK} Rollouts hold on the dead provider");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let beside = promotion_time(&env, "iso-beside").await;
+        match (&alone, &beside) {
+            (Ok(a), Ok(b)) => {
+                eprintln!(
+                    "isolation: a healthy release promoted in {:.1} s alone, {:.1} s beside {STUCK} Rollouts on a provider that never answers ({:.2}x)",
+                    a.as_secs_f64(),
+                    b.as_secs_f64(),
+                    b.as_secs_f64() / a.as_secs_f64()
+                );
+                // A generous bound on a shared machine: the 50 must not hold the
+                // controller's workers (they would add 50 x 15 s of waiting).
+                if *b > *a * 2 + Duration::from_secs(10) {
+                    errors.push(format!("beside the dead provider's Rollouts: {b:?}, alone: {a:?}"));
+                }
+            }
+            _ => errors.extend([alone.err(), beside.err()].into_iter().flatten()),
+        }
+        holder.abort();
+        let mut shown: Vec<String> = vec!["iso-alone".into(), "iso-beside".into()];
+        shown.extend(namespaces.into_iter().take(2));
+        bed.report(errors, &shown).await;
     });
 }
