@@ -164,14 +164,48 @@ impl Plan {
     }
 }
 
-/// Parses a duration as the API server's CEL `duration()` does for the forms the schema
-/// allows (`500ms`, `30s`, `1m`, `1h30m`).
+/// Parses a duration in Go's syntax, the one the API server's CEL `duration()` reads, so
+/// a value the API server accepts is never refused here: decimal numbers with an
+/// optional fraction, each followed by a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), such
+/// as `500ms`, `1.5h` or `1h30m`. weir's durations are positive: a sign or zero is refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))?;
-    if d.is_zero() {
+    let bad = || format!("{text:?} is not a duration such as 30s, 1m30s, 1.5h or 500ms");
+    let mut rest = text;
+    let mut nanos = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_len);
+        if !number.bytes().any(|b| b.is_ascii_digit()) || number.matches('.').count() > 1 {
+            return Err(bad());
+        }
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        nanos += number.parse::<f64>().map_err(|_| bad())? * scale;
+        rest = next;
+    }
+    if nanos < 1.0 {
         return Err(format!("{text:?} must be positive"));
     }
-    Ok(d)
+    if nanos > u64::MAX as f64 {
+        return Err(format!("{text:?} is too long"));
+    }
+    Ok(Duration::from_nanos(nanos.round() as u64))
 }
 
 fn duration_or(field: &str, text: Option<&str>, default: Duration, errors: &mut Vec<String>) -> Duration {
@@ -464,6 +498,20 @@ mod tests {
         assert_eq!(parse_duration("2m30s"), Ok(Duration::from_secs(150)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn durations_read_as_the_api_servers_cel_reads_them() {
+        let secs = |t: &str| parse_duration(t).map(|d| d.as_secs_f64());
+        assert_eq!(secs("1.5h"), Ok(5400.0));
+        assert_eq!(secs("1h30m"), Ok(5400.0));
+        assert_eq!(secs("500ms"), Ok(0.5));
+        assert_eq!(secs(".5s"), Ok(0.5));
+        assert_eq!(secs("2m0.5s"), Ok(120.5));
+        assert_eq!(secs("1500us"), Ok(0.0015));
+        for refused in ["", "10", "1 hour", "-1m", "1d", "1.2.3s", "s", "0s", "+5s", "5S"] {
+            assert!(parse_duration(refused).is_err(), "{refused:?} accepted");
+        }
     }
 
     #[test]
