@@ -145,8 +145,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Validate { files } => {
             let mut ok = true;
             for file in files {
-                let text = std::fs::read_to_string(&file)?;
-                for (i, problems) in validate_documents(&text).into_iter().enumerate() {
+                let bytes = std::fs::read(&file)?;
+                for (i, problems) in validate_bytes(&bytes).into_iter().enumerate() {
                     if problems.is_empty() {
                         println!("{}: Rollout #{}: valid", file.display(), i + 1);
                     } else {
@@ -179,7 +179,46 @@ pub fn crd_yaml() -> Result<String, Error> {
 
 /// Validates every Rollout in a (multi-document) YAML text: the CRD's CEL rules, as the
 /// API server would run them, then the controller's own checks. One list per Rollout.
+/// `validate_documents` for a file's bytes: text that is not UTF-8 is one problem.
+pub fn validate_bytes(bytes: &[u8]) -> Vec<Vec<String>> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => validate_documents(text),
+        Err(e) => vec![vec![format!("not UTF-8: {e}")]],
+    }
+}
+
+/// Larger than any Rollout the API server stores (etcd's 1.5 MB object limit is for the
+/// whole object).
+const MAX_FILE_BYTES: usize = 1 << 20;
+/// Deeper flow nesting than any Rollout has; the YAML parser slows down long before its
+/// own recursion limit refuses it.
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// Refuses, before parsing, what no Rollout looks like and a parser would chew on.
+fn too_big_to_parse(text: &str) -> Option<String> {
+    if text.len() > MAX_FILE_BYTES {
+        return Some(format!("not YAML weir reads: larger than {MAX_FILE_BYTES} bytes"));
+    }
+    let (mut depth, mut deepest, mut quote) = (0usize, 0usize, None);
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            (None, '\n') => {}
+            _ => {}
+        }
+        deepest = deepest.max(depth);
+    }
+    (deepest > MAX_FLOW_DEPTH).then(|| format!("not YAML weir reads: nested more than {MAX_FLOW_DEPTH} levels deep"))
+}
+
 pub fn validate_documents(text: &str) -> Vec<Vec<String>> {
+    if let Some(problem) = too_big_to_parse(text) {
+        return vec![vec![problem]];
+    }
     let mut results = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
         let value = match serde_yaml::Value::deserialize_any(doc) {

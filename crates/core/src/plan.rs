@@ -208,6 +208,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(nanos.round() as u64))
 }
 
+/// The names weir puts in API paths (GET by name) must be Kubernetes object names, so a
+/// Rollout can neither reach another kind of object through a crafted path nor carry an
+/// unbounded string.
+fn check_object_names(spec: &RolloutSpec, errors: &mut Vec<String>) {
+    let istio = &spec.traffic_routing.istio;
+    let mut names = vec![("trafficRouting.istio.virtualService.name", &istio.virtual_service.name)];
+    if let Some(dr) = &istio.destination_rule {
+        names.push(("trafficRouting.istio.destinationRule.name", &dr.name));
+    }
+    if let Some(h) = &istio.hosts {
+        names.push(("trafficRouting.istio.hosts.stableService", &h.stable_service));
+        names.push(("trafficRouting.istio.hosts.canaryService", &h.canary_service));
+    }
+    for (field, name) in names {
+        if !is_object_name(name) {
+            let shown: String = name.chars().take(64).collect();
+            errors.push(format!("{field}: {shown:?} is not a valid object name"));
+        }
+    }
+}
+
 fn duration_or(field: &str, text: Option<&str>, default: Duration, errors: &mut Vec<String>) -> Duration {
     match text.map(parse_duration) {
         None => default,
@@ -342,12 +363,11 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
         ));
     }
     if !is_object_name(&spec.target_ref.name) {
-        errors.push(format!(
-            "targetRef.name: {:?} is not a valid object name",
-            spec.target_ref.name
-        ));
+        let shown: String = spec.target_ref.name.chars().take(64).collect();
+        errors.push(format!("targetRef.name: {shown:?} is not a valid object name"));
     }
     let istio = &spec.traffic_routing.istio;
+    check_object_names(spec, &mut errors);
     match (&istio.destination_rule, &istio.hosts) {
         (Some(_), Some(_)) | (None, None) => errors
             .push("trafficRouting.istio: set exactly one of destinationRule (subset mode) or hosts (host mode)".into()),
@@ -373,6 +393,9 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
     );
     if spec.steps.is_empty() {
         errors.push("steps: at least one step is needed".into());
+    }
+    if spec.steps.len() > 20 {
+        errors.push(format!("steps: {} steps, at most 20 are allowed", spec.steps.len()));
     }
     let mut steps = Vec::new();
     let mut previous = 0;
@@ -428,6 +451,15 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
     }
     if spec.analysis.metrics.is_empty() {
         errors.push("analysis.metrics: at least one metric is needed; weir never promotes without evidence".into());
+    }
+    if spec.analysis.metrics.len() > 16 {
+        errors.push(format!(
+            "analysis.metrics: {} metrics, at most 16 are allowed",
+            spec.analysis.metrics.len()
+        ));
+    }
+    if let Some(limit) = spec.analysis.failure_limit.filter(|l| *l > 100) {
+        errors.push(format!("analysis.failureLimit: {limit} is above 100"));
     }
     let mut metrics: Vec<MetricPlan> = Vec::new();
     for metric in &spec.analysis.metrics {
