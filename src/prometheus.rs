@@ -112,6 +112,50 @@ pub fn render_template(template: &str, scope: &QueryScope, interval: Duration) -
 mod tests {
     use super::*;
 
+    /// Every variable a template can hold comes from a name weir validated as an object
+    /// name (or from a duration): whatever a Rollout author tries, a substituted value
+    /// cannot close a string, a selector or a function call.
+    #[test]
+    fn no_template_variable_can_carry_promql() {
+        let hostile = [
+            r#"backend"} or vector(1) #"#,
+            "backend\"",
+            "a{b}",
+            "a)or(b",
+            "x\ny",
+            "name with space",
+            "Backend",
+            "a/../b",
+            "",
+            "a..b",
+        ];
+        for name in hostile {
+            assert!(
+                !crate::plan::is_object_name(name),
+                "{name:?} accepted as an object name"
+            );
+        }
+        let scope = QueryScope {
+            namespace: "dev".into(),
+            stable: "api.v2".into(),
+            canary: "api.v2-canary".into(),
+        };
+        let template = r#"x{a="{{namespace}}",b="{{target}}",c="{{canary}}",d="{{stable}}"}[{{interval}}]"#;
+        let q = render_template(template, &scope, Duration::from_secs(60));
+        assert_eq!(q, r#"x{a="dev",b="api.v2",c="api.v2-canary",d="api.v2"}[60s]"#);
+        // The template with every variable replaced by a harmless word.
+        let plain = ["namespace", "target", "canary", "stable", "interval"]
+            .iter()
+            .fold(template.to_string(), |t, v| t.replace(&format!("{{{{{v}}}}}"), "v"));
+        for c in ['"', '{', '}', '(', ')', ' ', '\\'] {
+            assert_eq!(
+                q.matches(c).count(),
+                plain.matches(c).count(),
+                "{c:?} added by a variable"
+            );
+        }
+    }
+
     #[test]
     fn a_dot_in_a_name_matches_only_a_dot() {
         let scope = QueryScope {

@@ -205,6 +205,17 @@ async fn setup(env: &Env, ns: &str, provider: &str) -> Result<(Arc<Mutex<Vec<u64
     Ok((weights, no_ready_before))
 }
 
+/// Since `before` (the mesh simulator's count when the scenario began), no request of
+/// `ns` met a destination without ready pods.
+fn check_no_request_met_no_pods(env: &Env, f: &Failures, ns: &str, before: u64) {
+    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - before;
+    check(
+        f,
+        no_ready == 0,
+        format!("{ns}: {no_ready} requests met a destination without ready pods"),
+    );
+}
+
 fn check(failures: &Failures, ok: bool, what: String) {
     if !ok {
         failures.lock().unwrap().push(what);
@@ -283,12 +294,7 @@ async fn healthy_canary_is_promoted(env: &Env, f: &Failures) -> Result<(), Strin
         canary.spec.replicas == Some(0),
         format!("{ns}: canary not scaled down: {:?}", canary.spec.replicas),
     );
-    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - no_ready_before;
-    check(
-        f,
-        no_ready == 0,
-        format!("{ns}: {no_ready} requests met a destination without ready pods"),
-    );
+    check_no_request_met_no_pods(env, f, ns, no_ready_before);
     let (canary_served, _) = env.mesh.lock().unwrap().served(ns, "backend-canary");
     check(
         f,
@@ -345,12 +351,7 @@ async fn bad_canary_is_rolled_back(env: &Env, f: &Failures, tag: &str, metric: &
         stable_after > stable_before + 50,
         format!("{ns}: stable is not serving after the rollback"),
     );
-    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - no_ready_before;
-    check(
-        f,
-        no_ready == 0,
-        format!("{ns}: {no_ready} requests met a destination without ready pods"),
-    );
+    check_no_request_met_no_pods(env, f, ns, no_ready_before);
     Ok(())
 }
 
@@ -389,12 +390,7 @@ async fn controller_killed_mid_rollout_resumes(
         w == vec![0, 10, 25, 50, 100, 0],
         format!("{ns}: after SIGKILL the weights went {w:?}"),
     );
-    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - no_ready_before;
-    check(
-        f,
-        no_ready == 0,
-        format!("{ns}: {no_ready} requests met a destination without ready pods"),
-    );
+    check_no_request_met_no_pods(env, f, ns, no_ready_before);
     Ok(())
 }
 
@@ -500,12 +496,7 @@ async fn second_bump_restarts_for_the_newest(env: &Env, f: &Failures) -> Result<
         restart.first() == Some(&0) && restart.ends_with(&[10, 25, 50, 100, 0]),
         format!("{ns}: weights {w:?}"),
     );
-    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - no_ready_before;
-    check(
-        f,
-        no_ready == 0,
-        format!("{ns}: {no_ready} requests met a destination without ready pods"),
-    );
+    check_no_request_met_no_pods(env, f, ns, no_ready_before);
     Ok(())
 }
 
@@ -682,12 +673,7 @@ async fn rollout_deleted_mid_canary_leaves_a_plain_setup(env: &Env, f: &Failures
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - no_ready_before;
-    check(
-        f,
-        no_ready == 0,
-        format!("{ns}: {no_ready} requests met a destination without ready pods"),
-    );
+    check_no_request_met_no_pods(env, f, ns, no_ready_before);
     Ok(())
 }
 
@@ -744,12 +730,7 @@ async fn a_synced_weight_is_repaired_at_once(env: &Env, f: &Failures) -> Result<
         r.status.as_ref().is_some_and(|s| s.phase == Phase::Succeeded),
         format!("{ns}: not promoted after the sync"),
     );
-    let no_ready = env.mesh.lock().unwrap().no_ready_pods(ns) - no_ready_before;
-    check(
-        f,
-        no_ready == 0,
-        format!("{ns}: {no_ready} requests met a destination without ready pods"),
-    );
+    check_no_request_met_no_pods(env, f, ns, no_ready_before);
     Ok(())
 }
 

@@ -177,6 +177,17 @@ async fn expect_apply(handle: &mut Handle, path: &str, response: (u16, Value)) -
 
 const STATUS: &str = "/apis/weir.dev/v1alpha1/namespaces/dev/rollouts/backend/status";
 
+/// A canary of `revision` against stable revision `old`, at a step and weight, on 4 replicas.
+fn canary_at(revision: &str, step: u32, weight: u32) -> CanaryAt {
+    CanaryAt {
+        stable: "old".into(),
+        canary: revision.into(),
+        step,
+        weight,
+        reference_replicas: 4,
+    }
+}
+
 /// A status as weir writes it: the state and its projection.
 fn status_of(state: State) -> RolloutStatus {
     RolloutStatus {
@@ -440,13 +451,7 @@ async fn after_a_restart_no_weight_is_raised_before_a_fresh_look() {
     let target = deployment("backend", "hello:0.4", true, json!({}));
     let revision = target_revision(&target);
     let scaling = status_of(State::Scaling {
-        at: CanaryAt {
-            stable: "old".into(),
-            canary: revision.clone(),
-            step: 0,
-            weight: 0,
-            reference_replicas: 4,
-        },
+        at: canary_at(&revision, 0, 0),
         since: jiff::Timestamp::now(),
         drain_until: None,
     });
@@ -587,13 +592,7 @@ async fn deleting_a_rollout_hands_traffic_and_the_deployment_back_before_the_fin
     let target = deployment("backend", "hello:0.4", true, json!({}));
     let revision = target_revision(&target);
     let analysing = status_of(State::Analysing {
-        at: CanaryAt {
-            stable: "old".into(),
-            canary: revision.clone(),
-            step: 1,
-            weight: 50,
-            reference_replicas: 4,
-        },
+        at: canary_at(&revision, 1, 50),
         started: jiff::Timestamp::now(),
     });
     let mut deleted = rollout(Some(analysing));
@@ -683,13 +682,7 @@ async fn a_look_while_nothing_changed_reads_nothing_from_the_cluster() {
     let canary = ready_canary(&revision);
     let now = jiff::Timestamp::now();
     let mut status = status_of(State::Analysing {
-        at: CanaryAt {
-            stable: "old".into(),
-            canary: revision,
-            step: 0,
-            weight: 10,
-            reference_replicas: 4,
-        },
+        at: canary_at(&revision, 0, 10),
         started: now,
     });
     status.step_display = Some("1/3".into());
