@@ -788,11 +788,13 @@ struct Bed {
 
 impl Bed {
     async fn start(seed: u64) -> Bed {
-        Bed::start_with(seed, "").await
+        Bed::start_with(seed, "", false).await
     }
 
-    /// `extra_providers`: more lines for the providers file.
-    async fn start_with(seed: u64, extra_providers: &str) -> Bed {
+    /// `extra_providers`: more lines for the providers file. `as_service_account`: weir
+    /// runs with the token of its own ServiceAccount and exactly the RBAC in `config/`,
+    /// not as the cluster's admin.
+    async fn start_with(seed: u64, extra_providers: &str, as_service_account: bool) -> Bed {
         let bin = devcluster::binaries().expect("control-plane binaries (testcluster/build.sh)");
         let cluster = LocalCluster::start(&bin).await.expect("local cluster");
         let client = cluster.client().await.unwrap();
@@ -828,10 +830,14 @@ impl Bed {
             ),
         )
         .unwrap();
+        let kubeconfig = match as_service_account {
+            true => service_account_kubeconfig(&cluster, &client).await,
+            false => cluster.kubeconfig.display().to_string(),
+        };
         let controller = Arc::new(Mutex::new(Controller {
             process: None,
             port: String::new(),
-            kubeconfig: cluster.kubeconfig.display().to_string(),
+            kubeconfig,
             dir: cluster.dir().to_path_buf(),
             providers: providers.display().to_string(),
         }));
@@ -891,6 +897,45 @@ impl Bed {
             errors.join("\n")
         );
     }
+}
+
+/// Applies `config/`'s namespace, ServiceAccount and RBAC, asks the TokenRequest API for
+/// a token of weir's ServiceAccount, and writes a kubeconfig that uses it.
+async fn service_account_kubeconfig(cluster: &LocalCluster, client: &Client) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let repo = devcluster::repo_dir();
+    for file in ["config/00-namespace.yaml", "config/10-rbac.yaml"] {
+        let text = std::fs::read_to_string(repo.join(file)).unwrap();
+        devcluster::apply_yaml(client, &text)
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), "weir-system")
+        .create_token_request("weir", &PostParams::default(), &request)
+        .await
+        .expect("a token for weir's ServiceAccount")
+        .status
+        .and_then(|s| s.token)
+        .expect("a token");
+    let path = cluster.dir().join("weir-sa.kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: \"{}\", insecure-skip-tls-verify: true}}\n\
+             users:\n- name: weir\n  user: {{token: {token}}}\ncontexts:\n- name: local\n  context: {{cluster: local, user: weir}}\ncurrent-context: local\n",
+            cluster.server
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
 }
 
 /// weir answers /readyz with 200 once its Rollout watch has synced (503 before), and
@@ -1097,7 +1142,7 @@ fn a_provider_that_never_answers_delays_no_one_else() {
             }
         });
         let line = format!("  - {{name: dead, address: '{dead_address}', timeout: 5s}}\n");
-        let bed = Bed::start_with(13, &line).await;
+        let bed = Bed::start_with(13, &line, false).await;
         let env = bed.env();
         let mut errors = vec![];
         let alone = promotion_time(&env, "iso-alone").await;
@@ -1153,5 +1198,29 @@ fn a_provider_that_never_answers_delays_no_one_else() {
         let mut shown: Vec<String> = vec!["iso-alone".into(), "iso-beside".into()];
         shown.extend(namespaces.into_iter().take(2));
         bed.report(errors, &shown).await;
+    });
+}
+
+/// weir as its own ServiceAccount, with exactly the RBAC of `config/`: a release is
+/// promoted, a bad one rolled back, a Rollout deleted mid-canary handed back.
+#[test]
+fn with_only_the_rbac_in_config() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let bed = Bed::start_with(17, "", true).await;
+        let env = bed.env();
+        let failures: Failures = Arc::default();
+        let results = tokio::join!(
+            healthy_canary_is_promoted(&env, &failures),
+            bad_canary_is_rolled_back(&env, &failures, "bad", "request-success-rate"),
+            rollout_deleted_mid_canary_leaves_a_plain_setup(&env, &failures),
+        );
+        let mut errors: Vec<String> = [results.0, results.1, results.2]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        errors.extend(failures.lock().unwrap().iter().cloned());
+        let namespaces = ["e2e-healthy", "e2e-bad", "e2e-delete"].map(String::from).to_vec();
+        bed.report(errors, &namespaces).await;
     });
 }
