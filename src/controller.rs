@@ -305,8 +305,8 @@ fn phase_name(p: &Phase) -> String {
 
 /// Reads every metric of a due look, concurrently: one query per metric, on the
 /// Rollout's provider. A provider that already has its share of looks waiting on it
-/// gets no more: this look reads as an error (the step holds) instead of taking a
-/// reconcile worker from Rollouts on other providers.
+/// gets no more: after a second's wait for its turn this look reads as an error (the
+/// step holds) instead of holding a reconcile worker from Rollouts on other providers.
 async fn read_metrics(
     ctx: &Context,
     rollout: &Rollout,
@@ -316,7 +316,15 @@ async fn read_metrics(
 ) -> Vec<(String, Reading)> {
     let provider = ctx.providers.resolve(plan.provider.as_deref());
     // Held until the reads are done.
-    let permit = provider.as_ref().ok().map(|p| p.in_flight.clone().try_acquire_owned());
+    let permit = match &provider {
+        Ok(p) => Some(
+            tokio::time::timeout(crate::providers::TURN_WAIT, p.in_flight.clone().acquire_owned())
+                .await
+                .map_err(|_| ())
+                .and_then(|r| r.map_err(|_| ())),
+        ),
+        Err(_) => None,
+    };
     let endpoint = match (&provider, &permit, auth) {
         (Err(e), _, _) => Err(e.clone()),
         (_, _, Err(e)) => Err(e.clone()),

@@ -24,10 +24,13 @@ use crate::plan;
 
 /// The longest one query may take: a reconcile waits for its looks.
 pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Looks that may wait on one provider at once. The controller runs a few reconciles
-/// at a time; a provider that stops answering may hold this many of them, never all, so
+/// Looks that may wait on one provider at once. The controller runs 64 reconciles at a
+/// time; a provider that stops answering may hold this many of them, never all, so
 /// Rollouts on other providers keep their pace.
-pub const LOOKS_IN_FLIGHT_PER_PROVIDER: usize = 4;
+pub const LOOKS_IN_FLIGHT_PER_PROVIDER: usize = 16;
+/// How long a look waits for its turn on a provider before it reads as busy: a healthy
+/// provider answers in milliseconds, so the turn comes well within it.
+pub const TURN_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
