@@ -395,7 +395,7 @@ async fn observe_for(ctx: &Context, rollout: &Rollout, names: &Names, full: bool
     match kubernetes::observe(&ctx.client, &ctx.istio, rollout, names, None, &ctx.secrets_namespace).await {
         Ok(obs) => Some(obs),
         Err(e) if !full => {
-            warn!(rollout = %rollout.name_any(), %e, "cannot observe the objects of an invalid Rollout");
+            warn!(rollout = %key_of(rollout), %e, "cannot observe the objects of an invalid Rollout");
             None
         }
         Err(_) => None,
@@ -557,7 +557,7 @@ async fn execute(
                 written = status.clone();
             }
             Write::Act(action) => {
-                info!(rollout = %rollout.name_any(), ?action, "applying");
+                info!(rollout = %key_of(rollout), ?action, "applying");
                 let result = match obs {
                     Some(obs) => kubernetes::apply(&ctx.client, &ctx.istio, rollout, names, obs, action).await,
                     None => Err(Error::Invariant("an action without an observation".into())),
@@ -612,7 +612,7 @@ async fn report_apply_failure(
     match kubernetes::write_status(&ctx.client, rollout, &written).await {
         Ok(()) => written,
         Err(e) => {
-            warn!(rollout = %rollout.name_any(), %e, "recording a failed write in status failed too");
+            warn!(rollout = %key_of(rollout), %e, "recording a failed write in status failed too");
             written
         }
     }
@@ -620,9 +620,9 @@ async fn report_apply_failure(
 
 async fn publish(ctx: &Context, rollout: &Rollout, e: &engine::Event) {
     if e.warning {
-        warn!(rollout = %rollout.name_any(), reason = %e.reason, "{}", e.note);
+        warn!(rollout = %key_of(rollout), reason = %e.reason, "{}", e.note);
     } else {
-        info!(rollout = %rollout.name_any(), reason = %e.reason, "{}", e.note);
+        info!(rollout = %key_of(rollout), reason = %e.reason, "{}", e.note);
     }
     ctx.telemetry
         .decisions
@@ -643,8 +643,13 @@ async fn publish(ctx: &Context, rollout: &Rollout, e: &engine::Event) {
     };
     // An Event that cannot be published must not block the rollout itself.
     if let Err(err) = ctx.recorder.publish(&event, &rollout.object_ref(&())).await {
-        warn!(rollout = %rollout.name_any(), %err, "publishing an Event failed");
+        warn!(rollout = %key_of(rollout), %err, "publishing an Event failed");
     }
+}
+
+/// `namespace/name`, how a Rollout is named in weir's log.
+fn key_of(rollout: &Rollout) -> String {
+    look_key(&rollout.namespace().unwrap_or_default(), &rollout.name_any())
 }
 
 fn rollout_labels(rollout: &Rollout) -> RolloutLabels {
@@ -689,7 +694,7 @@ pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> 
     if let Error::NotReleasedYet(wait) = error {
         return Requeue::requeue(*wait);
     }
-    warn!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), %error, "reconcile failed; retrying");
+    warn!(rollout = %key_of(&rollout), %error, "reconcile failed; retrying");
     ctx.telemetry
         .reconciles
         .get_or_create(&ResultLabels { result: "error".into() })
