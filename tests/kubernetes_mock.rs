@@ -215,6 +215,12 @@ fn ok(v: Value) -> (u16, Value) {
     (200, v)
 }
 
+/// A controller context whose API server is the returned mock handle.
+fn mocked() -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (context(Client::new(service, "dev")), handle)
+}
+
 fn context(client: Client) -> Arc<Context> {
     Arc::new(Context {
         recorder: Recorder::new(
@@ -286,8 +292,7 @@ fn with_status(written: &Value) -> Rollout {
 
 #[tokio::test]
 async fn a_new_rollout_first_gets_its_finalizer_and_nothing_else() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "dev"));
+    let (ctx, mut handle) = mocked();
     let mut r = rollout(None);
     r.metadata.finalizers = None;
     let server = tokio::spawn(async move {
@@ -315,8 +320,7 @@ async fn a_new_rollout_first_gets_its_finalizer_and_nothing_else() {
 
 #[tokio::test]
 async fn taking_over_a_deployment_records_the_stable_revision_then_pauses_it() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "dev"));
+    let (ctx, mut handle) = mocked();
     let target = deployment("backend", "hello:0.3", false, json!({}));
     let revision = target_revision(&target);
     let server = tokio::spawn(async move {
@@ -352,8 +356,7 @@ async fn taking_over_a_deployment_records_the_stable_revision_then_pauses_it() {
 /// ready, the weight is written by a patch of exactly two fields.
 #[tokio::test]
 async fn a_bump_starts_a_canary_and_its_ready_pod_gets_the_weight_by_a_patch_of_two_fields() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "dev"));
+    let (ctx, mut handle) = mocked();
     let target = deployment("backend", "hello:0.4", true, json!({}));
     let revision = target_revision(&target);
     let healthy = status_of(State::Stable {
@@ -446,8 +449,7 @@ async fn a_bump_starts_a_canary_and_its_ready_pod_gets_the_weight_by_a_patch_of_
 /// of the one before it: here Prometheus does not answer, so the weight stays at 0.
 #[tokio::test]
 async fn after_a_restart_no_weight_is_raised_before_a_fresh_look() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "dev"));
+    let (ctx, mut handle) = mocked();
     let target = deployment("backend", "hello:0.4", true, json!({}));
     let revision = target_revision(&target);
     let scaling = status_of(State::Scaling {
@@ -476,8 +478,7 @@ async fn after_a_restart_no_weight_is_raised_before_a_fresh_look() {
 
 #[tokio::test]
 async fn a_missing_virtual_service_becomes_a_precise_condition_without_writes() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "dev"));
+    let (ctx, mut handle) = mocked();
     let target = deployment("backend", "hello:0.3", true, json!({}));
     let server = tokio::spawn(async move {
         expect_observation(&mut handle, &target, None, not_found()).await;
@@ -498,8 +499,7 @@ async fn a_missing_virtual_service_becomes_a_precise_condition_without_writes() 
 
 #[tokio::test]
 async fn an_invalid_spec_is_reported_without_reading_or_touching_anything() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "dev"));
+    let (ctx, mut handle) = mocked();
     let mut r = rollout(None);
     r.spec.steps[1].weight = 5;
     let server = tokio::spawn(async move {
@@ -520,8 +520,7 @@ async fn an_invalid_spec_is_reported_without_reading_or_touching_anything() {
 
 #[tokio::test]
 async fn a_conflicting_weight_write_fails_the_reconcile_after_its_intent_is_recorded() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "dev"));
+    let (ctx, mut handle) = mocked();
     let target = deployment("backend", "hello:0.3", true, json!({}));
     let healthy = stable_on(&target);
     let server = tokio::spawn(async move {
@@ -556,8 +555,7 @@ async fn a_conflicting_weight_write_fails_the_reconcile_after_its_intent_is_reco
 
 #[tokio::test]
 async fn a_failed_write_reaches_status_and_events() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "dev"));
+    let (ctx, mut handle) = mocked();
     let target = deployment("backend", "hello:0.3", false, json!({}));
     let healthy = stable_on(&target);
     let server = tokio::spawn(async move {
@@ -587,8 +585,7 @@ async fn a_failed_write_reaches_status_and_events() {
 /// and the finalizer goes.
 #[tokio::test]
 async fn deleting_a_rollout_hands_traffic_and_the_deployment_back_before_the_finalizer_goes() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "dev"));
+    let (ctx, mut handle) = mocked();
     let target = deployment("backend", "hello:0.4", true, json!({}));
     let revision = target_revision(&target);
     let analysing = status_of(State::Analysing {
@@ -675,8 +672,7 @@ async fn no_request(handle: &mut Handle) -> bool {
 
 #[tokio::test]
 async fn a_look_while_nothing_changed_reads_nothing_from_the_cluster() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "dev"));
+    let (ctx, mut handle) = mocked();
     let target = deployment("backend", "hello:0.4", true, json!({}));
     let revision = target_revision(&target);
     let canary = ready_canary(&revision);
