@@ -275,7 +275,7 @@ async fn observe_routing(
         return Ok(Err(format!("VirtualService {ns}/{vs_name} not found")));
     };
     let Some(matcher) = DestinationMatch::new(routing, dr_host.as_deref()) else {
-        return Ok(Err("trafficRouting.istio needs destinationRule or hosts".into()));
+        return Ok(Err("spec.trafficRouting.istio needs destinationRule or hosts".into()));
     };
     match istio::managed_routes(&vs, &routing.virtual_service.routes, &matcher) {
         Ok(routes) => {

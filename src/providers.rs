@@ -116,15 +116,15 @@ impl Providers {
         match name.or(self.default.as_deref()) {
             Some(name) => self.by_name.get(name).ok_or_else(|| {
                 format!(
-                    "analysis.provider: {name:?} is not a metric provider the cluster admin declared (declared: {})",
+                    "spec.analysis.provider: {name:?} is not a metric provider the cluster admin declared (declared: {})",
                     known()
                 )
             }),
             None if self.by_name.is_empty() => {
-                Err("analysis.provider: the cluster admin declared no metric provider to weir".into())
+                Err("spec.analysis.provider: the cluster admin declared no metric provider to weir".into())
             }
             None => Err(format!(
-                "analysis.provider: the cluster admin declared no default metric provider; name one of: {}",
+                "spec.analysis.provider: the cluster admin declared no default metric provider; name one of: {}",
                 known()
             )),
         }
@@ -175,7 +175,7 @@ mod tests {
             (Duration::from_secs(2), Some("b-auth"))
         );
         let err = p.resolve(Some("http://evil:9090")).unwrap_err();
-        assert!(err.starts_with("analysis.provider: \"http://evil:9090\" is not a metric provider the cluster admin declared (declared: main, team-b)"), "{err}");
+        assert!(err.starts_with("spec.analysis.provider: \"http://evil:9090\" is not a metric provider the cluster admin declared (declared: main, team-b)"), "{err}");
     }
 
     #[test]

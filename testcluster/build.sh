@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test cluster's binaries from Go modules into a cache outside the repo,
-# keyed by version: kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes),
+# keyed by version: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (k8s.io/kubernetes),
 # etcd (go.etcd.io/etcd/server/v3) and kwok (sigs.k8s.io/kwok). A warm cache returns at once.
 # Prints the directory holding the binaries.
 set -euo pipefail
@@ -35,7 +35,8 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 build etcd etcd .
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok
-for c in kube-apiserver kube-controller-manager kube-scheduler; do
+# kubectl: the tests render config/'s kustomizations with it and run weir as its plugin.
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   build "$c" kubernetes "k8s.io/kubernetes/cmd/$c" "$stamp"
 done
 echo "$bin"

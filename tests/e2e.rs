@@ -94,7 +94,7 @@ spec:
     provider: {provider}
     metrics:
       - {{name: request-success-rate, min: 99}}
-      - {{name: request-duration, quantile: 0.99, max: 500}}
+      - {{name: request-duration, quantile: 0.99, max: 500ms}}
 "#
     )
 }
@@ -500,6 +500,19 @@ async fn second_bump_restarts_for_the_newest(env: &Env, f: &Failures) -> Result<
     Ok(())
 }
 
+/// The message of a Rollout once it is InvalidSpec (or whatever it says after 20 s).
+async fn invalid_spec_message(env: &Env, ns: &str, name: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let got = Api::<Rollout>::namespaced(env.client.clone(), ns).get(name).await;
+        let status = got.ok().and_then(|r| r.status).unwrap_or_default();
+        if status.phase == Phase::InvalidSpec || start.elapsed() > Duration::from_secs(20) {
+            return status.message;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn invalid_rollouts_are_refused_or_reported(env: &Env, f: &Failures) -> Result<(), String> {
     let ns = "e2e-invalid";
     let text = app(ns, &env.provider, "no-such-vs");
@@ -532,17 +545,44 @@ async fn invalid_rollouts_are_refused_or_reported(env: &Env, f: &Failures) -> Re
         refused,
         format!("{ns}: decreasing weights were not refused: {err:?}"),
     );
+    // A latency bound is a number or a duration. The field is untyped in the schema (no
+    // structural type says "number or string"), so the API server takes anything there:
+    // a list nested 300 deep must neither break weir's watch of every Rollout (the other
+    // scenarios run beside this one) nor be taken; it is InvalidSpec, the field named.
+    let mut value = serde_json::to_value(&bad).map_err(|e| e.to_string())?;
+    value["metadata"]["name"] = json!("bound-a-list");
+    value["spec"]["steps"] = json!([{"weight": 50}]);
+    value["spec"]["targetRef"]["name"] = json!("app-bound-a-list");
+    value["spec"]["analysis"]["metrics"][1]["max"] = serde_json::Value::Null;
+    // Sent as raw bytes: serde's own readers stop at 128 levels.
+    let body = serde_json::to_string(&value).map_err(|e| e.to_string())?.replace(
+        "\"max\":null",
+        &format!("\"max\":{}{}", "[".repeat(300), "]".repeat(300)),
+    );
+    let request = kube::core::Request::new(format!("/apis/weir.dev/v1alpha1/namespaces/{ns}/rollouts"))
+        .create(&PostParams::default(), body.into_bytes())
+        .map_err(|e| e.to_string())?;
+    env.client
+        .request_text(request)
+        .await
+        .map_err(|e| format!("{ns}: create bound-a-list: {e}"))?;
+    let message = invalid_spec_message(env, ns, "bound-a-list").await;
+    check(
+        f,
+        message.starts_with("spec.analysis.metrics[1].max: found a list; expected a number, or a duration"),
+        format!("{ns}/bound-a-list: message {message:?}"),
+    );
     // A Rollout cannot reach an address or a provider the admin did not declare.
     for (name, provider, expected) in [
         (
             "address",
             "http://10.0.0.1:9090",
-            "analysis.provider: \"http://10.0.0.1:9090\" is not a valid provider name",
+            "spec.analysis.provider: \"http://10.0.0.1:9090\" is not a valid provider name",
         ),
         (
             "undeclared",
             "team-x",
-            "analysis.provider: \"team-x\" is not a metric provider the cluster admin declared",
+            "spec.analysis.provider: \"team-x\" is not a metric provider the cluster admin declared",
         ),
     ] {
         let mut r: Rollout = rollout(&env.client, ns).await;
@@ -558,15 +598,7 @@ async fn invalid_rollouts_are_refused_or_reported(env: &Env, f: &Failures) -> Re
             .create(&PostParams::default(), &r)
             .await
             .map_err(|e| format!("{ns}: create {name}: {e}"))?;
-        let start = Instant::now();
-        let message = loop {
-            let got = Api::<Rollout>::namespaced(env.client.clone(), ns).get(name).await;
-            let status = got.ok().and_then(|r| r.status).unwrap_or_default();
-            if status.phase == Phase::InvalidSpec || start.elapsed() > Duration::from_secs(20) {
-                break status.message;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let message = invalid_spec_message(env, ns, name).await;
         check(
             f,
             message.starts_with(expected),
@@ -743,6 +775,20 @@ struct Controller {
     dir: std::path::PathBuf,
     /// The metric providers file the cluster admin gives weir.
     providers: String,
+    /// `--namespace`: the one namespace weir watches, or all.
+    namespace: Option<String>,
+}
+
+/// Who weir runs as in a test bed.
+#[derive(Clone, Copy, PartialEq)]
+enum Identity {
+    /// The cluster's admin: the suite's default, RBAC not under test.
+    Admin,
+    /// Its own ServiceAccount with exactly `config/`'s cluster-wide RBAC.
+    ServiceAccount,
+    /// Its own ServiceAccount with exactly `config/namespaced`'s RBAC, made for this
+    /// namespace, and `--namespace` set to it.
+    NamespacedServiceAccount(&'static str),
 }
 
 impl Controller {
@@ -753,7 +799,10 @@ impl Controller {
             "controller".to_string(),
             format!("--http-addr=127.0.0.1:{port}"),
             format!("--providers={}", self.providers),
-        ];
+        ]
+        .into_iter()
+        .chain(self.namespace.iter().map(|ns| format!("--namespace={ns}")))
+        .collect::<Vec<_>>();
         let env = [("KUBECONFIG", self.kubeconfig.as_str()), ("RUST_LOG", "info,kube=warn")];
         self.process = Some(devcluster::spawn_with_env(
             "weir",
@@ -788,13 +837,11 @@ struct Bed {
 
 impl Bed {
     async fn start(seed: u64) -> Bed {
-        Bed::start_with(seed, "", false).await
+        Bed::start_with(seed, "", Identity::Admin).await
     }
 
-    /// `extra_providers`: more lines for the providers file. `as_service_account`: weir
-    /// runs with the token of its own ServiceAccount and exactly the RBAC in `config/`,
-    /// not as the cluster's admin.
-    async fn start_with(seed: u64, extra_providers: &str, as_service_account: bool) -> Bed {
+    /// `extra_providers`: more lines for the providers file.
+    async fn start_with(seed: u64, extra_providers: &str, identity: Identity) -> Bed {
         let bin = devcluster::binaries().expect("control-plane binaries (testcluster/build.sh)");
         let cluster = LocalCluster::start(&bin).await.expect("local cluster");
         let client = cluster.client().await.unwrap();
@@ -830,9 +877,13 @@ impl Bed {
             ),
         )
         .unwrap();
-        let kubeconfig = match as_service_account {
-            true => service_account_kubeconfig(&cluster, &client).await,
-            false => cluster.kubeconfig.display().to_string(),
+        let kubeconfig = match identity {
+            Identity::Admin => cluster.kubeconfig.display().to_string(),
+            _ => service_account_kubeconfig(&cluster, &client, &bin, identity).await,
+        };
+        let namespace = match identity {
+            Identity::NamespacedServiceAccount(ns) => Some(ns.to_string()),
+            _ => None,
         };
         let controller = Arc::new(Mutex::new(Controller {
             process: None,
@@ -840,6 +891,7 @@ impl Bed {
             kubeconfig,
             dir: cluster.dir().to_path_buf(),
             providers: providers.display().to_string(),
+            namespace,
         }));
         controller.lock().unwrap().start().expect("start weir");
         let port = controller.lock().unwrap().port.clone();
@@ -903,18 +955,60 @@ impl Bed {
     }
 }
 
-/// Applies `config/`'s namespace, ServiceAccount and RBAC, asks the TokenRequest API for
-/// a token of weir's ServiceAccount, and writes a kubeconfig that uses it.
-async fn service_account_kubeconfig(cluster: &LocalCluster, client: &Client) -> String {
+/// What `kubectl apply -k` would install from a kustomization under `config/`, but for
+/// the controller's Deployment (the tests run weir as a process). The namespaced set is
+/// made for `namespace`, as its kustomization tells a user to.
+fn config_objects(bin: &Path, kustomization: &str, namespace: Option<&str>) -> String {
+    let out = std::process::Command::new(bin.join("kubectl"))
+        .args([
+            "kustomize",
+            &devcluster::repo_dir().join(kustomization).display().to_string(),
+        ])
+        .output()
+        .expect("kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {kustomization}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut text = String::from_utf8(out.stdout).unwrap();
+    if let Some(ns) = namespace {
+        text = text
+            .replace("namespace: apps\n", &format!("namespace: {ns}\n"))
+            .replace("--namespace=apps", &format!("--namespace={ns}"));
+    }
+    text.split("\n---\n")
+        .filter(|doc| !doc.contains("\nkind: Deployment\n"))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// Applies `config/`'s namespace, ServiceAccount and RBAC (cluster-wide or namespaced, as
+/// `identity` says), asks the TokenRequest API for a token of weir's ServiceAccount, and
+/// writes a kubeconfig that uses it.
+async fn service_account_kubeconfig(cluster: &LocalCluster, client: &Client, bin: &Path, identity: Identity) -> String {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
-    let repo = devcluster::repo_dir();
-    for file in ["config/00-namespace.yaml", "config/10-rbac.yaml"] {
-        let text = std::fs::read_to_string(repo.join(file)).unwrap();
-        devcluster::apply_yaml(client, &text)
+    let objects = match identity {
+        Identity::NamespacedServiceAccount(ns) => {
+            devcluster::apply_yaml(
+                client,
+                &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+            )
             .await
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
-    }
+            .expect("the watched namespace");
+            let text = config_objects(bin, "config/namespaced", Some(ns));
+            assert!(
+                !text.contains("kind: ClusterRole"),
+                "config/namespaced grants cluster-wide: {text}"
+            );
+            text
+        }
+        _ => config_objects(bin, "config", None),
+    };
+    devcluster::apply_yaml(client, &objects)
+        .await
+        .unwrap_or_else(|e| panic!("config/: {e}"));
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
             expiration_seconds: Some(3600),
@@ -1155,7 +1249,7 @@ fn a_provider_that_never_answers_delays_no_one_else() {
             }
         });
         let line = format!("  - {{name: dead, address: '{dead_address}', timeout: 5s}}\n");
-        let bed = Bed::start_with(13, &line, false).await;
+        let bed = Bed::start_with(13, &line, Identity::Admin).await;
         let env = bed.env();
         let mut errors = vec![];
         let alone = promotion_time(&env, "iso-alone").await;
@@ -1220,7 +1314,7 @@ fn a_provider_that_never_answers_delays_no_one_else() {
 fn with_only_the_rbac_in_config() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     runtime().block_on(async {
-        let bed = Bed::start_with(17, "", true).await;
+        let bed = Bed::start_with(17, "", Identity::ServiceAccount).await;
         let env = bed.env();
         let failures: Failures = Arc::default();
         let results = tokio::join!(
@@ -1235,5 +1329,37 @@ fn with_only_the_rbac_in_config() {
         errors.extend(failures.lock().unwrap().iter().cloned());
         let namespaces = ["e2e-healthy", "e2e-bad", "e2e-delete"].map(String::from).to_vec();
         bed.report(errors, &namespaces).await;
+    });
+}
+
+/// weir for one namespace, as its own ServiceAccount with exactly `config/namespaced`'s
+/// RBAC (a Role there, no ClusterRole): a release in that namespace is promoted, and a
+/// Rollout in another namespace is left alone.
+#[test]
+fn with_only_the_namespaced_rbac_in_config() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let bed = Bed::start_with(19, "", Identity::NamespacedServiceAccount("e2e-healthy")).await;
+        let env = bed.env();
+        let failures: Failures = Arc::default();
+        let elsewhere = "e2e-elsewhere";
+        let mut errors = vec![];
+        if let Err(e) = devcluster::apply_yaml(&env.client, &app(elsewhere, &env.provider, "backend")).await {
+            errors.push(format!("{elsewhere}: {e}"));
+        }
+        if let Err(e) = healthy_canary_is_promoted(&env, &failures).await {
+            errors.push(e);
+        }
+        let untouched = Api::<Rollout>::namespaced(env.client.clone(), elsewhere)
+            .get("backend")
+            .await
+            .map(|r| r.status.is_none() && r.metadata.finalizers.is_none());
+        if !matches!(untouched, Ok(true)) {
+            errors.push(format!(
+                "{elsewhere}: weir touched a Rollout outside its namespace: {untouched:?}"
+            ));
+        }
+        errors.extend(failures.lock().unwrap().iter().cloned());
+        bed.report(errors, &["e2e-healthy".into(), elsewhere.into()]).await;
     });
 }

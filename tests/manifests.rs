@@ -11,7 +11,10 @@ fn yaml_files(dir: &str) -> Vec<PathBuf> {
             let p = entry.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml")
+                // kustomize's own file, not a Kubernetes object
+                && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+            {
                 out.push(p);
             }
         }
@@ -109,7 +112,7 @@ fn the_example_rollout_passes_the_controllers_validation() {
 #[test]
 fn the_controller_runs_unprivileged() {
     use k8s_openapi::api::apps::v1::Deployment;
-    let docs = documents(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/20-controller.yaml"));
+    let docs = documents(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/base/20-controller.yaml"));
     let d: Deployment = serde_yaml::from_value(docs[0].clone()).unwrap();
     let pod = d.spec.template.spec.unwrap();
     assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
@@ -119,6 +122,29 @@ fn the_controller_runs_unprivileged() {
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert!(c.resources.as_ref().unwrap().limits.is_some());
     assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
+}
+
+/// The namespaced Role grants exactly what the cluster-wide ClusterRole grants, so the
+/// two modes cannot drift apart.
+#[test]
+fn the_namespaced_role_has_the_cluster_roles_rules() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = documents(&root.join("config/base/10-rbac.yaml"));
+    let cluster_role: ClusterRole = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .map(|d| serde_yaml::from_value(d.clone()).unwrap())
+        .unwrap();
+    let docs = documents(&root.join("config/namespaced/rbac.yaml"));
+    let role: Role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role")
+        .map(|d| serde_yaml::from_value(d.clone()).unwrap())
+        .unwrap();
+    assert_eq!(role.rules, cluster_role.rules);
+    let kustomization = std::fs::read_to_string(root.join("config/namespaced/kustomization.yaml")).unwrap();
+    assert!(kustomization.contains("--namespace=apps") && role.metadata.namespace.as_deref() == Some("apps"));
 }
 
 /// The README's state table names exactly the states of `weir_core::state::State`.
@@ -157,10 +183,52 @@ fn a_wrong_type_names_its_field() {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dev/40-rollout.yaml")).unwrap();
     let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    doc["spec"]["analysis"]["metrics"][1]["max"] = serde_yaml::Value::String("500ms".into());
+    doc["spec"]["steps"][0]["weight"] = serde_yaml::Value::String("10%".into());
     let results = weir::cli::validate_documents(&serde_yaml::to_string(&doc).unwrap());
     assert!(
-        results[0][0].starts_with("spec.analysis.metrics[1].max: invalid type: string \"500ms\", expected f64"),
+        results[0][0].starts_with("spec.steps[0].weight: invalid type: string \"10%\", expected u32"),
         "{results:?}"
     );
+}
+
+/// A latency bound reads as milliseconds or as a duration, the same either way.
+#[test]
+fn a_latency_bound_is_a_number_of_milliseconds_or_a_duration() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dev/40-rollout.yaml")).unwrap();
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    for bound in [serde_yaml::Value::from(500), "500ms".into(), "0.5s".into()] {
+        doc["spec"]["analysis"]["metrics"][1]["max"] = bound.clone();
+        let results = weir::cli::validate_documents(&serde_yaml::to_string(&doc).unwrap());
+        assert_eq!(results, [Vec::<String>::new()], "{bound:?}");
+    }
+}
+
+/// Whatever the API server lets through in the untyped `max` (a list nested far deeper
+/// than serde_json's recursion limit of 128, say) still reads: a Rollout that failed to
+/// read would fail weir's whole list of Rollouts. The plan then refuses it, naming the field.
+#[test]
+fn anything_in_a_bound_reads_and_is_refused_by_the_plan() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dev/40-rollout.yaml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut json = serde_json::to_value(&doc).unwrap();
+    for (found, bound) in [
+        ("a list", format!("{}{}", "[".repeat(5000), "]".repeat(5000))),
+        ("a map", r#"{"ms": {"a": [1, 2, {"b": null}]}}"#.to_string()),
+        ("a boolean", "true".to_string()),
+    ] {
+        json["spec"]["analysis"]["metrics"][1]["max"] = serde_json::Value::Null;
+        let text = serde_json::to_string(&json)
+            .unwrap()
+            .replace("\"max\":null", &format!("\"max\":{bound}"));
+        let rollout: weir::api::Rollout = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{found}: {e}"));
+        let errors = weir::cli::validate_spec(&rollout.spec).unwrap_err();
+        assert_eq!(
+            errors,
+            [format!(
+                "spec.analysis.metrics[1].max: found {found}; expected a number, or a duration such as 500ms"
+            )]
+        );
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::spec::{JudgeKind, Metric, RolloutSpec};
+use crate::spec::{Bound, JudgeKind, Metric, RolloutSpec};
 
 pub const SUCCESS_RATE: &str = "request-success-rate";
 pub const REQUEST_DURATION: &str = "request-duration";
@@ -255,19 +255,18 @@ pub fn is_object_name(name: &str) -> bool {
         })
 }
 
-fn check_template(metric: &Metric, query: &str, errors: &mut Vec<String>) {
+fn check_template(field: &str, query: &str, errors: &mut Vec<String>) {
     let mut rest = query;
     while let Some(open) = rest.find("{{") {
         let after = &rest[open + 2..];
         let Some(close) = after.find("}}") else {
-            errors.push(format!("metric {}: unclosed '{{{{' in query", metric.name));
+            errors.push(format!("{field}.query: unclosed '{{{{' in query"));
             return;
         };
         let var = after[..close].trim();
         if !TEMPLATE_VARIABLES.contains(&var) {
             errors.push(format!(
-                "metric {}: unknown template variable {{{{{var}}}}}; allowed: {}",
-                metric.name,
+                "{field}.query: unknown template variable {{{{{var}}}}}; allowed: {}",
                 TEMPLATE_VARIABLES.join(", ")
             ));
         }
@@ -275,81 +274,118 @@ fn check_template(metric: &Metric, query: &str, errors: &mut Vec<String>) {
     }
 }
 
-fn metric_plan(metric: &Metric, errors: &mut Vec<String>) -> Option<MetricPlan> {
-    let name = metric.name.clone();
+/// `analysis.metrics[i]`, the path every problem with one metric is reported under.
+fn metric_field(index: usize) -> String {
+    format!("analysis.metrics[{index}]")
+}
+
+fn success_rate(field: &str, metric: &Metric, errors: &mut Vec<String>) -> Option<MetricKind> {
+    if metric.max.is_some() {
+        errors.push(format!("{field}.max: {SUCCESS_RATE} takes min (percent), not max"));
+    }
+    match metric.min {
+        Some(min) if (0.0..=100.0).contains(&min) => Some(MetricKind::SuccessRate { min }),
+        Some(min) => {
+            errors.push(format!("{field}.min: {min} is not a percentage in 0..=100"));
+            None
+        }
+        None => {
+            errors.push(format!("{field}.min: {SUCCESS_RATE} needs min (percent), e.g. min: 99"));
+            None
+        }
+    }
+}
+
+/// A latency bound in milliseconds: a number of them, or a duration string.
+fn latency_ms(field: &str, bound: &Bound) -> Result<f64, String> {
+    match bound {
+        Bound::Number(ms) => Ok(*ms),
+        Bound::Duration(text) => parse_duration(text)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .map_err(|e| format!("{field}.max: {e}, or a number of milliseconds")),
+        Bound::Unreadable(found) => Err(unreadable(field, found)),
+    }
+}
+
+fn unreadable(field: &str, found: &str) -> String {
+    format!("{field}.max: found {found}; expected a number, or a duration such as 500ms")
+}
+
+fn request_duration(field: &str, metric: &Metric, errors: &mut Vec<String>) -> Option<MetricKind> {
+    if metric.min.is_some() {
+        errors.push(format!(
+            "{field}.min: {REQUEST_DURATION} takes max (a latency), not min"
+        ));
+    }
+    let quantile = metric.quantile.unwrap_or(0.99);
+    if !(quantile > 0.0 && quantile < 1.0) {
+        errors.push(format!("{field}.quantile: {quantile} must be in (0, 1)"));
+    }
+    let Some(bound) = &metric.max else {
+        errors.push(format!("{field}.max: {REQUEST_DURATION} needs max, e.g. max: 500ms"));
+        return None;
+    };
+    let max_ms = latency_ms(field, bound).map_err(|e| errors.push(e)).ok()?;
+    if !ISTIO_BUCKETS_MS.contains(&max_ms) {
+        errors.push(format!(
+            "{field}.max: {max_ms}ms is not a bucket bound of Istio's histogram \
+             (one of {ISTIO_BUCKETS_MS:?} ms); latency can only be judged at a bucket bound"
+        ));
+    }
+    Some(MetricKind::Duration { quantile, max_ms })
+}
+
+fn custom(field: &str, metric: &Metric, query: &str, errors: &mut Vec<String>) -> Option<MetricKind> {
+    if metric.quantile.is_some() {
+        errors.push(format!("{field}.quantile: applies only to {REQUEST_DURATION}"));
+    }
+    check_template(field, query, errors);
+    let max = match &metric.max {
+        Some(Bound::Duration(text)) => {
+            errors.push(format!(
+                "{field}.max: {text:?} is a duration; a custom metric's bound is a number"
+            ));
+            return None;
+        }
+        Some(Bound::Unreadable(found)) => {
+            errors.push(unreadable(field, found));
+            return None;
+        }
+        other => other.as_ref().and_then(Bound::number),
+    };
+    if let (Some(lo), Some(hi)) = (metric.min, max)
+        && lo > hi
+    {
+        errors.push(format!("{field}: min {lo} exceeds max {hi}"));
+    }
+    Some(MetricKind::Custom {
+        query: query.to_owned(),
+        min: metric.min,
+        max,
+    })
+}
+
+fn metric_plan(index: usize, metric: &Metric, errors: &mut Vec<String>) -> Option<MetricPlan> {
+    let field = metric_field(index);
+    if metric.min.is_none() && metric.max.is_none() {
+        errors.push(format!("{field}: {} needs a min or a max bound", metric.name));
+        return None;
+    }
     let kind = match (metric.name.as_str(), &metric.query) {
-        (SUCCESS_RATE, None) => {
-            if metric.max.is_some() {
-                errors.push(format!("metric {SUCCESS_RATE}: use min (percent), not max"));
-            }
-            match metric.min {
-                Some(min) if (0.0..=100.0).contains(&min) => MetricKind::SuccessRate { min },
-                Some(min) => {
-                    errors.push(format!(
-                        "metric {SUCCESS_RATE}: min {min} is not a percentage in 0..=100"
-                    ));
-                    return None;
-                }
-                None => {
-                    errors.push(format!("metric {SUCCESS_RATE}: needs min (percent), e.g. min: 99"));
-                    return None;
-                }
-            }
-        }
-        (REQUEST_DURATION, None) => {
-            if metric.min.is_some() {
-                errors.push(format!("metric {REQUEST_DURATION}: use max (milliseconds), not min"));
-            }
-            let quantile = metric.quantile.unwrap_or(0.99);
-            if !(quantile > 0.0 && quantile < 1.0) {
-                errors.push(format!(
-                    "metric {REQUEST_DURATION}: quantile {quantile} must be in (0, 1)"
-                ));
-            }
-            let Some(max_ms) = metric.max else {
-                errors.push(format!(
-                    "metric {REQUEST_DURATION}: needs max (milliseconds), e.g. max: 500"
-                ));
-                return None;
-            };
-            if !ISTIO_BUCKETS_MS.contains(&max_ms) {
-                errors.push(format!(
-                    "metric {REQUEST_DURATION}: max {max_ms}ms is not a bucket bound of Istio's histogram \
-                     (one of {ISTIO_BUCKETS_MS:?}); latency can only be judged at a bucket bound"
-                ));
-            }
-            MetricKind::Duration { quantile, max_ms }
-        }
-        (_, Some(query)) => {
-            if metric.quantile.is_some() {
-                errors.push(format!(
-                    "metric {}: quantile applies only to {REQUEST_DURATION}",
-                    metric.name
-                ));
-            }
-            check_template(metric, query, errors);
-            MetricKind::Custom {
-                query: query.clone(),
-                min: metric.min,
-                max: metric.max,
-            }
-        }
+        (SUCCESS_RATE, None) => success_rate(&field, metric, errors)?,
+        (REQUEST_DURATION, None) => request_duration(&field, metric, errors)?,
+        (_, Some(query)) => custom(&field, metric, query, errors)?,
         (other, None) => {
             errors.push(format!(
-                "metric {other}: not a built-in metric ({SUCCESS_RATE}, {REQUEST_DURATION}); give it a query"
+                "{field}.name: {other:?} is not a built-in metric ({SUCCESS_RATE}, {REQUEST_DURATION}); give it a query"
             ));
             return None;
         }
     };
-    if let (Some(lo), Some(hi)) = (metric.min, metric.max)
-        && lo > hi
-    {
-        errors.push(format!("metric {}: min {lo} exceeds max {hi}", metric.name));
-    }
-    if metric.min.is_none() && metric.max.is_none() {
-        errors.push(format!("metric {}: needs a min or a max bound", metric.name));
-    }
-    Some(MetricPlan { name, kind })
+    Some(MetricPlan {
+        name: metric.name.clone(),
+        kind,
+    })
 }
 
 /// Validates a spec and fills in defaults. Returns every problem found, each naming its
@@ -462,11 +498,11 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
         errors.push(format!("analysis.failureLimit: {limit} is above 100"));
     }
     let mut metrics: Vec<MetricPlan> = Vec::new();
-    for metric in &spec.analysis.metrics {
-        if metrics.iter().any(|m| m.name == metric.name) {
-            errors.push(format!("analysis.metrics: {} appears twice", metric.name));
+    for (i, metric) in spec.analysis.metrics.iter().enumerate() {
+        if spec.analysis.metrics[..i].iter().any(|m| m.name == metric.name) {
+            errors.push(format!("{}.name: {} appears twice", metric_field(i), metric.name));
         }
-        if let Some(m) = metric_plan(metric, &mut errors) {
+        if let Some(m) = metric_plan(i, metric, &mut errors) {
             metrics.push(m);
         }
     }
@@ -500,7 +536,8 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
         ));
     }
     if !errors.is_empty() {
-        return Err(errors);
+        // Paths from the object's root, as the API server and `weir validate` name fields.
+        return Err(errors.into_iter().map(|e| format!("spec.{e}")).collect());
     }
     Ok(Plan {
         target: spec.target_ref.name.clone(),
@@ -546,6 +583,49 @@ mod tests {
         }
     }
 
+    fn latency_metric(max: Bound) -> Metric {
+        Metric {
+            name: REQUEST_DURATION.into(),
+            query: None,
+            min: None,
+            max: Some(max),
+            quantile: None,
+        }
+    }
+
+    #[test]
+    fn a_latency_bound_is_milliseconds_or_a_duration() {
+        for bound in [
+            Bound::Number(500.0),
+            Bound::Duration("500ms".into()),
+            Bound::Duration("0.5s".into()),
+        ] {
+            let plan = metric_plan(0, &latency_metric(bound.clone()), &mut vec![]);
+            assert_eq!(
+                plan.map(|p| p.kind),
+                Some(MetricKind::Duration {
+                    quantile: 0.99,
+                    max_ms: 500.0
+                }),
+                "{bound:?}"
+            );
+        }
+        let mut errors = vec![];
+        assert!(metric_plan(1, &latency_metric(Bound::Duration("1.5s".into())), &mut errors).is_some());
+        assert!(
+            errors[0].starts_with("analysis.metrics[1].max: 1500ms is not a bucket bound"),
+            "{errors:?}"
+        );
+        let mut errors = vec![];
+        assert!(metric_plan(2, &latency_metric(Bound::Duration("fast".into())), &mut errors).is_none());
+        assert_eq!(
+            errors,
+            [
+                "analysis.metrics[2].max: \"fast\" is not a duration such as 30s, 1m30s, 1.5h or 500ms, or a number of milliseconds"
+            ]
+        );
+    }
+
     #[test]
     fn canary_replicas_are_the_step_share_of_stable_at_least_one() {
         assert_eq!(Plan::canary_replicas(4, 10), 1);
@@ -562,13 +642,13 @@ mod tests {
             name: "m".into(),
             query: Some(r#"up{job="{{ namespace }}"} + on() {{canary}}"#.into()),
             min: None,
-            max: Some(1.0),
+            max: Some(1.0.into()),
             quantile: None,
         };
         let mut errors = vec![];
-        check_template(&metric, metric.query.as_deref().unwrap_or_default(), &mut errors);
+        check_template("m", metric.query.as_deref().unwrap_or_default(), &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
-        check_template(&metric, "up{{{x}}", &mut errors);
+        check_template("m", "up{{{x}}", &mut errors);
         assert!(
             errors.iter().any(|e| e.contains("unknown template variable")),
             "{errors:?}"

@@ -198,10 +198,8 @@ pub struct SequentialParams {
 /// `max`). Any other name needs a `query`.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!has(self.min) || !has(self.max) || self.min <= self.max", "message": "min must not exceed max"},
-    {"rule": "has(self.min) || has(self.max)", "message": "a metric needs a min or a max bound"}
-]))]
+// No CEL rule on the bounds: the API server cannot type `max` for CEL (see `Bound`), so
+// "min or max" and "min <= max" are checked by weir (InvalidSpec, `weir validate`).
 pub struct Metric {
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
@@ -211,12 +209,115 @@ pub struct Metric {
     pub query: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
+    /// A number; for `request-duration` milliseconds (`500`) or a duration (`500ms`, `1.5s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
+    pub max: Option<Bound>,
     /// `request-duration` only: the quantile in (0, 1). Default 0.99.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self > 0.0 && self < 1.0", "message": "quantile must be in (0, 1)"}]))]
     pub quantile: Option<f64>,
+}
+
+/// An upper bound: a number, or (for latency) a duration string such as `500ms` or `1.5s`.
+///
+/// A structural schema cannot say "number or string" (int-or-string refuses `0.1`), and
+/// the API server gives CEL no type for an untyped node, so the field is untyped and
+/// reading it never fails: whatever else a user writes there becomes `Unreadable`, which
+/// the plan refuses naming the field. A value that failed to deserialize would instead
+/// fail the whole list of Rollouts weir watches, stalling every other Rollout.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Bound {
+    Number(f64),
+    Duration(String),
+    /// Neither: what was found (`a map`, `a list`, `a boolean`).
+    Unreadable(&'static str),
+}
+
+impl Bound {
+    /// The bound as a plain number, when it is one.
+    pub fn number(&self) -> Option<f64> {
+        match self {
+            Bound::Number(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl From<f64> for Bound {
+    fn from(n: f64) -> Self {
+        Bound::Number(n)
+    }
+}
+
+impl Serialize for Bound {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Bound::Number(n) => s.serialize_f64(*n),
+            Bound::Duration(d) => s.serialize_str(d),
+            // weir never writes a Rollout's spec; nothing unreadable is echoed back.
+            Bound::Unreadable(_) => s.serialize_unit(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bound {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(BoundVisitor)
+    }
+}
+
+struct BoundVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BoundVisitor {
+    type Value = Bound;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a number, or a duration such as 500ms or 1.5s")
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Bound, E> {
+        Ok(Bound::Number(n))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Bound, E> {
+        Ok(Bound::Number(n as f64))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Bound, E> {
+        Ok(Bound::Number(n as f64))
+    }
+    fn visit_str<E>(self, text: &str) -> Result<Bound, E> {
+        Ok(Bound::Duration(text.to_owned()))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Bound, E> {
+        Ok(Bound::Unreadable("a boolean"))
+    }
+    // Skipped without recursion (IgnoredAny), however deep the value is nested.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bound, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Bound::Unreadable("a list"))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Bound, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Bound::Unreadable("a map"))
+    }
+}
+
+impl schemars::JsonSchema for Bound {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Bound".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A number; for request-duration milliseconds (500) or a duration (500ms, 1.5s).",
+            "x-kubernetes-preserve-unknown-fields": true
+        })
+    }
 }
 
 impl RolloutSpec {
