@@ -1,5 +1,5 @@
 # The two commands of the README. Both install and build what is missing first.
-.PHONY: demo test bench
+.PHONY: demo test bench fuzz
 
 demo:
 	./testcluster/prepare.sh
@@ -9,6 +9,11 @@ demo:
 test:
 	./testcluster/prepare.sh
 	cargo test --workspace --all-targets
+	./tests/fuzz.sh
+
+# Longer than the 30 s per target of `make test`: FUZZ_SECONDS=3600 make fuzz
+fuzz:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} ./tests/fuzz.sh
 
 bench:
 	cargo bench -p weir-core --bench judges

@@ -233,6 +233,31 @@ enum ApiData {
     String(serde::de::IgnoredAny),
 }
 
+/// Reads an answer of Prometheus's query API (at most `MAX_ANSWER_BYTES`, cut off by the
+/// caller): the samples of an instant vector or a scalar, or why the answer is refused.
+/// Fuzzed (`crates/fuzz`): no answer makes it panic, hang or allocate beyond the body.
+pub fn parse_answer(code: u16, body: &[u8]) -> Result<Vec<Sample>, QueryError> {
+    let body: ApiResponse = serde_json::from_slice(body)
+        .map_err(|e| QueryError::Rejected(format!("HTTP {code}, unreadable answer: {e}")))?;
+    if body.status != "success" {
+        return Err(QueryError::Rejected(format!(
+            "{}: {}",
+            body.error_type.unwrap_or_default(),
+            body.error.unwrap_or_default()
+        )));
+    }
+    match body.data {
+        Some(ApiData::Vector(v)) => Ok(v),
+        Some(ApiData::Scalar((t, v))) => Ok(vec![Sample {
+            metric: Default::default(),
+            value: (t, v),
+        }]),
+        _ => Err(QueryError::Rejected(
+            "the query must return an instant vector or a scalar".into(),
+        )),
+    }
+}
+
 /// One series of an instant vector.
 #[derive(Deserialize, Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -316,25 +341,7 @@ impl Prometheus {
         let body = read_limited(resp, MAX_ANSWER_BYTES)
             .await
             .map_err(|e| QueryError::Rejected(format!("HTTP {code}: {e}")))?;
-        let body: ApiResponse = serde_json::from_slice(&body)
-            .map_err(|e| QueryError::Rejected(format!("HTTP {code}, unreadable answer: {e}")))?;
-        if body.status != "success" {
-            return Err(QueryError::Rejected(format!(
-                "{}: {}",
-                body.error_type.unwrap_or_default(),
-                body.error.unwrap_or_default()
-            )));
-        }
-        match body.data {
-            Some(ApiData::Vector(v)) => Ok(v),
-            Some(ApiData::Scalar((t, v))) => Ok(vec![Sample {
-                metric: Default::default(),
-                value: (t, v),
-            }]),
-            _ => Err(QueryError::Rejected(
-                "the query must return an instant vector or a scalar".into(),
-            )),
-        }
+        parse_answer(code.as_u16(), &body)
     }
 
     /// Runs a query, retrying what may pass on another try (a restart, a blip) with

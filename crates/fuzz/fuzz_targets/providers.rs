@@ -1,0 +1,11 @@
+//! Any bytes as the admin's providers file (`--providers`): accepted or refused with a
+//! message, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = weir::providers::Providers::from_yaml(text);
+    }
+});

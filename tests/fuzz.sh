@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs weir's fuzz targets (crates/fuzz) for a bounded time each: what weir reads from
+# outside must never make it panic, hang (an input taking over 2 s fails) or balloon (a
+# single allocation over 256 MiB, or 1 GiB in all, fails). Seeds: the malformed corpus,
+# the examples and a few Prometheus answers; what the fuzzer finds goes to a temp dir,
+# never into the repository. A crash leaves its input in crates/fuzz/artifacts/.
+# FUZZ_SECONDS per target (default 30). Installs cargo-fuzz if missing.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+seconds=${FUZZ_SECONDS:-30}
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
+# cargo-fuzz needs nightly's -Z flags; a machine without the nightly toolchain builds
+# with stable, told to accept them.
+toolchain=+nightly
+rustup toolchain list 2>/dev/null | grep -q '^nightly' || { toolchain=""; export RUSTC_BOOTSTRAP=1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/answers"
+printf '%s' '{"status":"success","data":{"resultType":"vector","result":[{"metric":{"destination_workload":"backend","weir_class":"error"},"value":[1700000000.1,"3"]}]}}' >"$work/answers/vector"
+printf '%s' '{"status":"success","data":{"resultType":"scalar","result":[1700000000,"NaN"]}}' >"$work/answers/scalar"
+printf '%s' '{"status":"error","errorType":"bad_data","error":"parse error"}' >"$work/answers/error"
+mkdir -p "$work/providers"
+printf 'providers:\n  - {name: main, address: "http://127.0.0.1:9090", timeout: 5s, default: true}\n' >"$work/providers/one"
+cp "$repo/config/base/15-providers.yaml" "$work/providers/configmap"
+run() { # target, seed dirs...
+  local target=$1; shift
+  mkdir -p "$work/corpus-$target"
+  echo "fuzzing $target for ${seconds}s ..." >&2
+  # No sanitizer: weir has no unsafe code of its own, and without ASan the targets run
+  # several times faster in a quarter of the memory.
+  if ! cargo $toolchain fuzz run --sanitizer none --fuzz-dir "$repo/crates/fuzz" "$target" "$work/corpus-$target" "$@" -- \
+    -max_total_time="$seconds" -timeout=2 -malloc_limit_mb=256 -rss_limit_mb=1024 -print_final_stats=1 \
+    >"$work/$target.log" 2>&1; then
+    tail -60 "$work/$target.log" >&2
+    echo "fuzz target $target failed; its input is in crates/fuzz/artifacts/$target/" >&2
+    return 1
+  fi
+  grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$work/$target.log" | sed "s/^/  $target /" >&2 || true
+}
+cd "$repo"
+run rollout "$repo/tests/malformed" "$repo/examples/dev"
+run prometheus_answer "$work/answers"
+run providers "$work/providers"
