@@ -362,6 +362,15 @@ pub fn describe(rollout: &Rollout) -> String {
                     m.lambda.map(|l| format!("{l:.3e}")).unwrap_or_else(|| "-".into())
                 );
                 let _ = writeln!(out, "      {}", m.reason);
+                if let (Some(clean), Some(all)) = (m.clean_canary_counts, m.canary_counts)
+                    && clean != all
+                {
+                    let _ = writeln!(
+                        out,
+                        "      absolute bound judged on {}/{} canary requests, outside shared incidents",
+                        clean.bad, clean.requests
+                    );
+                }
             }
         }
     }
@@ -410,6 +419,7 @@ mod tests {
                     baseline_value: Some(99.9),
                     canary_counts: Some(Counts { requests: 100, bad: 6 }),
                     baseline_counts: Some(Counts { requests: 900, bad: 1 }),
+                    clean_canary_counts: Some(Counts { requests: 100, bad: 6 }),
                     lambda: Some(1.2e4),
                     reason: "canary is worse than 1.5x baseline".into(),
                 }],

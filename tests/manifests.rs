@@ -130,18 +130,13 @@ fn the_controller_runs_unprivileged() {
 fn the_namespaced_role_has_the_cluster_roles_rules() {
     use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let docs = documents(&root.join("config/base/10-rbac.yaml"));
-    let cluster_role: ClusterRole = docs
-        .iter()
-        .find(|d| d["kind"] == "ClusterRole")
-        .map(|d| serde_yaml::from_value(d.clone()).unwrap())
-        .unwrap();
-    let docs = documents(&root.join("config/namespaced/rbac.yaml"));
-    let role: Role = docs
-        .iter()
-        .find(|d| d["kind"] == "Role")
-        .map(|d| serde_yaml::from_value(d.clone()).unwrap())
-        .unwrap();
+    fn first<T: serde::de::DeserializeOwned>(path: &Path, kind: &str) -> T {
+        let docs = documents(path);
+        let doc = docs.iter().find(|d| d["kind"] == kind).expect(kind);
+        serde_yaml::from_value(doc.clone()).unwrap()
+    }
+    let cluster_role: ClusterRole = first(&root.join("config/base/10-rbac.yaml"), "ClusterRole");
+    let role: Role = first(&root.join("config/namespaced/rbac.yaml"), "Role");
     assert_eq!(role.rules, cluster_role.rules);
     let kustomization = std::fs::read_to_string(root.join("config/namespaced/kustomization.yaml")).unwrap();
     assert!(kustomization.contains("--namespace=apps") && role.metadata.namespace.as_deref() == Some("apps"));

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::judge::{self, MetricInput, Reading, StepClock, StepCounts, Verdict};
+use crate::judge::{self, LastLook, MetricInput, Reading, StepClock, StepCounts, Verdict};
 use crate::plan::{DEFAULT_SCALE_DOWN_DELAY, Plan};
 use crate::spec::JudgeKind;
 use crate::state::{CanaryAt, Outcome, PRE_WEIR_REVISION, STATE_VERSION, State};
@@ -1040,9 +1040,27 @@ impl Decider {
                         baseline: e.baseline,
                     })
                     .collect(),
+                last: self.last_look(&m.name),
             })
             .collect();
         judge::judge(plan.judge, &plan.sequential, &inputs, clock)
+    }
+
+    /// The step's previous look at a metric, from status (so it survives a restart).
+    fn last_look(&self, metric: &str) -> Option<LastLook> {
+        let m = self
+            .status
+            .analysis
+            .as_ref()?
+            .metrics
+            .iter()
+            .find(|m| m.name == metric)?;
+        let (canary, baseline) = (m.canary_counts?, m.baseline_counts?);
+        Some(LastLook {
+            counts: StepCounts { canary, baseline },
+            // Status written before the judge kept it: all of the step counts.
+            clean_canary: m.clean_canary_counts.unwrap_or(canary),
+        })
     }
 
     /// Hold the step: look again after `next`, roll back once the deadline passes.

@@ -45,6 +45,18 @@ pub struct MetricInput<'a> {
     pub reading: Reading,
     /// Counts of the steps already passed in this rollout (sequential judge only).
     pub history: Vec<StepCounts>,
+    /// What the step's previous look saw (sequential judge only; kept in status).
+    pub last: Option<LastLook>,
+}
+
+/// A metric's previous look in the same step, as the sequential judge remembers it.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct LastLook {
+    /// Counts since the step began, as of that look.
+    pub counts: StepCounts,
+    /// The canary's counts over the intervals between looks in which the baseline stayed
+    /// within the absolute bound: what the absolute test judges (shared incidents left out).
+    pub clean_canary: Counts,
 }
 
 /// Where the step stands when the judge looks.
@@ -90,8 +102,18 @@ const GRID: usize = 48;
 /// A baseline bad ratio this many times under the bound counts as rare: relative tests
 /// on it would take too long, so the absolute bound decides an early pass.
 const RARE_FACTOR: f64 = 10.0;
-/// The alternatives of the rollback test reach up to this multiple of θ0.
+/// The alternatives of the rollback test reach up to this multiple of θ0...
 const THETA_SPAN: f64 = 200.0;
+/// ...and half of their weight lies within this multiple: the regressions that are hard
+/// to see (2x) get power, the broken canaries lose at most ln 2 of evidence.
+const NEAR_SPAN: f64 = 3.0;
+/// An early pass needs the rollback test's Λ at most e^-2 ≈ 0.14: the data must speak
+/// against "worse than θ0", not merely fail to speak for it (a 2x regression shows "no
+/// worse than δ = 3x" long before it shows "worse than 1.2x").
+const LN_EARLY_PASS_WORSE: f64 = -2.0;
+/// The baseline is in an incident over an interval when the evidence that it is over the
+/// bound there reaches this (1 bad request in 50 is not an incident; 5 in 50 is).
+const INCIDENT_EVIDENCE: f64 = 20.0;
 
 fn ln_sum_exp(values: impl Iterator<Item = f64>) -> f64 {
     let v: Vec<f64> = values.collect();
@@ -116,7 +138,10 @@ fn canary_share(theta: f64, canary_requests: f64, baseline_requests: f64) -> f64
 /// binomial split of bad requests between the versions: given the total number of bad
 /// requests, the canary's number is Binomial(total, canary_share(θ)). An incident that
 /// hits both versions scales both rates and cancels out of θ.
-fn ln_split_ratio(steps: &[StepCounts], theta: f64, theta_null: f64) -> f64 {
+///
+/// `baseline_floor`: the baseline is taken to have at least this bad ratio (see
+/// `ln_lambda_worse`); 0 for the plain test.
+fn ln_split_ratio(steps: &[StepCounts], theta: f64, theta_null: f64, baseline_floor: f64) -> f64 {
     steps
         .iter()
         .filter(|s| s.canary.requests > 0 && s.baseline.requests > 0)
@@ -124,7 +149,7 @@ fn ln_split_ratio(steps: &[StepCounts], theta: f64, theta_null: f64) -> f64 {
             let (nc, nb) = (s.canary.requests as f64, s.baseline.requests as f64);
             let (ec, eb) = (
                 s.canary.bad.min(s.canary.requests) as f64,
-                s.baseline.bad.min(s.baseline.requests) as f64,
+                (s.baseline.bad.min(s.baseline.requests) as f64).max(baseline_floor * nb),
             );
             let (p, p0) = (canary_share(theta, nc, nb), canary_share(theta_null, nc, nb));
             ec * (p / p0).ln() + eb * ((1.0 - p) / (1.0 - p0)).ln()
@@ -132,19 +157,31 @@ fn ln_split_ratio(steps: &[StepCounts], theta: f64, theta_null: f64) -> f64 {
         .sum()
 }
 
-/// ln Λ against H0 "canary bad ratio ≤ θ0 × baseline": mixture over θ ∈ (θ0, θ0·200].
-pub fn ln_lambda_worse(steps: &[StepCounts], theta0: f64) -> f64 {
-    ln_mean_exp((1..=GRID).map(|j| {
-        let theta = theta0 * THETA_SPAN.powf(j as f64 / GRID as f64);
-        ln_split_ratio(steps, theta, theta0)
-    }))
+/// ln Λ against H0 "canary bad ratio ≤ θ0 × baseline": a mixture over θ, half of it on
+/// (θ0, 3θ0] (a 2x regression is judged near there), half on (θ0, 200θ0] (broken canaries).
+///
+/// The baseline counts as having at least `baseline_floor` bad requests per request (a
+/// tenth of the absolute bound): next to a spotless baseline, a canary's first few
+/// errors would otherwise weigh as infinitely worse. Adding baseline bad requests only
+/// lowers Λ (for θ > θ0 each one multiplies it by (1-p)/(1-p0) < 1), so the chance of a
+/// false rollback stays under α; what is given up is telling apart two versions that are
+/// both far inside the bound.
+pub fn ln_lambda_worse(steps: &[StepCounts], theta0: f64, baseline_floor: f64) -> f64 {
+    let over = |span: f64| {
+        ln_mean_exp((1..=GRID).map(|j| {
+            let theta = theta0 * span.powf(j as f64 / GRID as f64);
+            ln_split_ratio(steps, theta, theta0, baseline_floor)
+        }))
+    };
+    // Half the weight on moderate regressions, half spread up to broken canaries.
+    ln_sum_exp([over(NEAR_SPAN), over(THETA_SPAN)].into_iter()) - 2f64.ln()
 }
 
 /// ln Λ against H0 "canary bad ratio ≥ δ × baseline": mixture over θ ∈ [δ/200, δ).
 pub fn ln_lambda_no_worse(steps: &[StepCounts], delta: f64) -> f64 {
     ln_mean_exp((1..=GRID).map(|j| {
         let theta = delta * THETA_SPAN.powf(-(j as f64) / GRID as f64);
-        ln_split_ratio(steps, theta, delta)
+        ln_split_ratio(steps, theta, delta, 0.0)
     }))
 }
 
@@ -186,6 +223,18 @@ fn percent(c: Counts) -> String {
 /// Λ as a number for status: finite even for extreme counts.
 fn lambda_value(ln: f64) -> f64 {
     ln.clamp(-700.0, 700.0).exp()
+}
+
+/// Counts since `before` (never below zero).
+fn since(now: Counts, before: Counts) -> Counts {
+    Counts {
+        requests: now.requests.saturating_sub(before.requests),
+        bad: now.bad.saturating_sub(before.bad),
+    }
+}
+
+fn over(c: Counts, bound: f64) -> bool {
+    ratio(c).is_some_and(|r| r > bound)
 }
 
 fn sum_counts(steps: impl Iterator<Item = Counts>) -> Counts {
@@ -267,6 +316,49 @@ fn judge_value(plan: &MetricPlan, value: Option<f64>, baseline: Option<f64>) -> 
     }
 }
 
+/// The absolute test's view of a step: the interval since the previous look, whether the
+/// baseline was shown over the bound in it (a shared incident, if the canary is too), and
+/// the canary's counts over the intervals in which the baseline stayed within the bound.
+struct AbsoluteView {
+    interval: StepCounts,
+    incident: bool,
+    clean: Counts,
+}
+
+/// Leaving out the intervals in which the baseline was over the bound keeps the absolute
+/// test anytime-valid: whether an interval is left out depends on the baseline's counts,
+/// not on the canary's, so the product of the canary's likelihood ratios over the kept
+/// intervals is still a test martingale (Ville: P(ever ≥ 1/α) ≤ α). An incident that
+/// ended no longer weighs on the step, however large it was.
+fn absolute_view(now: StepCounts, last: Option<LastLook>, bound: f64) -> AbsoluteView {
+    let last = last.unwrap_or_default();
+    let went_down = |n: Counts, b: Counts| n.requests < b.requests || n.bad < b.bad;
+    // Counts that went down belong to another step (or a counter reset): start over.
+    let last = if went_down(now.canary, last.counts.canary) || went_down(now.baseline, last.counts.baseline) {
+        LastLook::default()
+    } else {
+        last
+    };
+    let interval = StepCounts {
+        canary: since(now.canary, last.counts.canary),
+        baseline: since(now.baseline, last.counts.baseline),
+    };
+    // Left out: any interval the baseline ended over the bound (one bad request in a
+    // quiet interval is enough: leaving out costs a little power, never validity). A
+    // shared incident that holds the step: only one the baseline's counts show.
+    let incident = ln_lambda_over_bound(interval.baseline, bound) >= INCIDENT_EVIDENCE.ln();
+    let clean = if over(interval.baseline, bound) {
+        last.clean_canary
+    } else {
+        sum_counts([last.clean_canary, interval.canary].into_iter())
+    };
+    AbsoluteView {
+        interval,
+        incident,
+        clean,
+    }
+}
+
 /// The sequential tests for one count metric.
 fn judge_counts_sequential(
     cfg: &SequentialConfig,
@@ -286,76 +378,76 @@ fn judge_counts_sequential(
         unreachable!("only count readings are judged sequentially")
     };
     let now = StepCounts { canary, baseline };
-    let values = (canary_value, baseline_value);
     let mut steps = input.history.clone();
     steps.push(now);
     // Two tests can roll back per metric; α is split so the rollout as a whole keeps it.
     let ln_rollback = (2.0 * count_metrics.max(1) as f64 / cfg.alpha).ln();
-    let ln_pass = (1.0 / cfg.alpha).ln();
-    let ln_worse = ln_lambda_worse(&steps, cfg.theta0);
+    let ln_worse = ln_lambda_worse(&steps, cfg.theta0, bound / RARE_FACTOR);
+    let view = absolute_view(now, input.last, bound);
     let fill = |s: &mut MetricStatus| {
         s.canary_counts = Some(now.canary);
         s.baseline_counts = Some(now.baseline);
-        s.canary_value = values.0;
-        s.baseline_value = values.1;
+        s.clean_canary_counts = Some(view.clean);
+        s.canary_value = canary_value;
+        s.baseline_value = baseline_value;
         s.lambda = Some(lambda_value(ln_worse));
     };
     let versions = format!("canary {} vs baseline {}", percent(now.canary), percent(now.baseline));
+    let breach = |reason: String| {
+        let value = ratio(now.canary).map(|r| r * 100.0);
+        outcome(
+            &plan.name,
+            MetricVerdict::Breach { decisive: true, value },
+            reason,
+            fill,
+        )
+    };
     if ln_worse >= ln_rollback {
-        return outcome(
-            &plan.name,
-            MetricVerdict::Breach {
-                decisive: true,
-                value: ratio(now.canary).map(|r| r * 100.0),
-            },
-            format!(
-                "canary is worse than {}x baseline: Λ={:.3e} ≥ {:.0} ({versions})",
-                cfg.theta0,
-                lambda_value(ln_worse),
-                ln_rollback.exp()
-            ),
-            fill,
-        );
+        return breach(format!(
+            "canary is worse than {}x baseline: Λ={:.3e} ≥ {:.0} ({versions})",
+            cfg.theta0,
+            lambda_value(ln_worse),
+            ln_rollback.exp()
+        ));
     }
-    let baseline_over = ratio(now.baseline).is_some_and(|r| r > bound) && now.baseline.requests >= cfg.min_requests;
-    if ln_lambda_over_bound(now.canary, bound) >= ln_rollback {
-        if baseline_over {
-            return outcome(
-                &plan.name,
-                MetricVerdict::Inconclusive,
-                format!(
-                    "both versions exceed the absolute bound {}: shared incident, holding ({versions})",
-                    plan.kind.bound_text()
-                ),
-                fill,
-            );
-        }
-        return outcome(
-            &plan.name,
-            MetricVerdict::Breach {
-                decisive: true,
-                value: ratio(now.canary).map(|r| r * 100.0),
-            },
-            format!(
-                "canary exceeds the absolute bound {} while the baseline does not ({versions})",
-                plan.kind.bound_text()
-            ),
-            fill,
+    if ln_lambda_over_bound(view.clean, bound) >= ln_rollback {
+        return breach(format!(
+            "canary exceeds the absolute bound {} while the baseline stays within it ({}, outside shared incidents; {versions})",
+            plan.kind.bound_text(),
+            percent(view.clean)
+        ));
+    }
+    if view.incident && over(view.interval.canary, bound) {
+        let reason = format!(
+            "both versions over the absolute bound {} since the last look: shared incident, holding ({versions})",
+            plan.kind.bound_text()
         );
+        return outcome(&plan.name, MetricVerdict::Inconclusive, reason, fill);
     }
     if now.canary.requests < cfg.min_requests {
-        return outcome(
-            &plan.name,
-            MetricVerdict::Inconclusive,
-            format!(
-                "too little canary traffic this step: {} of {} requests needed",
-                now.canary.requests, cfg.min_requests
-            ),
-            fill,
+        let reason = format!(
+            "too little canary traffic this step: {} of {} requests needed",
+            now.canary.requests, cfg.min_requests
         );
+        return outcome(&plan.name, MetricVerdict::Inconclusive, reason, fill);
     }
-    // Passing early needs positive evidence, and no lean at all towards "worse".
-    let relative_ok = ln_lambda_no_worse(&steps, cfg.delta) >= ln_pass;
+    let (verdict, reason) = pass_or_wait(cfg, &steps, bound, clock, ln_worse, ln_rollback);
+    outcome(&plan.name, verdict, format!("{reason} ({versions})"), fill)
+}
+
+/// No rollback: may the step pass (early, or at its planned end), or must it wait?
+fn pass_or_wait(
+    cfg: &SequentialConfig,
+    steps: &[StepCounts],
+    bound: f64,
+    clock: StepClock,
+    ln_worse: f64,
+    ln_rollback: f64,
+) -> (MetricVerdict, String) {
+    let ln_pass = (1.0 / cfg.alpha).ln();
+    // Passing early needs positive evidence, and evidence against the rollback
+    // alternative itself, not only a lean away from it.
+    let relative_ok = ln_lambda_no_worse(steps, cfg.delta) >= ln_pass && ln_worse <= LN_EARLY_PASS_WORSE;
     // Showing "within the absolute bound" is enough only where relative evidence cannot
     // come in time: when the baseline's bad requests are far rarer than the bound allows
     // (latency tails), or when no baseline serves (the 100 % step) and the relative test
@@ -365,41 +457,30 @@ fn judge_counts_sequential(
     let all_baseline = sum_counts(steps.iter().map(|s| s.baseline));
     let baseline_far_inside = ratio(all_baseline).is_some_and(|r| r * RARE_FACTOR <= bound);
     let no_baseline = all_baseline.requests == 0;
-    let absolute_ok = (baseline_far_inside || no_baseline) && ln_lambda_under_bound(all_canary, bound) >= ln_pass;
-    if clock.elapsed >= cfg.min_dwell && ln_worse < 0.0 && (relative_ok || absolute_ok) {
+    let absolute_ok =
+        (baseline_far_inside || no_baseline) && ln_worse < 0.0 && ln_lambda_under_bound(all_canary, bound) >= ln_pass;
+    if clock.elapsed >= cfg.min_dwell && (relative_ok || absolute_ok) {
         let why = if relative_ok {
             format!("shown no worse than {}x baseline", cfg.delta)
         } else {
-            format!("shown within {}", plan.kind.bound_text())
+            "shown within the bound".to_string()
         };
-        return outcome(&plan.name, MetricVerdict::Pass, format!("{why} ({versions})"), fill);
+        return (MetricVerdict::Pass, why);
     }
     if clock.elapsed >= clock.duration {
         // At the planned end of the step, pass unless the evidence leans against the canary.
         if ln_worse < 0.5 * ln_rollback {
-            return outcome(
-                &plan.name,
-                MetricVerdict::Pass,
-                format!("step duration reached, no evidence against ({versions})"),
-                fill,
-            );
+            return (MetricVerdict::Pass, "step duration reached, no evidence against".into());
         }
-        return outcome(
-            &plan.name,
+        return (
             MetricVerdict::Inconclusive,
             format!(
-                "evidence leans against the canary (Λ={:.1}); collecting more ({versions})",
+                "evidence leans against the canary (Λ={:.1}); collecting more",
                 lambda_value(ln_worse)
             ),
-            fill,
         );
     }
-    outcome(
-        &plan.name,
-        MetricVerdict::Inconclusive,
-        format!("collecting evidence ({versions})"),
-        fill,
-    )
+    (MetricVerdict::Inconclusive, "collecting evidence".into())
 }
 
 fn judge_metric(
@@ -410,11 +491,18 @@ fn judge_metric(
     count_metrics: usize,
 ) -> MetricOutcome {
     match (&input.reading, input.plan.kind.bad_ratio_bound()) {
+        // The last look's counts stay, so the next look's interval starts from them.
         (Reading::Error(e), _) => outcome(
             &input.plan.name,
             MetricVerdict::Error,
             format!("Prometheus: {e}"),
-            |_| {},
+            |s| {
+                if let Some(last) = input.last {
+                    s.canary_counts = Some(last.counts.canary);
+                    s.baseline_counts = Some(last.counts.baseline);
+                    s.clean_canary_counts = Some(last.clean_canary);
+                }
+            },
         ),
         (Reading::Value(v), _) => judge_value(input.plan, *v, None),
         (Reading::Counts { .. }, Some(bound)) if judge == JudgeKind::Sequential => {
@@ -508,7 +596,7 @@ mod tests {
             canary: c(1000, 10),
             baseline: c(9000, 90),
         }];
-        assert!(ln_lambda_worse(&s, 1.5) < 0.0);
+        assert!(ln_lambda_worse(&s, 1.5, 0.0) < 0.0);
     }
 
     #[test]
@@ -517,7 +605,7 @@ mod tests {
             canary: c(20, 6),
             baseline: c(180, 0),
         }];
-        assert!(ln_lambda_worse(&s, 1.5) > (2.0 / 0.005f64).ln());
+        assert!(ln_lambda_worse(&s, 1.5, 0.0) > (2.0 / 0.005f64).ln());
     }
 
     #[test]
@@ -527,7 +615,7 @@ mod tests {
             canary: c(200, 40),
             baseline: c(1800, 360),
         }];
-        assert!(ln_lambda_worse(&s, 1.5) < 0.0);
+        assert!(ln_lambda_worse(&s, 1.5, 0.0) < 0.0);
     }
 
     #[test]
@@ -537,7 +625,7 @@ mod tests {
                 canary: c(n, e),
                 baseline: c(n, e),
             }];
-            assert!(lambda_value(ln_lambda_worse(&s, 1.5)).is_finite());
+            assert!(lambda_value(ln_lambda_worse(&s, 1.5, 0.0)).is_finite());
             assert!(lambda_value(ln_lambda_over_bound(c(n, e), 0.01)).is_finite());
             assert!(lambda_value(ln_lambda_under_bound(c(n, e), 0.01)).is_finite());
         }

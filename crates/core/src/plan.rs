@@ -78,7 +78,7 @@ impl Default for SequentialConfig {
     fn default() -> Self {
         SequentialConfig {
             alpha: 0.005,
-            theta0: 1.5,
+            theta0: 1.2,
             delta: 3.0,
             min_dwell: Duration::from_secs(60),
             min_requests: 20,

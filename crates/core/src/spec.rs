@@ -175,7 +175,7 @@ pub struct SequentialParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self > 0.0 && self < 0.5", "message": "alpha must be in (0, 0.5)"}]))]
     pub alpha: Option<f64>,
-    /// Tolerated ratio of canary to baseline error rate. Default 1.5.
+    /// Tolerated ratio of canary to baseline error rate. Default 1.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 1.0", "message": "theta0 must be at least 1"}]))]
     pub theta0: Option<f64>,

@@ -186,6 +186,10 @@ pub struct MetricStatus {
     pub canary_counts: Option<Counts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_counts: Option<Counts>,
+    /// Sequential judge: the canary's counts this step outside shared incidents (intervals
+    /// between looks in which the baseline was over the bound), which the absolute test judges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean_canary_counts: Option<Counts>,
     /// Sequential judge: likelihood ratio against "canary no worse than theta0 × baseline".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda: Option<f64>,

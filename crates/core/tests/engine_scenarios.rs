@@ -835,3 +835,29 @@ fn under_an_hpa_a_rollback_still_takes_all_traffic_off_the_canary_at_once() {
         "canary pods drain first"
     );
 }
+
+/// A shared incident of 50 % errors for two minutes in step 2: the step holds while it
+/// lasts (the baseline fails as much as the canary), and passes once it is over, also
+/// when the controller restarts in the middle of it; nothing is rolled back.
+#[test]
+fn a_shared_incident_holds_the_step_only_while_it_lasts() {
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    sim.run_until(minutes(10), |s| s.weight == 25);
+    let secs = jiff::SignedDuration::from_secs;
+    let from = sim.now + secs(20);
+    let to = from + secs(120);
+    sim.shared_incident = Some((from, to, 0.5));
+    sim.run_until(minutes(1), |s| s.now >= from + secs(30));
+    assert_eq!(sim.weight, 25, "held during the incident");
+    assert!(sim.status.message.contains("shared incident"), "{}", sim.status.message);
+    sim.memory = false; // a restart: the controller starts from the stored status
+    sim.run_until(minutes(30), |s| s.weight > 25 || s.status.phase == Phase::RolledBack);
+    assert_eq!(sim.weight, 50, "{}", sim.status.message);
+    assert!(
+        sim.now <= to + secs(120),
+        "passed within two minutes of the incident's end, not at the deadline: {}",
+        sim.now
+    );
+    sim.run_until(minutes(30), phase_is(Phase::Succeeded));
+}

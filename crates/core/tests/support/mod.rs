@@ -93,6 +93,8 @@ pub struct Sim {
     pub request: Option<String>,
     pub pause: bool,
     pub metrics: Metrics,
+    /// A shared incident: both versions fail at this ratio in [from, to).
+    pub shared_incident: Option<(Timestamp, Timestamp, f64)>,
     pub canary_pods_start: bool,
     pub events: Vec<Event>,
     pub actions: Vec<Action>,
@@ -151,6 +153,7 @@ impl Sim {
             weight: 0,
             request: None,
             pause: false,
+            shared_incident: None,
             metrics: Metrics::Traffic {
                 rps: 200.0,
                 canary: HEALTHY,
@@ -221,14 +224,28 @@ impl Sim {
                             };
                             (n >= 1.0).then_some(v)
                         };
+                        // The share of the window inside a shared incident, if any.
+                        let (share, incident_ratio) =
+                            self.shared_incident
+                                .filter(|_| !is_latency)
+                                .map_or((0.0, 0.0), |(from, to, ratio)| {
+                                    let start = self.now - jiff::SignedDuration::from_secs_f64(secs);
+                                    let inside =
+                                        to.min(self.now).duration_since(from.max(start)).as_secs_f64().max(0.0);
+                                    (inside / secs, ratio)
+                                });
+                        let bad_of = |n: f64, b: &Behaviour| {
+                            let ratio = bad(b) * (1.0 - share) + bad(b).max(incident_ratio) * share;
+                            (n * ratio).round() as u64
+                        };
                         Reading::Counts {
                             canary: Counts {
                                 requests: nc as u64,
-                                bad: (nc * bad(canary)).round() as u64,
+                                bad: bad_of(nc, canary),
                             },
                             baseline: Counts {
                                 requests: nb as u64,
-                                bad: (nb * bad(&HEALTHY)).round() as u64,
+                                bad: bad_of(nb, &HEALTHY),
                             },
                             canary_value: value(canary, nc),
                             baseline_value: value(&HEALTHY, nb),
