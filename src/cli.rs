@@ -16,6 +16,7 @@ use crate::api::{PAUSED_ANNOTATION, REQUEST_ANNOTATION, Rollout, RolloutSpec, Ro
 use crate::controller;
 use crate::plan;
 use crate::providers::Providers;
+use crate::windows_defaults::WindowDefaults;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,6 +61,10 @@ pub enum Command {
         /// weir's own namespace: providers' Secrets are read from here only.
         #[arg(long, env = "POD_NAMESPACE", default_value = "weir-system")]
         secrets_namespace: String,
+        /// The admin's default release windows, per namespace or for all (a YAML file,
+        /// see the README): for Rollouts that set none of their own.
+        #[arg(long, env = "WEIR_RELEASE_WINDOWS")]
+        release_windows: Option<PathBuf>,
     },
     /// Print the Rollout CRD as YAML.
     Crd,
@@ -122,7 +127,12 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             providers,
             prometheus,
             secrets_namespace,
+            release_windows,
         } => {
+            let windows = match release_windows {
+                Some(file) => WindowDefaults::from_yaml(&std::fs::read_to_string(&file)?)?,
+                None => WindowDefaults::default(),
+            };
             let providers = match (providers, prometheus) {
                 (Some(file), _) => Providers::from_yaml(&std::fs::read_to_string(&file)?)?,
                 (None, Some(url)) => Providers::single(&url)?,
@@ -137,6 +147,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     namespace,
                     providers,
                     secrets_namespace,
+                    windows,
                 },
             )
             .await?;

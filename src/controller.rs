@@ -35,6 +35,7 @@ use crate::kubernetes::{self, IstioApi, Observation};
 use crate::plan::{self, Names, Plan};
 use crate::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
 use crate::providers::Providers;
+use crate::windows_defaults::WindowDefaults;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RolloutLabels {
@@ -247,6 +248,8 @@ pub struct Context {
     pub providers: Providers,
     /// weir's own namespace: the only one providers' Secrets are read from.
     pub secrets_namespace: String,
+    /// The admin's default release windows, for Rollouts that set none.
+    pub windows: WindowDefaults,
     pub telemetry: Telemetry,
     pub looks: Looks,
     pub health: Health,
@@ -412,7 +415,10 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
     let generation = rollout.meta().generation;
     // A provider the admin did not declare makes the Rollout invalid, like any other
     // field that does not fit.
-    let planned = plan::plan(&rollout.spec).and_then(|p| match ctx.providers.resolve(p.provider.as_deref()) {
+    let spec = ctx
+        .windows
+        .apply(&rollout.namespace().unwrap_or_default(), &rollout.spec);
+    let planned = plan::plan(&spec).and_then(|p| match ctx.providers.resolve(p.provider.as_deref()) {
         Ok(_) => Ok(p),
         Err(e) => Err(vec![e]),
     });
@@ -740,6 +746,8 @@ pub struct Options {
     pub namespace: Option<String>,
     pub providers: Providers,
     pub secrets_namespace: String,
+    /// The admin's default release windows.
+    pub windows: WindowDefaults,
 }
 
 /// A hash of what a reconcile must see: the spec (generation), the annotations (requests
@@ -773,6 +781,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         prometheus: Prometheus::new()?,
         providers: options.providers.clone(),
         secrets_namespace: options.secrets_namespace.clone(),
+        windows: options.windows.clone(),
         telemetry: Telemetry::default(),
         looks: Looks::default(),
         health: Health::default(),

@@ -235,6 +235,7 @@ fn context(client: Client) -> Arc<Context> {
         prometheus: Prometheus::new().unwrap(),
         providers: Providers::single("http://127.0.0.1:1").unwrap(),
         secrets_namespace: "weir-system".into(),
+        windows: Default::default(),
         telemetry: Telemetry::default(),
         looks: Looks::default(),
         health: Default::default(),

@@ -19,6 +19,7 @@ use crate::plan::{DEFAULT_SCALE_DOWN_DELAY, Plan};
 use crate::spec::JudgeKind;
 use crate::state::{CanaryAt, Outcome, PRE_WEIR_REVISION, STATE_VERSION, State};
 use crate::status::{AnalysisStatus, Phase, RollbackRecord, RolloutStatus, StepEvidence};
+use crate::windows::Gate;
 
 /// What the Deployment controller reports about a Deployment's pods.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -181,6 +182,8 @@ pub struct AnalysisRequest {
 const IDLE_RESYNC: Duration = Duration::from_secs(300);
 /// While the Deployment rolls out (promotion), look again this often besides its watch events.
 const ROLLOUT_POLL: Duration = Duration::from_secs(30);
+/// The condition that says whether a release window lets the rollout go on.
+const WINDOW_CONDITION: &str = "WithinReleaseWindow";
 
 fn ts(t: Timestamp) -> String {
     t.to_string()
@@ -600,7 +603,48 @@ impl Decider {
             );
             return;
         }
+        let what = format!("revision {} waits to start", target.revision);
+        if self.window_closed(plan, Gate::Start, &what) {
+            return;
+        }
         self.start_canary(plan, target, world, stable);
+    }
+
+    /// Is `gate` outside the Rollout's release windows now? Then the message says what
+    /// waits and until when, the condition `WithinReleaseWindow` is False (an Event when
+    /// it becomes so), and weir wakes when the window opens.
+    fn window_closed(&mut self, plan: &Plan, gate: Gate, what: &str) -> bool {
+        let Some(windows) = &plan.windows else {
+            return false;
+        };
+        if windows.open(gate, self.now) {
+            let message = format!("may {} now: {}", gate.verb(), windows.describe(gate));
+            self.set_condition(WINDOW_CONDITION, true, "Open", &message);
+            return false;
+        }
+        let next = windows.next_open(gate, self.now);
+        let opens = match next {
+            Some(t) => format!("opens {}", windows.show(t)),
+            None => "does not open within a year".into(),
+        };
+        let message = format!(
+            "{what}: outside the release windows to {} ({}); the next {opens}",
+            gate.verb(),
+            windows.describe(gate)
+        );
+        let was_open = self
+            .status
+            .condition(WINDOW_CONDITION)
+            .is_none_or(|c| c.status == "True");
+        if was_open {
+            self.event(false, "WaitingForWindow", message.clone());
+        }
+        self.set_condition(WINDOW_CONDITION, false, "Closed", &message);
+        self.status.message = message;
+        if let Some(t) = next {
+            self.wake_at(t);
+        }
+        true
     }
 
     fn start_canary(&mut self, plan: &Plan, target: &TargetState, world: &World, stable: &str) {
@@ -971,7 +1015,7 @@ impl Decider {
                 analysis.last_error = None;
                 let when = if early { " early" } else { "" };
                 self.passed = Some(format!("{note}; step passed{when}"));
-                self.advance(plan, target, world, index);
+                self.advance_within_windows(plan, target, world, index);
             }
             Verdict::Breach {
                 decisive,
@@ -985,6 +1029,9 @@ impl Decider {
                 if decisive || failures > plan.failure_limit {
                     return self.rollback(plan, target, Some(metric), value, bound, judgement.reason);
                 }
+                if analysis.passed_at.is_some() {
+                    return self.advance_within_windows(plan, target, world, index);
+                }
                 self.event(
                     true,
                     "AnalysisBreach",
@@ -996,15 +1043,24 @@ impl Decider {
                 analysis.last_verdict = Some("Error".into());
                 analysis.consecutive_errors += 1;
                 analysis.last_error = Some(judgement.reason.clone());
+                let passed = analysis.passed_at.is_some();
                 // One Event when Prometheus starts failing, not one per look.
                 if analysis.consecutive_errors == 1 {
                     self.event(true, "AnalysisError", note.clone());
+                }
+                if passed {
+                    // No weight is raised on a look that saw nothing: wait on.
+                    return self.wait_for_window(plan, index, None);
                 }
                 self.hold(plan, note, deadline, target, plan.tick);
             }
             Verdict::Inconclusive => {
                 analysis.last_verdict = Some("Inconclusive".into());
                 analysis.consecutive_errors = 0;
+                if analysis.passed_at.is_some() {
+                    // The step passed before; quiet looks (night traffic) do not undo it.
+                    return self.advance_within_windows(plan, target, world, index);
+                }
                 let next = if plan.judge == JudgeKind::Threshold && self.now < due {
                     until(self.now, due)
                 } else {
@@ -1013,6 +1069,46 @@ impl Decider {
                 self.hold(plan, note, deadline, target, next);
             }
         }
+    }
+
+    /// A passed step gives way to the next step (or promotion) if its window is open;
+    /// otherwise it waits.
+    fn advance_within_windows(&mut self, plan: &Plan, target: &TargetState, world: &World, index: usize) {
+        let gate = if index + 1 < plan.steps.len() {
+            Gate::Advance
+        } else {
+            Gate::Promote
+        };
+        let what = format!("step {}/{} passed", index + 1, plan.steps.len());
+        if self.window_closed(plan, gate, &what) {
+            return self.wait_for_window(plan, index, Some(gate));
+        }
+        self.advance(plan, target, world, index);
+    }
+
+    /// A passed step waits for a window: the weight stays and the analysis goes on at
+    /// every tick (a breach still rolls back), but the deadline does not run: the step
+    /// has passed. `gate`: `None` when the look saw nothing and the window is not asked.
+    fn wait_for_window(&mut self, plan: &Plan, index: usize, gate: Option<Gate>) {
+        let now = ts(self.now);
+        let next = after(self.now, plan.tick);
+        if let Some(a) = self.status.analysis.as_mut() {
+            a.passed_at.get_or_insert(now);
+            a.next_check_at = Some(ts(next));
+        }
+        if let Some(at) = self.at() {
+            self.keep_weight(at.weight);
+        }
+        if gate.is_none() {
+            self.status.message = format!(
+                "step {}/{} passed; waiting for a release window (the last look saw no data)",
+                index + 1,
+                plan.steps.len()
+            );
+        }
+        // The step's own Event was told when it passed; the next step's will say so.
+        self.passed = None;
+        self.wake_at(next);
     }
 
     fn judge(&self, plan: &Plan, readings: &[(String, Reading)], clock: StepClock) -> judge::Judgement {
@@ -1094,6 +1190,7 @@ impl Decider {
                 }
             }
             a.next_check_at = None;
+            a.passed_at = None;
             a.metrics.clear();
         }
         let Some(at) = self.at() else { return };

@@ -13,3 +13,4 @@ pub mod plan;
 pub mod spec;
 pub mod state;
 pub mod status;
+pub mod windows;

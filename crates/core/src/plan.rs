@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::spec::{Bound, JudgeKind, Metric, RolloutSpec};
+use crate::windows::Windows;
 
 pub const SUCCESS_RATE: &str = "request-success-rate";
 pub const REQUEST_DURATION: &str = "request-duration";
@@ -57,6 +58,8 @@ pub struct Plan {
     /// The metric provider the Rollout names; `None`: the admin's default.
     pub provider: Option<String>,
     pub track_label: String,
+    /// When the canary may start, advance and be promoted; `None`: any time.
+    pub windows: Option<Windows>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -528,6 +531,10 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
     if track_label.is_empty() || track_label.len() > 317 {
         errors.push(format!("trackLabel: {track_label:?} is not a label key"));
     }
+    let windows = spec
+        .release_windows
+        .as_ref()
+        .and_then(|w| Windows::parse("releaseWindows", w, &mut errors));
     let canary = Names::of(spec).canary;
     if canary.len() > 253 {
         errors.push(format!(
@@ -553,6 +560,7 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
         metrics,
         provider,
         track_label,
+        windows,
     })
 }
 

@@ -49,6 +49,40 @@ pub struct RolloutSpec {
     /// Default `weir.dev/track`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_label: Option<String>,
+    /// When a canary may start, advance and be promoted. Outside its windows weir does
+    /// not start a canary, or holds it at a passed step (analysis goes on: a bad canary
+    /// is still rolled back at any hour); the deadline does not run while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_windows: Option<ReleaseWindows>,
+}
+
+/// Weekly windows in one time zone, e.g. `start: ["Mon-Fri 01:00-05:00"]`. A window is
+/// days (`Mon-Fri`, `Sat,Sun`, `daily`) and optionally a local time range (`22:00-06:00`
+/// runs past midnight); an empty list means any time.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseWindows {
+    /// IANA time zone, e.g. `Europe/Berlin`. Default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub time_zone: Option<String>,
+    /// When a new revision's canary may start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 64)))]
+    pub start: Vec<String>,
+    /// When a passed step may give way to the next.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 64)))]
+    pub advance: Vec<String>,
+    /// When the last passed step may give way to promotion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 64)))]
+    pub promote: Vec<String>,
+    /// Local dates (`2026-12-24`) or ranges (`2026-12-20/2027-01-03`) when nothing
+    /// starts, advances or is promoted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 32)))]
+    pub freeze: Vec<String>,
 }
 
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

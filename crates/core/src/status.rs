@@ -150,6 +150,10 @@ pub struct AnalysisStatus {
     pub last_checked_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_check_at: Option<String>,
+    /// When the current step passed, if it waits for a release window to advance or
+    /// promote (the deadline does not run meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed_at: Option<String>,
     /// Verdict of the last look: Pass, Breach, Inconclusive, Error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verdict: Option<String>,
