@@ -8,10 +8,9 @@ demo:
 
 test:
 	./testcluster/prepare.sh
-	cargo test --workspace --all-targets
-	./tests/fuzz.sh
+	./tests/all.sh
 
-# Longer than the 30 s per target of `make test`: FUZZ_SECONDS=3600 make fuzz
+# Longer than the 20 s per target of `make test`: FUZZ_SECONDS=3600 make fuzz
 fuzz:
 	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} ./tests/fuzz.sh
 

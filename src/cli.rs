@@ -16,6 +16,7 @@ use crate::api::{PAUSED_ANNOTATION, REQUEST_ANNOTATION, Rollout, RolloutSpec, Ro
 use crate::controller;
 use crate::plan;
 use crate::providers::Providers;
+use crate::report;
 use crate::windows_defaults::WindowDefaults;
 
 #[derive(Parser, Debug)]
@@ -76,6 +77,27 @@ pub enum Command {
         #[arg(short, long, default_value = "default")]
         namespace: String,
     },
+    /// A Rollout's releases: the one in progress, then the last ones, newest first.
+    History {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// What happened overnight: every release that started or ended in the window.
+    Report {
+        /// How far back, e.g. 12h, 3d.
+        #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Pass the current step now, without waiting for its analysis.
     Promote(Target),
     /// Roll the canary back now.
@@ -86,6 +108,20 @@ pub enum Command {
     Pause(Target),
     /// Continue a paused canary.
     Resume(Target),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+fn print_rows(rows: &[report::ReportRow], output: Output, with_namespace: bool) -> Result<(), Error> {
+    match output {
+        Output::Table => print!("{}", report::table(rows, with_namespace)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -174,6 +210,30 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let api: Api<Rollout> = Api::namespaced(Client::try_default().await?, &namespace);
             let rollout = api.get(&name).await?;
             print!("{}", describe(&rollout));
+        }
+        Command::History {
+            name,
+            namespace,
+            output,
+        } => {
+            let api: Api<Rollout> = Api::namespaced(Client::try_default().await?, &namespace);
+            print_rows(&report::releases(&api.get(&name).await?), output, false)?;
+        }
+        Command::Report {
+            since,
+            namespace,
+            all_namespaces,
+            output,
+        } => {
+            let client = Client::try_default().await?;
+            let api: Api<Rollout> = match all_namespaces {
+                true => Api::all(client),
+                false => Api::namespaced(client, &namespace),
+            };
+            let rollouts = api.list(&Default::default()).await?.items;
+            let from = jiff::Timestamp::now()
+                - jiff::SignedDuration::try_from(since).map_err(|e| Error::Usage(e.to_string()))?;
+            print_rows(&report::since(&rollouts, from), output, all_namespaces)?;
         }
         Command::Promote(t) => request(&t, "promote").await?,
         Command::Abort(t) => request(&t, "abort").await?,

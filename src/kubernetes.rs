@@ -105,8 +105,16 @@ fn pods(d: &Deployment) -> Pods {
 }
 
 fn target_state(d: &Deployment) -> TargetState {
+    let images: Vec<String> = d
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .map(|p| p.containers.iter().filter_map(|c| c.image.clone()).collect())
+        .unwrap_or_default();
     TargetState {
         revision: template_hash(&d.spec.template),
+        image: (!images.is_empty()).then(|| images.join(",")),
         paused: d.spec.paused.unwrap_or(false),
         pods: pods(d),
     }

@@ -13,6 +13,7 @@ pub mod istio;
 pub mod kubernetes;
 pub mod prometheus;
 pub mod providers;
+pub mod report;
 pub mod windows_defaults;
 
 pub use weir_core::{engine, judge, plan};

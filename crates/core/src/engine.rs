@@ -18,7 +18,7 @@ use crate::judge::{self, LastLook, MetricInput, Reading, StepClock, StepCounts, 
 use crate::plan::{DEFAULT_SCALE_DOWN_DELAY, Plan};
 use crate::spec::JudgeKind;
 use crate::state::{CanaryAt, Outcome, PRE_WEIR_REVISION, STATE_VERSION, State};
-use crate::status::{AnalysisStatus, Phase, RollbackRecord, RolloutStatus, StepEvidence};
+use crate::status::{AnalysisStatus, HISTORY_LIMIT, Phase, ReleaseRecord, RollbackRecord, RolloutStatus, StepEvidence};
 use crate::windows::Gate;
 
 /// What the Deployment controller reports about a Deployment's pods.
@@ -50,6 +50,8 @@ impl Pods {
 pub struct TargetState {
     /// Hash of `spec.template`.
     pub revision: String,
+    /// The template's images, comma-separated (for the release history).
+    pub image: Option<String>,
     pub paused: bool,
     pub pods: Pods,
 }
@@ -187,6 +189,20 @@ const WINDOW_CONDITION: &str = "WithinReleaseWindow";
 
 fn ts(t: Timestamp) -> String {
     t.to_string()
+}
+
+/// A rollback's evidence in one line: the step, the metric, its value against the bound,
+/// and the judge's reason.
+fn rollback_evidence(rb: &RollbackRecord) -> String {
+    let metric = match (&rb.metric, rb.value, &rb.bound) {
+        (Some(m), Some(v), Some(b)) => format!("{m} {v:.3} vs {b}: "),
+        (Some(m), _, _) => format!("{m}: "),
+        _ => String::new(),
+    };
+    format!(
+        "rolled back at step {} ({}%): {metric}{}",
+        rb.step, rb.weight, rb.reason
+    )
 }
 
 fn parse_ts(s: &Option<String>) -> Option<Timestamp> {
@@ -657,6 +673,15 @@ impl Decider {
         self.status.analysis = Some(AnalysisStatus::default());
         self.status.rollback = None;
         self.status.judged_here = true;
+        self.status.release = Some(ReleaseRecord {
+            revision: target.revision.clone(),
+            image: target.image.clone(),
+            started: ts(self.now),
+            step: 1,
+            ..ReleaseRecord::default()
+        });
+        let started = format!("revision {} started", target.revision);
+        self.set_condition("Progressing", true, "CanaryStarted", &started);
         let at = CanaryAt {
             stable: stable.to_string(),
             canary: target.revision.clone(),
@@ -920,6 +945,9 @@ impl Decider {
     /// The step's pods are ready: its weight is written and the judge starts looking.
     fn start_step(&mut self, plan: &Plan, at: CanaryAt, weight: u32, ready: i32) {
         self.set_weight(weight);
+        if let Some(r) = self.status.release.as_mut() {
+            r.step = at.step + 1;
+        }
         let at = CanaryAt { weight, ..at };
         let first_look = match plan.judge {
             JudgeKind::Sequential => plan.tick,
@@ -1441,12 +1469,43 @@ impl Decider {
             self.status.message = format!("revision {stable} promoted: stable runs it");
             self.event(false, "Promoted", self.status.message.clone());
         }
+        self.end_release(outcome);
         self.state = State::Stable {
             stable,
             last: Some(outcome),
         };
         // A template changed meanwhile is looked at in the next reconcile, at once.
         self.wake_at(self.now);
+    }
+
+    /// The release in progress goes into the history, with how it ended and why, and the
+    /// conditions `Kubectl wait` and Argo CD read are set.
+    fn end_release(&mut self, outcome: Outcome) {
+        let Some(mut record) = self.status.release.take() else {
+            return;
+        };
+        let (name, evidence) = match outcome {
+            Outcome::Promoted => ("Promoted", format!("promoted after {} steps", record.step)),
+            Outcome::RolledBack => (
+                "RolledBack",
+                self.status.rollback.as_ref().map(rollback_evidence).unwrap_or_default(),
+            ),
+            Outcome::Cancelled => (
+                "Cancelled",
+                "cancelled: the template changed or the Rollout could not go on".into(),
+            ),
+        };
+        record.ended = Some(ts(self.now));
+        record.outcome = Some(name.into());
+        if record.evidence.is_empty() {
+            record.evidence = evidence;
+        }
+        let message = format!("revision {}: {}", record.revision, record.evidence);
+        self.set_condition("Progressing", false, name, &message);
+        self.set_condition("Promoted", outcome == Outcome::Promoted, name, &message);
+        self.set_condition("RolledBack", outcome == Outcome::RolledBack, name, &message);
+        self.status.history.insert(0, record);
+        self.status.history.truncate(HISTORY_LIMIT);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -62,6 +62,13 @@ pub struct RolloutStatus {
     pub rolled_back_revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackRecord>,
+    /// The release in progress: its revision, image and start (ends in `history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseRecord>,
+    /// The last releases, newest first, at most `HISTORY_LIMIT`: what a person reads
+    /// in the morning (`weir history`, `weir report`). Events expire; this does not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<ReleaseRecord>,
     /// The last `weir.dev/request` annotation acted on, so each request acts once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_request: Option<String>,
@@ -205,6 +212,33 @@ pub struct MetricStatus {
 pub struct Counts {
     pub requests: u64,
     pub bad: u64,
+}
+
+/// Releases kept in `status.history`.
+pub const HISTORY_LIMIT: usize = 20;
+
+/// One release of a revision: when it started and ended, how, and the evidence that
+/// decided it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRecord {
+    pub revision: String,
+    /// The images of the Deployment's template, comma-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub started: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+    /// Promoted, RolledBack or Cancelled, once ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// 1-based step the release reached.
+    #[serde(default)]
+    pub step: u32,
+    /// The deciding evidence, in one line: the breach for a rollback, the last step's
+    /// verdict for a promotion, why for a cancellation.
+    #[serde(default)]
+    pub evidence: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]

@@ -399,6 +399,7 @@ fn taking_over_waits_for_the_deployments_own_rollout() {
     let p = plan::plan(&s).unwrap();
     let target = TargetState {
         revision: "r".into(),
+        image: None,
         paused: false,
         pods: Pods {
             desired: 3,
@@ -860,4 +861,51 @@ fn a_shared_incident_holds_the_step_only_while_it_lasts() {
         sim.now
     );
     sim.run_until(minutes(30), phase_is(Phase::Succeeded));
+}
+
+/// Every release ends in `status.history` (newest first) with how it ended and why, and
+/// the conditions `kubectl wait` and Argo CD read say the same.
+#[test]
+fn the_history_keeps_each_release_and_how_it_ended() {
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    sim.run_until(minutes(30), |s| s.status.condition("Progressing").is_some());
+    assert_eq!(
+        sim.status.condition("Progressing").map(|c| c.status.as_str()),
+        Some("True")
+    );
+    assert_eq!(sim.status.release.as_ref().map(|r| r.revision.as_str()), Some(NEW));
+    sim.run_until(minutes(30), phase_is(Phase::Succeeded));
+    let promoted = &sim.status.history[0];
+    assert_eq!(
+        (promoted.outcome.as_deref(), promoted.step, promoted.revision.as_str()),
+        (Some("Promoted"), 4, NEW)
+    );
+    assert!(promoted.ended.is_some() && sim.status.release.is_none());
+    let condition = |s: &Sim, t: &str| s.status.condition(t).map(|c| c.status.clone());
+    assert_eq!(condition(&sim, "Promoted").as_deref(), Some("True"));
+    assert_eq!(condition(&sim, "Progressing").as_deref(), Some("False"));
+    // The next release turns bad at step 2.
+    sim.bump("rev-bad");
+    sim.run_until(minutes(30), |s| s.weight == 25);
+    sim.metrics = Metrics::Traffic {
+        rps: 200.0,
+        canary: BROKEN,
+    };
+    sim.run_until(minutes(30), |s| s.status.history.len() == 2);
+    let rolled_back = &sim.status.history[0];
+    assert_eq!(
+        (rolled_back.outcome.as_deref(), rolled_back.step),
+        (Some("RolledBack"), 2)
+    );
+    assert!(
+        rolled_back
+            .evidence
+            .starts_with("rolled back at step 2 (25%): request-success-rate"),
+        "{}",
+        rolled_back.evidence
+    );
+    assert_eq!(condition(&sim, "RolledBack").as_deref(), Some("True"));
+    assert_eq!(condition(&sim, "Promoted").as_deref(), Some("False"));
+    assert_eq!(sim.status.history[1].revision, NEW);
 }

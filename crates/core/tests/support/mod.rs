@@ -138,6 +138,7 @@ impl Sim {
             now: "2026-11-25T00:00:00Z".parse().unwrap(),
             target: TargetState {
                 revision: STABLE.into(),
+                image: Some("registry.example/backend:1.0".into()),
                 paused: false,
                 pods: Pods {
                     desired: 4,
