@@ -7,7 +7,7 @@ demo:
 	cargo run --release -p weir-testkit --bin demo
 
 test:
-	./testcluster/prepare.sh
+	./testcluster/prepare.sh --no-build
 	./tests/all.sh
 
 # Longer than the 20 s per target of `make test`: FUZZ_SECONDS=3600 make fuzz
