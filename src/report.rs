@@ -39,16 +39,14 @@ pub fn releases(rollout: &Rollout) -> Vec<ReportRow> {
 
 /// The releases of `rollouts` that started or ended at or after `since`, newest first.
 pub fn since(rollouts: &[Rollout], since: Timestamp) -> Vec<ReportRow> {
-    let at = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+    let recent = |t: Option<&str>| t.and_then(|t| t.parse::<Timestamp>().ok()).is_some_and(|t| t >= since);
     let mut rows: Vec<ReportRow> = rollouts
         .iter()
         .flat_map(releases)
         .filter(|r| {
-            let started = at(&Some(r.release.started.clone()));
-            let ended = at(&r.release.ended);
             r.release.outcome.as_deref() == Some("InProgress")
-                || started.is_some_and(|t| t >= since)
-                || ended.is_some_and(|t| t >= since)
+                || recent(Some(&r.release.started))
+                || recent(r.release.ended.as_deref())
         })
         .collect();
     rows.sort_by(|a, b| b.release.started.cmp(&a.release.started));

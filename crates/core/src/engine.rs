@@ -1134,7 +1134,8 @@ impl Decider {
                 plan.steps.len()
             );
         }
-        // The step's own Event was told when it passed; the next step's will say so.
+        // The pass is told by the WaitingForWindow Event ("step N/M passed: outside ..."),
+        // not again with every look while it waits.
         self.passed = None;
         self.wake_at(next);
     }
