@@ -192,22 +192,17 @@ impl Looks {
         lock(self).remove(key);
     }
 
-    /// Remembers a decision while the Rollout is under analysis; forgets it after.
-    fn remember(
-        &self,
-        key: &str,
-        uid: &str,
-        decided: &RolloutStatus,
-        written: &RolloutStatus,
-        observed: Option<Observed>,
-    ) {
+    /// Remembers a decision while the Rollout is under analysis, and after it until the
+    /// watch has delivered what weir last wrote: a reconcile that starts from the older
+    /// stored status would decide the same transition again (a takeover taken twice).
+    fn remember(&self, key: &str, uid: &str, decided: &RolloutStatus, written: &RolloutStatus, memo: Memo) {
         let mut looks = lock(self);
-        if !matches!(
+        let under_analysis = matches!(
             decided.phase,
             Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Deleting
-        ) && decided.state.canary().is_none()
-            && !matches!(decided.state, weir_core::state::State::Draining { .. })
-        {
+        ) || decided.state.canary().is_some()
+            || matches!(decided.state, weir_core::state::State::Draining { .. });
+        if !under_analysis && written.decisive_part() == memo.stored.decisive_part() {
             looks.remove(key);
             return;
         }
@@ -229,8 +224,16 @@ impl Looks {
         }
         look.decided = decided.clone();
         look.written = written.clone();
-        look.observed = observed.filter(|o| o.epoch == look.epoch);
+        look.observed = memo.observed.filter(|o| o.epoch == look.epoch);
     }
+}
+
+/// What a reconcile read, for `Looks::remember`.
+struct Memo<'a> {
+    /// The status of the Rollout the reconcile was given (the watch's copy).
+    stored: &'a RolloutStatus,
+    /// An observation later looks may reuse.
+    observed: Option<Observed>,
 }
 
 fn look_key(namespace: &str, name: &str) -> String {
@@ -501,11 +504,19 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
     let written = match written {
         Ok(written) => written,
         Err((written, e)) => {
-            ctx.looks.remember(&key, &uid, &decision.status, &written, None);
+            let memo = Memo {
+                stored: &stored,
+                observed: None,
+            };
+            ctx.looks.remember(&key, &uid, &decision.status, &written, memo);
             return Err(e);
         }
     };
-    ctx.looks.remember(&key, &uid, &decision.status, &written, observed);
+    let memo = Memo {
+        stored: &stored,
+        observed,
+    };
+    ctx.looks.remember(&key, &uid, &decision.status, &written, memo);
     record_telemetry(ctx, &rollout, &status.phase, &decision.status);
     Ok(Requeue::requeue(decision.requeue_after))
 }
@@ -528,7 +539,13 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
     let decision = engine::release(&resumed.status, &world, delay, now);
     let uid = rollout.uid().unwrap_or_default();
     match execute(ctx, &rollout, &names, obs.as_ref(), &decision, &resumed.written, now).await {
-        Ok(written) => ctx.looks.remember(&key, &uid, &decision.status, &written, None),
+        Ok(written) => {
+            let memo = Memo {
+                stored: &stored,
+                observed: None,
+            };
+            ctx.looks.remember(&key, &uid, &decision.status, &written, memo)
+        }
         Err((_, e)) => return Err(e),
     }
     if !decision.released {

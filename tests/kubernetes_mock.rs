@@ -125,7 +125,8 @@ fn stable_on(target: &Value) -> RolloutStatus {
 
 /// Answers the next request after checking its method and path; returns its body.
 async fn expect(handle: &mut Handle, method: Method, path: &str, (code, response): (u16, Value)) -> Value {
-    let (request, send) = handle.next_request().await.expect("a request");
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), handle.next_request());
+    let (request, send) = next.await.expect("a request within 10 s").expect("a request");
     assert_eq!(request.method(), method, "method of {}", request.uri());
     assert_eq!(request.uri().path(), path, "path");
     let bytes = request.into_body().collect_bytes().await.unwrap();
@@ -716,4 +717,44 @@ async fn a_look_while_nothing_changed_reads_nothing_from_the_cluster() {
     let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
     expect_observation(&mut handle, &target, Some(&canary), ok(vs.clone())).await;
     reconcile.await.unwrap().expect("reconcile");
+}
+
+/// The watch delivers weir's own status write later than the Deployment event its pause
+/// causes: the reconcile that event wakes still gets the Rollout as it was before the
+/// takeover. It must decide from what weir wrote, not take the paused Deployment over a
+/// second time (as a "paused Deployment with a template change not rolled out").
+#[tokio::test]
+async fn a_reconcile_right_after_the_takeover_does_not_take_over_again() {
+    let (ctx, mut handle) = mocked();
+    let target = deployment("backend", "hello:0.3", false, json!({}));
+    let paused = deployment("backend", "hello:0.3", true, json!({}));
+    let revision = target_revision(&target);
+    let before_takeover = Arc::new(rollout(None));
+
+    let reconcile = tokio::spawn(controller::reconcile(before_takeover.clone(), ctx.clone()));
+    expect_observation(&mut handle, &target, None, ok(virtual_service(0))).await;
+    let written = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
+    expect_apply(&mut handle, &format!("{DEPLOYMENTS}/backend"), ok(paused.clone())).await;
+    expect_event(&mut handle, "Initialized").await;
+    reconcile.await.unwrap().expect("takeover");
+    assert_eq!(written["status"]["stableRevision"], json!(revision));
+
+    // Woken by the pause, given the Rollout without the status weir just wrote.
+    let reconcile = tokio::spawn(controller::reconcile(before_takeover.clone(), ctx.clone()));
+    expect_observation(&mut handle, &paused, None, ok(virtual_service(0))).await;
+    assert!(no_request(&mut handle).await, "no second takeover");
+    reconcile.await.unwrap().expect("reconcile on a stale copy");
+
+    // The watch caught up: nothing to do, nothing changed since the last observation.
+    let caught_up = Arc::new(with_status(&written));
+    let reconcile = tokio::spawn(controller::reconcile(caught_up.clone(), ctx.clone()));
+    assert!(no_request(&mut handle).await, "nothing to read or write");
+    reconcile.await.unwrap().expect("reconcile on the written status");
+
+    // A Rollout at rest is not remembered once its status is stored: the next
+    // reconcile reads the cluster and writes nothing.
+    let reconcile = tokio::spawn(controller::reconcile(caught_up, ctx.clone()));
+    expect_observation(&mut handle, &paused, None, ok(virtual_service(0))).await;
+    assert!(no_request(&mut handle).await, "nothing to write");
+    reconcile.await.unwrap().expect("reconcile at rest");
 }
