@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::Error;
 use crate::api::{PAUSED_ANNOTATION, REQUEST_ANNOTATION, Rollout, RolloutSpec, RolloutStatus};
 use crate::controller;
+use crate::notify::Receivers;
 use crate::plan;
 use crate::providers::Providers;
 use crate::report;
@@ -66,6 +67,10 @@ pub enum Command {
         /// see the README): for Rollouts that set none of their own.
         #[arg(long, env = "WEIR_RELEASE_WINDOWS")]
         release_windows: Option<PathBuf>,
+        /// Where notifications go: Slack, Teams, signed webhooks (a YAML file, see the
+        /// README). A Rollout names receivers from it in `spec.notify`.
+        #[arg(long, env = "WEIR_NOTIFICATIONS")]
+        notifications: Option<PathBuf>,
     },
     /// Print the Rollout CRD as YAML.
     Crd,
@@ -164,7 +169,12 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             prometheus,
             secrets_namespace,
             release_windows,
+            notifications,
         } => {
+            let receivers = match notifications {
+                Some(file) => Receivers::from_yaml(&std::fs::read_to_string(&file)?)?,
+                None => Receivers::default(),
+            };
             let windows = match release_windows {
                 Some(file) => WindowDefaults::from_yaml(&std::fs::read_to_string(&file)?)?,
                 None => WindowDefaults::default(),
@@ -184,6 +194,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     providers,
                     secrets_namespace,
                     windows,
+                    receivers,
                 },
             )
             .await?;

@@ -32,6 +32,7 @@ use crate::api::{Phase, ROLLOUT_LABEL, Rollout, RolloutStatus};
 use crate::engine::{self, Action, AnalysisRequest, Decision, World, Write};
 use crate::judge::Reading;
 use crate::kubernetes::{self, IstioApi, Observation};
+use crate::notify::{self, Notification, Notifier, Receivers};
 use crate::plan::{self, Names, Plan};
 use crate::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
 use crate::providers::Providers;
@@ -253,6 +254,8 @@ pub struct Context {
     pub secrets_namespace: String,
     /// The admin's default release windows, for Rollouts that set none.
     pub windows: WindowDefaults,
+    /// Queues notifications for the receivers the admin declared.
+    pub notifier: Notifier,
     pub telemetry: Telemetry,
     pub looks: Looks,
     pub health: Health,
@@ -421,9 +424,12 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
     let spec = ctx
         .windows
         .apply(&rollout.namespace().unwrap_or_default(), &rollout.spec);
-    let planned = plan::plan(&spec).and_then(|p| match ctx.providers.resolve(p.provider.as_deref()) {
-        Ok(_) => Ok(p),
-        Err(e) => Err(vec![e]),
+    let planned = plan::plan(&spec).and_then(|p| {
+        let provider = ctx.providers.resolve(p.provider.as_deref()).map(|_| ());
+        match provider.and_then(|_| ctx.notifier.check(&spec.notify)) {
+            Ok(()) => Ok(p),
+            Err(e) => Err(vec![e]),
+        }
     });
     let mut observed = None;
     let (decision, obs) = match &planned {
@@ -591,7 +597,10 @@ async fn execute(
                 }
                 applied_any = true;
             }
-            Write::Tell(event) => publish(ctx, rollout, event).await,
+            Write::Tell(event) => {
+                publish(ctx, rollout, event).await;
+                notify(ctx, rollout, event, &decision.status, now);
+            }
         }
     }
     if applied_any && written.condition("Applied").is_some_and(|c| c.status == "False") {
@@ -639,6 +648,40 @@ async fn report_apply_failure(
             written
         }
     }
+}
+
+/// Queues a notification for an Event a person acts on, to the receivers the Rollout
+/// names. `status` is what the decision left (already written: the transition is not
+/// decided again after a restart, so neither is its notification).
+fn notify(ctx: &Context, rollout: &Rollout, e: &engine::Event, status: &RolloutStatus, now: Timestamp) {
+    if rollout.spec.notify.is_empty() {
+        return;
+    }
+    let Some(kind) = notify::Kind::of_event(&e.reason) else {
+        return;
+    };
+    let release = status.release.as_ref().or(status.history.first());
+    let revision = status
+        .canary_revision
+        .clone()
+        .or_else(|| release.map(|r| r.revision.clone()));
+    let step = status.current_step.map(|s| s + 1).or(release.map(|r| r.step));
+    let notification = Notification {
+        id: format!(
+            "{}/{}/{kind:?}/{}",
+            rollout.uid().unwrap_or_default(),
+            revision.as_deref().unwrap_or("-"),
+            step.unwrap_or(0)
+        ),
+        kind,
+        namespace: rollout.namespace().unwrap_or_default(),
+        name: rollout.name_any(),
+        revision,
+        step,
+        message: e.note.clone(),
+        at: now.to_string(),
+    };
+    ctx.notifier.send(&rollout.spec.notify, &notification);
 }
 
 async fn publish(ctx: &Context, rollout: &Rollout, e: &engine::Event) {
@@ -765,6 +808,8 @@ pub struct Options {
     pub secrets_namespace: String,
     /// The admin's default release windows.
     pub windows: WindowDefaults,
+    /// The notification receivers the admin declared.
+    pub receivers: Receivers,
 }
 
 /// A hash of what a reconcile must see: the spec (generation), the annotations (requests
@@ -799,6 +844,11 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         providers: options.providers.clone(),
         secrets_namespace: options.secrets_namespace.clone(),
         windows: options.windows.clone(),
+        notifier: Notifier::start(
+            options.receivers.clone(),
+            Some(client.clone()),
+            options.secrets_namespace.clone(),
+        ),
         telemetry: Telemetry::default(),
         looks: Looks::default(),
         health: Health::default(),

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod controller;
 pub mod istio;
 pub mod kubernetes;
+pub mod notify;
 pub mod prometheus;
 pub mod providers;
 pub mod report;

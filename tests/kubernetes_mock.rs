@@ -13,6 +13,7 @@ use weir::api::{Phase, Rollout, RolloutStatus};
 use weir::controller::{self, Context, Looks, Telemetry};
 use weir::engine::state_of;
 use weir::kubernetes::{IstioApi, template_hash};
+use weir::notify::{Notifier, Receivers};
 use weir::prometheus::Prometheus;
 use weir::providers::Providers;
 use weir_core::state::{CanaryAt, STATE_VERSION, State};
@@ -218,11 +219,16 @@ fn ok(v: Value) -> (u16, Value) {
 
 /// A controller context whose API server is the returned mock handle.
 fn mocked() -> (Arc<Context>, Handle) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (context(Client::new(service, "dev")), handle)
+    mocked_with(Default::default())
 }
 
-fn context(client: Client) -> Arc<Context> {
+/// Like `mocked`, with the admin's notification receivers.
+fn mocked_with(receivers: Receivers) -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (context(Client::new(service, "dev"), receivers), handle)
+}
+
+fn context(client: Client, receivers: Receivers) -> Arc<Context> {
     Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -237,6 +243,7 @@ fn context(client: Client) -> Arc<Context> {
         providers: Providers::single("http://127.0.0.1:1").unwrap(),
         secrets_namespace: "weir-system".into(),
         windows: Default::default(),
+        notifier: Notifier::start(receivers, None, "weir-system".into()),
         telemetry: Telemetry::default(),
         looks: Looks::default(),
         health: Default::default(),
@@ -757,4 +764,48 @@ async fn a_reconcile_right_after_the_takeover_does_not_take_over_again() {
     expect_observation(&mut handle, &paused, None, ok(virtual_service(0))).await;
     assert!(no_request(&mut handle).await, "nothing to write");
     reconcile.await.unwrap().expect("reconcile at rest");
+}
+
+/// A bump of a Rollout with `spec.notify` queues a "canary started" notification after
+/// the status that records the start was written; the receiver is a real HTTP server.
+#[tokio::test]
+async fn a_started_canary_is_notified_to_the_receivers_the_rollout_names() {
+    let (tx, mut delivered) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let receivers = Receivers::from_yaml(&format!("receivers: [{{name: team, type: webhook, url: '{url}'}}]")).unwrap();
+    let (ctx, mut handle) = mocked_with(receivers);
+
+    let target = deployment("backend", "hello:0.4", true, json!({}));
+    let revision = target_revision(&target);
+    let mut bumped = rollout(Some(stable_on(&deployment("backend", "hello:0.3", true, json!({})))));
+    bumped.spec.notify = vec!["team".into()];
+    let reconcile = tokio::spawn(controller::reconcile(Arc::new(bumped), ctx));
+    expect_observation(&mut handle, &target, None, ok(virtual_service(0))).await;
+    expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
+    expect_apply(&mut handle, &format!("{DEPLOYMENTS}/backend-canary"), ok(Value::Null)).await;
+    expect_event(&mut handle, "CanaryStarted").await;
+    reconcile.await.unwrap().expect("reconcile");
+
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), delivered.recv())
+        .await
+        .expect("delivered within 10 s")
+        .expect("a notification");
+    assert_eq!(got["kind"], "Started");
+    assert_eq!(got["namespace"], "dev");
+    assert_eq!(got["name"], "backend");
+    assert_eq!(got["revision"], json!(revision));
+    assert_eq!(got["step"], 1);
+    assert_eq!(got["id"], json!(format!("6f1c-uid/{revision}/Started/1")));
 }

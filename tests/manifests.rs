@@ -227,3 +227,23 @@ fn anything_in_a_bound_reads_and_is_refused_by_the_plan() {
         );
     }
 }
+
+/// The admin's files in the shipped ConfigMap are what the controller reads at start.
+#[test]
+fn the_shipped_controller_configuration_is_read_by_the_controller() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/base/15-providers.yaml");
+    let map: k8s_openapi::api::core::v1::ConfigMap = serde_yaml::from_value(documents(&path).remove(0)).unwrap();
+    let data = map.data.unwrap_or_default();
+    let file = |key: &str| data.get(key).cloned().unwrap_or_else(|| panic!("key {key}"));
+    weir::providers::Providers::from_yaml(&file("providers.yaml")).expect("providers.yaml");
+    weir::windows_defaults::WindowDefaults::from_yaml(&file("release-windows.yaml")).expect("release-windows.yaml");
+    weir::notify::Receivers::from_yaml(&file("notifications.yaml")).expect("notifications.yaml");
+    let controller =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/base/20-controller.yaml")).unwrap();
+    for key in data.keys() {
+        assert!(
+            controller.contains(&format!("/etc/weir/{key}")),
+            "the controller is given {key}"
+        );
+    }
+}

@@ -54,6 +54,11 @@ pub struct RolloutSpec {
     /// is still rolled back at any hour); the deadline does not run while it waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_windows: Option<ReleaseWindows>,
+    /// Receivers the cluster admin declared (Slack, Teams, a signed webhook) that hear
+    /// of this Rollout's canaries: started, rolled back, promoted, waiting for a
+    /// window, metrics failing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
 }
 
 /// Weekly windows in one time zone, e.g. `start: ["Mon-Fri 01:00-05:00"]`. A window is

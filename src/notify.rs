@@ -1,0 +1,438 @@
+//! Notifications: the decisions a person acts on (a canary started, rolled back,
+//! promoted, held by a release window, analysis failing) sent to Slack, Microsoft Teams
+//! or a signed JSON webhook. Receivers are declared by the cluster admin
+//! (`weir controller --notifications FILE`, a key of the ConfigMap in `config/`), their
+//! URLs read from Secrets in weir's own namespace; a Rollout only names receivers
+//! (`spec.notify`).
+//!
+//! ```yaml
+//! receivers:
+//!   - name: team-slack
+//!     type: slack                      # slack | teams | webhook
+//!     urlSecret: slack-hook            # Secret in weir's namespace, key `url`
+//!   - name: audit
+//!     type: webhook
+//!     url: https://audit.example/weir  # or the URL itself, in the admin's file
+//!     signingSecret: audit-hmac        # key `key`: X-Weir-Signature: sha256=<hmac>
+//!     on: [RolledBack, Promoted]       # default: every kind
+//! ```
+//!
+//! Sending never delays a rollout: a reconcile only queues (and drops with a warning
+//! when a receiver's queue is full); deliveries run on their own tasks, a few at a time
+//! per receiver, retried with backoff within a bounded time, so a receiver that is down
+//! delays only its own notifications. Each notification follows a transition the engine records in
+//! the status before it is told (see `Decision::writes`), so a restart does not repeat
+//! it; its `X-Weir-Delivery` id is the same on every retry, for receivers that dedupe.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::Error;
+
+/// Deliveries queued for one receiver and not yet ended; more are dropped (with a warning).
+const QUEUE: usize = 256;
+/// Deliveries in flight at once to one receiver.
+const IN_FLIGHT: usize = 4;
+/// One attempt: connect, send, answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts after the first; with the backoff below a delivery ends within ~2 minutes.
+const RETRIES: usize = 5;
+
+/// What a notification tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Started,
+    RolledBack,
+    Promoted,
+    /// Held by a release window.
+    Waiting,
+    AnalysisError,
+}
+
+impl Kind {
+    const ALL: [Kind; 5] = [
+        Kind::Started,
+        Kind::RolledBack,
+        Kind::Promoted,
+        Kind::Waiting,
+        Kind::AnalysisError,
+    ];
+
+    /// The engine's Event that makes a notification, if any.
+    pub fn of_event(reason: &str) -> Option<Kind> {
+        match reason {
+            "CanaryStarted" => Some(Kind::Started),
+            "RolledBack" => Some(Kind::RolledBack),
+            "Promoted" => Some(Kind::Promoted),
+            "WaitingForWindow" => Some(Kind::Waiting),
+            "AnalysisError" => Some(Kind::AnalysisError),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct File {
+    receivers: Vec<Declared>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Declared {
+    name: String,
+    #[serde(rename = "type")]
+    type_: Format,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    url_secret: Option<String>,
+    #[serde(default)]
+    signing_secret: Option<String>,
+    #[serde(default)]
+    on: Option<Vec<Kind>>,
+}
+
+/// The body a receiver expects.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Slack,
+    Teams,
+    Webhook,
+}
+
+/// Where a receiver's URL comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Url {
+    Literal(String),
+    /// Key `url` of this Secret in weir's namespace.
+    Secret(String),
+}
+
+/// One receiver, as the admin declared it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Receiver {
+    pub name: String,
+    pub format: Format,
+    pub url: Url,
+    /// Key `key` of this Secret in weir's namespace signs a webhook's body.
+    pub signing_secret: Option<String>,
+    pub on: Vec<Kind>,
+}
+
+/// Every receiver the admin declared.
+#[derive(Clone, Debug, Default)]
+pub struct Receivers(BTreeMap<String, Receiver>);
+
+impl Receivers {
+    /// Reads the admin's file; refuses it whole, every problem named by its path.
+    pub fn from_yaml(text: &str) -> Result<Receivers, Error> {
+        let file: File = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+            .map_err(|e| Error::Usage(format!("notifications file: {}: {}", e.path(), e.inner())))?;
+        let mut receivers = BTreeMap::new();
+        for (i, d) in file.receivers.into_iter().enumerate() {
+            let r = declared(i, d)?;
+            if receivers.contains_key(&r.name) {
+                return Err(Error::Usage(format!(
+                    "notifications file: receivers[{i}].name: {:?} is declared twice",
+                    r.name
+                )));
+            }
+            receivers.insert(r.name.clone(), r);
+        }
+        Ok(Receivers(receivers))
+    }
+
+    /// Checks a Rollout's `spec.notify`: every name must be a declared receiver.
+    pub fn check(&self, names: &[String]) -> Result<(), String> {
+        for (i, name) in names.iter().enumerate() {
+            if !self.0.contains_key(name) {
+                let known = self.0.keys().cloned().collect::<Vec<_>>().join(", ");
+                return Err(format!(
+                    "spec.notify[{i}]: {name:?} is not a receiver the cluster admin declared (declared: {})",
+                    if known.is_empty() { "none" } else { &known }
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Receiver> {
+        self.0.get(name)
+    }
+}
+
+fn declared(i: usize, d: Declared) -> Result<Receiver, Error> {
+    let wrong = |field: &str, what: &str| Error::Usage(format!("notifications file: receivers[{i}].{field}: {what}"));
+    if !crate::plan::is_object_name(&d.name) {
+        return Err(wrong("name", "expected a lowercase name (letters, digits, '-')"));
+    }
+    let url = match (d.url, d.url_secret) {
+        (Some(u), None) if u.starts_with("http://") || u.starts_with("https://") => Url::Literal(u),
+        (Some(_), None) => return Err(wrong("url", "expected an http:// or https:// URL")),
+        (None, Some(s)) if crate::plan::is_object_name(&s) => Url::Secret(s),
+        (None, Some(_)) => return Err(wrong("urlSecret", "expected the name of a Secret")),
+        _ => return Err(wrong("url", "expected exactly one of url and urlSecret")),
+    };
+    if d.signing_secret.is_some() && d.type_ != Format::Webhook {
+        return Err(wrong("signingSecret", "only a webhook's body is signed"));
+    }
+    Ok(Receiver {
+        name: d.name,
+        format: d.type_,
+        url,
+        signing_secret: d.signing_secret,
+        on: d.on.unwrap_or_else(|| Kind::ALL.to_vec()),
+    })
+}
+
+/// One notification: what happened to which Rollout.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    /// The same on every attempt: `uid/revision/kind/step`.
+    pub id: String,
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    pub revision: Option<String>,
+    pub step: Option<u32>,
+    /// The engine's words, with the evidence (metric, value, bound, Λ) on a rollback.
+    pub message: String,
+    pub at: String,
+}
+
+impl Notification {
+    /// The body for a receiver's format.
+    pub fn body(&self, format: Format) -> Value {
+        let title = format!("weir: {}/{} {}", self.namespace, self.name, self.kind.verb());
+        match format {
+            Format::Slack => json!({"text": format!("*{title}*\n{}", self.message)}),
+            Format::Teams => json!({
+                "@type": "MessageCard",
+                "@context": "https://schema.org/extensions",
+                "summary": title,
+                "themeColor": self.kind.colour(),
+                "title": title,
+                "text": self.message,
+            }),
+            Format::Webhook => json!(self),
+        }
+    }
+}
+
+impl Kind {
+    fn verb(self) -> &'static str {
+        match self {
+            Kind::Started => "canary started",
+            Kind::RolledBack => "rolled back",
+            Kind::Promoted => "promoted",
+            Kind::Waiting => "waiting for a release window",
+            Kind::AnalysisError => "cannot read its metrics",
+        }
+    }
+
+    fn colour(self) -> &'static str {
+        match self {
+            Kind::RolledBack | Kind::AnalysisError => "D93F0B",
+            Kind::Promoted => "2EA44F",
+            Kind::Started | Kind::Waiting => "0366D6",
+        }
+    }
+}
+
+/// `sha256=` and the hex HMAC-SHA256 of `body` under `key`: the `X-Weir-Signature`
+/// header of a webhook. A receiver computes the same over the raw body to verify it.
+pub fn signature(key: &[u8], body: &[u8]) -> String {
+    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+struct Job {
+    receiver: Receiver,
+    notification: Notification,
+}
+
+/// The reconciles' side of delivery: queues and returns at once.
+#[derive(Clone)]
+pub struct Notifier {
+    receivers: Arc<Receivers>,
+    lanes: Arc<BTreeMap<String, Lane>>,
+    sender: Arc<Sender>,
+}
+
+/// One receiver's share: its deliveries in flight and queued.
+struct Lane {
+    in_flight: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Notifier {
+    /// Starts the delivery task. `client` reads receivers' Secrets in `secrets_namespace`.
+    pub fn start(receivers: Receivers, client: Option<Client>, secrets_namespace: String) -> Notifier {
+        let lanes = receivers
+            .0
+            .keys()
+            .map(|name| {
+                let lane = Lane {
+                    in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+                    queued: Arc::default(),
+                };
+                (name.clone(), lane)
+            })
+            .collect();
+        let sender = Sender {
+            http: reqwest::Client::builder()
+                .timeout(ATTEMPT_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+            client,
+            secrets_namespace,
+            backoff: ExponentialBuilder::default()
+                .with_min_delay(Duration::from_secs(1))
+                .with_max_delay(Duration::from_secs(30))
+                .with_max_times(RETRIES),
+        };
+        Notifier {
+            receivers: Arc::new(receivers),
+            lanes: Arc::new(lanes),
+            sender: Arc::new(sender),
+        }
+    }
+
+    /// Checks a Rollout's `spec.notify` against the declared receivers.
+    pub fn check(&self, names: &[String]) -> Result<(), String> {
+        self.receivers.check(names)
+    }
+
+    /// Queues `notification` for each of `names` that wants its kind. Never waits.
+    pub fn send(&self, names: &[String], notification: &Notification) {
+        for name in names {
+            let (Some(receiver), Some(lane)) = (self.receivers.get(name), self.lanes.get(name)) else {
+                continue;
+            };
+            if !receiver.on.contains(&notification.kind) {
+                continue;
+            }
+            if lane.queued.fetch_add(1, Ordering::SeqCst) >= QUEUE {
+                lane.queued.fetch_sub(1, Ordering::SeqCst);
+                warn!(receiver = %name, id = %notification.id, "notification queue full: dropped");
+                continue;
+            }
+            let job = Job {
+                receiver: receiver.clone(),
+                notification: notification.clone(),
+            };
+            tokio::spawn(deliver(
+                self.sender.clone(),
+                lane.in_flight.clone(),
+                lane.queued.clone(),
+                job,
+            ));
+        }
+    }
+}
+
+/// One delivery, when its receiver has a slot free.
+async fn deliver(sender: Arc<Sender>, in_flight: Arc<Semaphore>, queued: Arc<AtomicUsize>, job: Job) {
+    if let Ok(_slot) = in_flight.acquire_owned().await {
+        match sender.deliver(&job).await {
+            Ok(()) => info!(receiver = %job.receiver.name, id = %job.notification.id, "notification delivered"),
+            Err(e) => warn!(receiver = %job.receiver.name, id = %job.notification.id, %e, "notification not delivered"),
+        }
+    }
+    queued.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// The backoff of a delivery: 1 s doubling to at most 30 s, at most 5 retries.
+#[derive(Clone)]
+pub(crate) struct Sender {
+    http: reqwest::Client,
+    client: Option<Client>,
+    secrets_namespace: String,
+    backoff: ExponentialBuilder,
+}
+
+/// Why one attempt failed, and whether another may succeed.
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    #[error("{0}")]
+    Retry(String),
+    #[error("{0}")]
+    Final(String),
+}
+
+impl Sender {
+    async fn deliver(&self, job: &Job) -> Result<(), String> {
+        let url = self.url(&job.receiver).await?;
+        let key = match &job.receiver.signing_secret {
+            Some(secret) => Some(self.secret_key(secret, "key").await?),
+            None => None,
+        };
+        let body = serde_json::to_vec(&job.notification.body(job.receiver.format)).map_err(|e| e.to_string())?;
+        let attempt = || self.attempt(&url, &body, key.as_deref(), &job.notification.id);
+        attempt
+            .retry(self.backoff)
+            .when(|e| matches!(e, Failed::Retry(_)))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn attempt(&self, url: &str, body: &[u8], key: Option<&[u8]>, id: &str) -> Result<(), Failed> {
+        let mut request = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-weir-delivery", id)
+            .body(body.to_vec());
+        if let Some(key) = key {
+            request = request.header("x-weir-signature", signature(key, body));
+        }
+        let response = request.send().await.map_err(|e| Failed::Retry(e.to_string()))?;
+        let code = response.status();
+        match code.as_u16() {
+            200..=299 => Ok(()),
+            408 | 425 | 429 | 500..=599 => Err(Failed::Retry(format!("receiver answered {code}"))),
+            _ => Err(Failed::Final(format!("receiver answered {code}"))),
+        }
+    }
+
+    async fn url(&self, receiver: &Receiver) -> Result<String, String> {
+        match &receiver.url {
+            Url::Literal(url) => Ok(url.clone()),
+            Url::Secret(name) => {
+                let bytes = self.secret_key(name, "url").await?;
+                String::from_utf8(bytes).map_err(|_| format!("Secret {name}: key url is not text"))
+            }
+        }
+    }
+
+    async fn secret_key(&self, name: &str, key: &str) -> Result<Vec<u8>, String> {
+        let client = self.client.clone().ok_or("no Kubernetes client to read Secrets")?;
+        let ns = &self.secrets_namespace;
+        let secret = Api::<Secret>::namespaced(client, ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("Secret {ns}/{name}: {e}"))?
+            .ok_or_else(|| format!("Secret {ns}/{name} not found"))?;
+        secret
+            .data
+            .and_then(|mut d| d.remove(key))
+            .map(|b| b.0)
+            .ok_or_else(|| format!("Secret {ns}/{name} has no key {key}"))
+    }
+}
