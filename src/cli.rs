@@ -32,6 +32,9 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// The kubeconfig context to use (default: the current one), like kubectl's.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -79,14 +82,29 @@ pub enum Command {
     /// Show a Rollout: step, weights, last metric values, and why it waits.
     Status {
         name: String,
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
     },
+    /// Every Rollout: phase, step, canary weight, last verdict, what it waits for.
+    Get {
+        /// Only these Rollouts (default: all in the namespace).
+        names: Vec<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Keep watching: print the table again whenever a Rollout changes.
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Print a shell completion script (e.g. `weir completion bash > /etc/bash_completion.d/weir`).
+    Completion { shell: clap_complete::Shell },
     /// A Rollout's releases: the one in progress, then the last ones, newest first.
     History {
         name: String,
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -95,8 +113,8 @@ pub enum Command {
         /// How far back, e.g. 12h, 3d.
         #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
         since: std::time::Duration,
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
         /// Every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
@@ -132,8 +150,33 @@ fn print_rows(rows: &[report::ReportRow], output: Output, with_namespace: bool) 
 #[derive(clap::Args, Debug)]
 pub struct Target {
     pub name: String,
-    #[arg(short, long, default_value = "default")]
-    pub namespace: String,
+    /// Default: the kubeconfig context's namespace, like kubectl.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+/// A client for the kubeconfig's context (or `--context`), in-cluster config otherwise.
+async fn connect(context: Option<&str>) -> Result<Client, Error> {
+    let config = match context {
+        None => kube::Config::infer().await?,
+        Some(name) => {
+            let options = kube::config::KubeConfigOptions {
+                context: Some(name.into()),
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| Error::Usage(format!("--context {name}: {e}")))?
+        }
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// The Rollouts API in `namespace`, or the context's namespace like kubectl.
+async fn rollouts(context: Option<&str>, namespace: Option<&str>) -> Result<(Api<Rollout>, String), Error> {
+    let client = connect(context).await?;
+    let ns = namespace.unwrap_or(client.default_namespace()).to_string();
+    Ok((Api::namespaced(client, &ns), ns))
 }
 
 fn init_logging(format: LogFormat) {
@@ -150,7 +193,7 @@ fn init_logging(format: LogFormat) {
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match run(cli.command).await {
+    match run(cli.command, cli.context.as_deref()).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("weir: {e}");
@@ -159,7 +202,7 @@ pub async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<ExitCode, Error> {
+async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error> {
     match command {
         Command::Controller {
             http_addr,
@@ -218,7 +261,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         Command::Status { name, namespace } => {
-            let api: Api<Rollout> = Api::namespaced(Client::try_default().await?, &namespace);
+            let (api, _) = rollouts(context, namespace.as_deref()).await?;
             let rollout = api.get(&name).await?;
             print!("{}", describe(&rollout));
         }
@@ -227,7 +270,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             namespace,
             output,
         } => {
-            let api: Api<Rollout> = Api::namespaced(Client::try_default().await?, &namespace);
+            let (api, _) = rollouts(context, namespace.as_deref()).await?;
             print_rows(&report::releases(&api.get(&name).await?), output, false)?;
         }
         Command::Report {
@@ -236,21 +279,36 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             all_namespaces,
             output,
         } => {
-            let client = Client::try_default().await?;
-            let api: Api<Rollout> = match all_namespaces {
-                true => Api::all(client),
-                false => Api::namespaced(client, &namespace),
+            let api = match all_namespaces {
+                true => Api::all(connect(context).await?),
+                false => rollouts(context, namespace.as_deref()).await?.0,
             };
             let rollouts = api.list(&Default::default()).await?.items;
             let from = jiff::Timestamp::now()
                 - jiff::SignedDuration::try_from(since).map_err(|e| Error::Usage(e.to_string()))?;
             print_rows(&report::since(&rollouts, from), output, all_namespaces)?;
         }
-        Command::Promote(t) => request(&t, "promote").await?,
-        Command::Abort(t) => request(&t, "abort").await?,
-        Command::Retry(t) => request(&t, "retry").await?,
-        Command::Pause(t) => annotate(&t, PAUSED_ANNOTATION, Some("true")).await?,
-        Command::Resume(t) => annotate(&t, PAUSED_ANNOTATION, None).await?,
+        Command::Get {
+            names,
+            namespace,
+            all_namespaces,
+            watch,
+        } => {
+            let api = match all_namespaces {
+                true => Api::all(connect(context).await?),
+                false => rollouts(context, namespace.as_deref()).await?.0,
+            };
+            report::get(api, &names, all_namespaces, watch).await?;
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "weir", &mut std::io::stdout());
+        }
+        Command::Promote(t) => request(context, &t, "promote").await?,
+        Command::Abort(t) => request(context, &t, "abort").await?,
+        Command::Retry(t) => request(context, &t, "retry").await?,
+        Command::Pause(t) => annotate(context, &t, PAUSED_ANNOTATION, Some("true")).await?,
+        Command::Resume(t) => annotate(context, &t, PAUSED_ANNOTATION, None).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -356,24 +414,24 @@ pub fn validate_spec(spec: &RolloutSpec) -> Result<plan::Plan, Vec<String>> {
     plan::plan(spec)
 }
 
-async fn annotate(t: &Target, key: &str, value: Option<&str>) -> Result<(), Error> {
-    let api: Api<Rollout> = Api::namespaced(Client::try_default().await?, &t.namespace);
+async fn annotate(context: Option<&str>, t: &Target, key: &str, value: Option<&str>) -> Result<(), Error> {
+    let (api, namespace) = rollouts(context, t.namespace.as_deref()).await?;
     let patch = json!({"metadata": {"annotations": {key: value}}});
     api.patch(&t.name, &PatchParams::default(), &Patch::Merge(patch))
         .await?;
     println!(
         "rollout {}/{}: {key}={}",
-        t.namespace,
+        namespace,
         t.name,
         value.unwrap_or("(removed)")
     );
     Ok(())
 }
 
-async fn request(t: &Target, verb: &str) -> Result<(), Error> {
+async fn request(context: Option<&str>, t: &Target, verb: &str) -> Result<(), Error> {
     // The nonce makes each request new, so the controller acts on it exactly once.
     let nonce = jiff::Timestamp::now().as_nanosecond();
-    annotate(t, REQUEST_ANNOTATION, Some(&format!("{verb}/{nonce}"))).await
+    annotate(context, t, REQUEST_ANNOTATION, Some(&format!("{verb}/{nonce}"))).await
 }
 
 fn fmt_value(v: Option<f64>) -> String {

@@ -4,11 +4,14 @@
 //! every release that started or ended in the window, as a table a person reads in
 //! ten seconds or as JSON for scripts.
 
+use futures::TryStreamExt;
 use jiff::Timestamp;
-use kube::ResourceExt;
+use kube::runtime::{reflector, watcher};
+use kube::{Api, ResourceExt};
 use serde::Serialize;
 use weir_core::status::ReleaseRecord;
 
+use crate::Error;
 use crate::api::Rollout;
 
 /// One release of one Rollout.
@@ -66,7 +69,6 @@ pub fn table(rows: &[ReportRow], with_namespace: bool) -> String {
     if rows.is_empty() {
         return "no releases in this window\n".into();
     }
-    let mut out = String::new();
     let head = [
         "OUTCOME",
         "ROLLOUT",
@@ -96,28 +98,91 @@ pub fn table(rows: &[ReportRow], with_namespace: bool) -> String {
             ]
         })
         .collect();
-    let widths: Vec<usize> = (0..7)
+    columns(&head.map(String::from), &lines)
+}
+
+/// Lines of cells aligned under `head`; the last column runs free (it holds sentences).
+fn columns<const N: usize>(head: &[String; N], lines: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N.saturating_sub(1))
         .map(|i| {
             lines
                 .iter()
                 .map(|l| l[i].chars().count())
-                .chain([head[i].len()])
+                .chain([head[i].chars().count()])
                 .max()
                 .unwrap_or(0)
         })
         .collect();
-    let mut push = |cells: &[String]| {
-        for (i, cell) in cells.iter().enumerate().take(7) {
-            out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+    let mut out = String::new();
+    for cells in std::iter::once(head).chain(lines) {
+        for (cell, w) in cells.iter().zip(&widths) {
+            out.push_str(&format!("{cell:<w$}  "));
         }
-        out.push_str(&cells[7]);
+        out.push_str(cells.last().map(String::as_str).unwrap_or_default());
         out.push('\n');
-    };
-    push(&head.map(String::from));
-    for l in &lines {
-        push(l);
     }
     out
+}
+
+/// `weir get`: one line per Rollout, as `kubectl get` shows pods.
+pub fn get_table(rollouts: &[Rollout], with_namespace: bool) -> String {
+    if rollouts.is_empty() {
+        return "no Rollouts found\n".into();
+    }
+    let head = ["NAME", "PHASE", "STEP", "CANARY", "VERDICT", "MESSAGE"].map(String::from);
+    let mut lines: Vec<[String; 6]> = rollouts
+        .iter()
+        .map(|r| {
+            let status = r.status.clone().unwrap_or_default();
+            let name = match with_namespace {
+                true => format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
+                false => r.name_any(),
+            };
+            let verdict = status.analysis.as_ref().and_then(|a| a.last_verdict.clone());
+            [
+                name,
+                format!("{:?}", status.phase),
+                status.step_display.clone().unwrap_or_else(|| "-".into()),
+                format!("{}%", status.canary_weight),
+                verdict.unwrap_or_else(|| "-".into()),
+                status.message,
+            ]
+        })
+        .collect();
+    lines.sort();
+    columns(&head, &lines)
+}
+
+/// Prints the table of `api`'s Rollouts (only `names`, when given); with `watch`, again
+/// whenever it changes, from a watch of the Rollouts (no polling).
+pub async fn get(api: Api<Rollout>, names: &[String], with_namespace: bool, watch: bool) -> Result<(), Error> {
+    let wanted = |r: &Rollout| names.is_empty() || names.contains(&r.name_any());
+    if !watch {
+        let all = api.list(&Default::default()).await?.items;
+        let shown: Vec<Rollout> = all.into_iter().filter(wanted).collect();
+        print!("{}", get_table(&shown, with_namespace));
+        return Ok(());
+    }
+    let (store, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api, watcher::Config::default()));
+    let mut stream = std::pin::pin!(stream);
+    let mut last = String::new();
+    while let Some(event) = stream
+        .try_next()
+        .await
+        .map_err(|e| Error::Usage(format!("watching Rollouts: {e}")))?
+    {
+        if matches!(event, watcher::Event::Init | watcher::Event::InitApply(_)) {
+            continue;
+        }
+        let shown: Vec<Rollout> = store.state().iter().map(|r| (**r).clone()).filter(wanted).collect();
+        let table = get_table(&shown, with_namespace);
+        if table != last {
+            println!("{table}");
+            last = table;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -190,5 +255,33 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].release.outcome.as_deref(), Some("Promoted"));
         assert_eq!(table(&[], false), "no releases in this window\n");
+    }
+
+    #[test]
+    fn get_shows_one_line_per_rollout_with_phase_step_weight_and_verdict() {
+        let mut rollouts = night();
+        if let Some(status) = rollouts[1].status.as_mut() {
+            status.step_display = Some("4/4".into());
+            status.analysis = Some(weir_core::status::AnalysisStatus {
+                last_verdict: Some("Pass".into()),
+                ..Default::default()
+            });
+        }
+        let text = get_table(&rollouts, true);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].starts_with("NAME          PHASE        STEP  CANARY  VERDICT  MESSAGE"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("pay/api       Progressing  4/4   100%    Pass     step 4/4 passed"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("shop/backend  RolledBack   -     0%      -        rolled back"),
+            "{text}"
+        );
+        assert_eq!(get_table(&[], false), "no Rollouts found\n");
     }
 }
