@@ -172,6 +172,14 @@ async fn connect(context: Option<&str>) -> Result<Client, Error> {
     Ok(Client::try_from(config)?)
 }
 
+/// The Rollouts API of every namespace (`-A`), else as `rollouts`.
+async fn scope(context: Option<&str>, namespace: Option<&str>, all: bool) -> Result<Api<Rollout>, Error> {
+    match all {
+        true => Ok(Api::all(connect(context).await?)),
+        false => Ok(rollouts(context, namespace).await?.0),
+    }
+}
+
 /// The Rollouts API in `namespace`, or the context's namespace like kubectl.
 async fn rollouts(context: Option<&str>, namespace: Option<&str>) -> Result<(Api<Rollout>, String), Error> {
     let client = connect(context).await?;
@@ -279,10 +287,7 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
             all_namespaces,
             output,
         } => {
-            let api = match all_namespaces {
-                true => Api::all(connect(context).await?),
-                false => rollouts(context, namespace.as_deref()).await?.0,
-            };
+            let api = scope(context, namespace.as_deref(), all_namespaces).await?;
             let rollouts = api.list(&Default::default()).await?.items;
             let from = jiff::Timestamp::now()
                 - jiff::SignedDuration::try_from(since).map_err(|e| Error::Usage(e.to_string()))?;
@@ -294,10 +299,7 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
             all_namespaces,
             watch,
         } => {
-            let api = match all_namespaces {
-                true => Api::all(connect(context).await?),
-                false => rollouts(context, namespace.as_deref()).await?.0,
-            };
+            let api = scope(context, namespace.as_deref(), all_namespaces).await?;
             report::get(api, &names, all_namespaces, watch).await?;
         }
         Command::Completion { shell } => {
