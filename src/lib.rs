@@ -59,3 +59,10 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Reads one of the cluster admin's YAML files (`what`: "providers file", ...); a field
+/// that does not fit is named by its path.
+pub(crate) fn read_admin_file<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+        .map_err(|e| Error::Usage(format!("{what}: {}: {}", e.path(), e.inner())))
+}

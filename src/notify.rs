@@ -20,12 +20,14 @@
 //! Sending never delays a rollout: a reconcile only queues (and drops with a warning
 //! when a receiver's queue is full); deliveries run on their own tasks, a few at a time
 //! per receiver, retried with backoff within a bounded time, so a receiver that is down
-//! delays only its own notifications. Each notification follows a transition the engine records in
-//! the status before it is told (see `Decision::writes`), so a restart does not repeat
-//! it; its `X-Weir-Delivery` id is the same on every retry, for receivers that dedupe.
+//! delays only its own notifications. Each notification follows a transition the
+//! engine records in the status before it is told (see `Decision::writes`), so a
+//! restart does not repeat it; its `X-Weir-Delivery` id is the same on every retry, for
+//! receivers that dedupe.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -33,8 +35,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
@@ -46,7 +46,8 @@ const QUEUE: usize = 256;
 const IN_FLIGHT: usize = 4;
 /// One attempt: connect, send, answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Attempts after the first; with the backoff below a delivery ends within ~2 minutes.
+/// Attempts after the first: with 5 s per attempt and the backoff (1, 2, 4, 8, 16 s) a
+/// delivery ends within about a minute.
 const RETRIES: usize = 5;
 
 /// What a notification tells.
@@ -139,8 +140,7 @@ pub struct Receivers(BTreeMap<String, Receiver>);
 impl Receivers {
     /// Reads the admin's file; refuses it whole, every problem named by its path.
     pub fn from_yaml(text: &str) -> Result<Receivers, Error> {
-        let file: File = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-            .map_err(|e| Error::Usage(format!("notifications file: {}: {}", e.path(), e.inner())))?;
+        let file: File = crate::read_admin_file("notifications file", text)?;
         let mut receivers = BTreeMap::new();
         for (i, d) in file.receivers.into_iter().enumerate() {
             let r = declared(i, d)?;
@@ -358,9 +358,8 @@ async fn deliver(sender: Arc<Sender>, in_flight: Arc<Semaphore>, queued: Arc<Ato
     queued.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// The backoff of a delivery: 1 s doubling to at most 30 s, at most 5 retries.
-#[derive(Clone)]
-pub(crate) struct Sender {
+/// What deliveries share: the HTTP client, the Secrets' client and the backoff.
+struct Sender {
     http: reqwest::Client,
     client: Option<Client>,
     secrets_namespace: String,
@@ -368,12 +367,15 @@ pub(crate) struct Sender {
 }
 
 /// Why one attempt failed, and whether another may succeed.
-#[derive(Debug, thiserror::Error)]
-enum Failed {
-    #[error("{0}")]
-    Retry(String),
-    #[error("{0}")]
-    Final(String),
+struct Failed {
+    why: String,
+    retry: bool,
+}
+
+impl Failed {
+    fn retry(why: String) -> Failed {
+        Failed { why, retry: true }
+    }
 }
 
 impl Sender {
@@ -385,11 +387,7 @@ impl Sender {
         };
         let body = serde_json::to_vec(&job.notification.body(job.receiver.format)).map_err(|e| e.to_string())?;
         let attempt = || self.attempt(&url, &body, key.as_deref(), &job.notification.id);
-        attempt
-            .retry(self.backoff)
-            .when(|e| matches!(e, Failed::Retry(_)))
-            .await
-            .map_err(|e| e.to_string())
+        attempt.retry(self.backoff).when(|e| e.retry).await.map_err(|e| e.why)
     }
 
     async fn attempt(&self, url: &str, body: &[u8], key: Option<&[u8]>, id: &str) -> Result<(), Failed> {
@@ -402,12 +400,15 @@ impl Sender {
         if let Some(key) = key {
             request = request.header("x-weir-signature", signature(key, body));
         }
-        let response = request.send().await.map_err(|e| Failed::Retry(e.to_string()))?;
+        let response = request.send().await.map_err(|e| Failed::retry(e.to_string()))?;
         let code = response.status();
         match code.as_u16() {
             200..=299 => Ok(()),
-            408 | 425 | 429 | 500..=599 => Err(Failed::Retry(format!("receiver answered {code}"))),
-            _ => Err(Failed::Final(format!("receiver answered {code}"))),
+            408 | 425 | 429 | 500..=599 => Err(Failed::retry(format!("receiver answered {code}"))),
+            _ => Err(Failed {
+                why: format!("receiver answered {code}"),
+                retry: false,
+            }),
         }
     }
 

@@ -84,7 +84,7 @@ impl Providers {
 
     /// Reads the admin's file; refuses it whole, naming the entry, when one entry is wrong.
     pub fn from_yaml(text: &str) -> Result<Providers, Error> {
-        let file: File = serde_yaml::from_str(text).map_err(|e| Error::Usage(format!("providers: {e}")))?;
+        let file: File = crate::read_admin_file("providers file", text)?;
         let mut providers = Providers::default();
         for (i, d) in file.providers.into_iter().enumerate() {
             let provider = declared(i, d.name.clone(), &d)?;

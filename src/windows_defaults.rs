@@ -34,8 +34,7 @@ pub struct WindowDefaults {
 impl WindowDefaults {
     /// Reads the admin's file; refuses it whole, every problem named by its path.
     pub fn from_yaml(text: &str) -> Result<WindowDefaults, Error> {
-        let defaults: WindowDefaults = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-            .map_err(|e| Error::Usage(format!("release windows file: {}: {}", e.path(), e.inner())))?;
+        let defaults: WindowDefaults = crate::read_admin_file("release windows file", text)?;
         let mut errors = vec![];
         if let Some(w) = &defaults.default {
             Windows::parse("default", w, &mut errors);
