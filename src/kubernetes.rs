@@ -205,6 +205,7 @@ pub async fn observe(
             request: request(rollout),
             pause_requested: pause_requested(rollout),
             readings: None,
+            hook_answers: Vec::new(),
         },
         target,
         virtual_service: None,

@@ -14,12 +14,16 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::hooks::{HookAnswer, HookCall};
 use crate::judge::{self, LastLook, MetricInput, Reading, StepClock, StepCounts, Verdict};
 use crate::plan::{DEFAULT_SCALE_DOWN_DELAY, Plan};
-use crate::spec::JudgeKind;
+use crate::spec::{JudgeKind, WebhookKind};
 use crate::state::{CanaryAt, Outcome, PRE_WEIR_REVISION, STATE_VERSION, State};
 use crate::status::{AnalysisStatus, HISTORY_LIMIT, Phase, ReleaseRecord, RollbackRecord, RolloutStatus, StepEvidence};
 use crate::windows::Gate;
+
+mod hooks;
+use hooks::Said;
 
 /// What the Deployment controller reports about a Deployment's pods.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -95,6 +99,8 @@ pub struct World {
     pub pause_requested: bool,
     /// Metric readings, present when `analysis_request` said a look was due.
     pub readings: Option<Vec<(String, Reading)>>,
+    /// Answers of webhook calls the controller made for earlier decisions' `asks`.
+    pub hook_answers: Vec<HookAnswer>,
 }
 
 impl World {
@@ -108,6 +114,7 @@ impl World {
             request: None,
             pause_requested: false,
             readings: None,
+            hook_answers: Vec::new(),
         }
     }
 }
@@ -154,6 +161,9 @@ pub struct Decision {
     /// Deletion only: traffic is on stable, the canary drained, the Deployment let go of;
     /// the finalizer may be removed.
     pub released: bool,
+    /// Webhook calls this decision waits for; the controller makes each once (by key) in
+    /// the background and reports the answer in a later `World::hook_answers`.
+    pub asks: Vec<HookCall>,
 }
 
 impl Decision {
@@ -336,6 +346,9 @@ struct Decider {
     released: bool,
     /// `scaleDownDelay`, when known.
     drain_delay: Option<Duration>,
+    /// Webhook answers the controller has, and the calls this decision waits for.
+    answers: Vec<HookAnswer>,
+    asks: Vec<HookCall>,
 }
 
 impl Decider {
@@ -355,6 +368,8 @@ impl Decider {
             deleting: false,
             released: false,
             drain_delay: None,
+            answers: world.hook_answers.clone(),
+            asks: Vec::new(),
         }
     }
 
@@ -391,6 +406,7 @@ impl Decider {
             events: self.events,
             requeue_after,
             released: self.released,
+            asks: self.asks,
         }
     }
 
@@ -572,6 +588,7 @@ impl Decider {
     /// No canary: all traffic on stable, the Deployment paused (so a bump waits to be
     /// judged), the canary scaled to zero. A template change starts a canary.
     fn on_stable(&mut self, plan: &Plan, target: &TargetState, world: &World, stable: &str) {
+        self.after_release(plan);
         if self.world_weight.is_some_and(|w| w > 0) {
             // Canary weight where none should be (a sync restored an old VirtualService):
             // off at once, and the pods it reached drain before they go.
@@ -722,6 +739,7 @@ impl Decider {
                 "PromoteRequested",
                 format!("step {} passed by request (weir promote)", index + 1),
             );
+            self.confirmed_by_request(plan, &at.canary, index);
             return self.advance(plan, target, world, index);
         }
         if world.pause_requested {
@@ -884,6 +902,9 @@ impl Decider {
         self.confirm(plan, world, since);
         let needed = self.size_canary(plan, target);
         let Some(at) = self.at() else { return };
+        if let Some(reason) = self.rollback_requested(plan, &at, since) {
+            return self.rollback(plan, target, None, None, String::new(), reason);
+        }
         let step = plan.steps[(at.step as usize).min(plan.steps.len() - 1)];
         let canary = world.canary.clone().unwrap_or_default();
         let drain_until = drain_until.map(|t| self.drain_from_now_if_weighted(t));
@@ -906,40 +927,61 @@ impl Decider {
                 replicas: needed,
             });
         }
+        let mut asking = None;
         if applied && canary.ready_for(&at.canary, needed) && self.status.judged_here {
-            return self.start_step(plan, at, step.weight, canary.pods.available);
+            // Before the first traffic, the pre-rollout webhooks (a smoke test) say yes.
+            let said = match at.step {
+                0 => self.hooks_say(plan, WebhookKind::PreRollout, &at.canary, 1),
+                _ => Said::Yes,
+            };
+            match said {
+                Said::Yes => return self.start_step(plan, at, step.weight, canary.pods.available),
+                Said::No(reason) => return self.rollback(plan, target, None, None, String::new(), reason),
+                Said::Waiting(message) => asking = Some(message),
+            }
         }
         self.keep_weight(at.weight);
+        self.not_started(plan, target, since, (needed, canary.pods.available), asking);
+    }
+
+    /// The step could not start (pods not ready, a webhook not yet yes, no fresh look
+    /// after a restart): rolls back once the progress deadline passed, else says why it waits.
+    fn not_started(
+        &mut self,
+        plan: &Plan,
+        target: &TargetState,
+        since: Timestamp,
+        (needed, available): (i32, i32),
+        asking: Option<String>,
+    ) {
+        let Some(at) = self.at() else { return };
         let deadline = after(since, plan.progress_deadline);
+        let within = humantime::format_duration(plan.progress_deadline);
         if self.now >= deadline {
-            let reason = match self.status.judged_here {
-                true => format!(
-                    "canary pods not ready within progressDeadline {}: {} of {needed} available",
-                    humantime::format_duration(plan.progress_deadline),
-                    canary.pods.available
-                ),
-                false => format!(
-                    "no fresh look of the judge within progressDeadline {} after a restart",
-                    humantime::format_duration(plan.progress_deadline)
-                ),
+            let reason = match (&asking, self.status.judged_here) {
+                (Some(asking), _) => {
+                    format!("the pre-rollout webhooks did not say yes within progressDeadline {within}: {asking}")
+                }
+                (None, true) => {
+                    format!("canary pods not ready within progressDeadline {within}: {available} of {needed} available")
+                }
+                (None, false) => format!("no fresh look of the judge within progressDeadline {within} after a restart"),
             };
             return self.rollback(plan, target, None, None, String::new(), reason);
         }
-        self.status.message = match self.status.judged_here {
-            true => format!(
-                "step {}/{}: waiting for canary pods ({} of {needed} available) before sending {}% of traffic",
-                at.step + 1,
-                plan.steps.len(),
-                canary.pods.available,
-                step.weight
-            ),
-            false => format!(
-                "step {}/{}: weir restarted; it raises no weight before a fresh look of the judge",
-                at.step + 1,
-                plan.steps.len()
-            ),
-        };
         self.wake_at(deadline);
+        let steps = plan.steps.len();
+        let step = at.step + 1;
+        self.status.message = match (asking, self.status.judged_here) {
+            (Some(asking), _) => format!("step {step}/{steps}: canary pods ready, no traffic yet; {asking}"),
+            (None, true) => format!(
+                "step {step}/{steps}: waiting for canary pods ({available} of {needed} available) before sending {}% of traffic",
+                plan.steps[(at.step as usize).min(steps - 1)].weight
+            ),
+            (None, false) => {
+                format!("step {step}/{steps}: weir restarted; it raises no weight before a fresh look of the judge")
+            }
+        };
     }
 
     /// The step's pods are ready: its weight is written and the judge starts looking.
@@ -989,6 +1031,9 @@ impl Decider {
                 revision: at.canary.clone(),
                 replicas: needed,
             });
+        }
+        if let Some(reason) = self.rollback_requested(plan, &at, started) {
+            return self.rollback(plan, target, None, None, String::new(), reason);
         }
         let index = at.step as usize;
         let step = plan.steps[index];
@@ -1111,7 +1156,15 @@ impl Decider {
         if self.window_closed(plan, gate, &what) {
             return self.wait_for_window(plan, index, Some(gate));
         }
-        self.advance(plan, target, world, index);
+        let Some(at) = self.at() else { return };
+        match self.hooks_say(plan, hooks::confirmation(plan, index), &at.canary, index as u32 + 1) {
+            Said::Yes => self.advance(plan, target, world, index),
+            Said::No(reason) => self.rollback(plan, target, None, None, String::new(), reason),
+            Said::Waiting(asking) => {
+                self.wait_for_window(plan, index, Some(gate));
+                self.status.message = format!("{what}; {asking} (`weir promote` says yes too)");
+            }
+        }
     }
 
     /// A passed step waits for a window: the weight stays and the analysis goes on at

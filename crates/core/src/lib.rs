@@ -4,10 +4,12 @@
 //!
 //! * `spec` — what a user declares; `status` — what weir writes back.
 //! * `plan` — validate and default a spec.
+//! * `hooks` — webhook gates: what the engine asks, what it is told.
 //! * `judge` — verdicts from metric readings.
 //! * `engine` — plan + status + observed world + `now` → actions, new status, Events.
 
 pub mod engine;
+pub mod hooks;
 pub mod judge;
 pub mod plan;
 pub mod spec;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::hooks::HookPlan;
 use crate::spec::{Bound, JudgeKind, Metric, RolloutSpec};
 use crate::windows::Windows;
 
@@ -60,6 +61,8 @@ pub struct Plan {
     pub track_label: String,
     /// When the canary may start, advance and be promoted; `None`: any time.
     pub windows: Option<Windows>,
+    /// The webhooks weir asks, in the Rollout's order.
+    pub hooks: Vec<HookPlan>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -535,6 +538,7 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
         .release_windows
         .as_ref()
         .and_then(|w| Windows::parse("releaseWindows", w, &mut errors));
+    let hooks = crate::hooks::plan("webhooks", &spec.webhooks, &mut errors);
     let canary = Names::of(spec).canary;
     if canary.len() > 253 {
         errors.push(format!(
@@ -561,6 +565,7 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
         provider,
         track_label,
         windows,
+        hooks,
     })
 }
 

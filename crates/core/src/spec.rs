@@ -59,6 +59,74 @@ pub struct RolloutSpec {
     /// window, metrics failing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<String>,
+    /// HTTP endpoints weir asks at points of a release, as Flagger users know them: a
+    /// smoke test before any traffic, a yes before a step or the promotion, a hook after
+    /// the release, and one that can ask for a rollback. Calls and answers are in
+    /// `status.webhooks`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub webhooks: Vec<Webhook>,
+}
+
+/// One webhook: weir POSTs a JSON body (`name`, `namespace`, `webhook`, `type`,
+/// `revision`, `step`, `metadata`, and for post-rollout `outcome`) and reads any 2xx
+/// answer as yes, any other answer as no; no answer (connection error, timeout, 5xx
+/// after the retries) counts as no as well.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    /// Names the webhook in status and Events; unique in the Rollout.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: WebhookKind,
+    /// `http://` or `https://` address the cluster admin allowed: by default a Service
+    /// of the Rollout's own namespace (`http://smoke.<namespace>.svc:8080/`), or one of
+    /// the admin's `allowedUrls`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// How long one attempt may take. Default 10s, at most 1m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": DURATION_RULE, "message": DURATION_MESSAGE}]))]
+    pub timeout: Option<String>,
+    /// Attempts after the first when there is no answer (connection error, timeout,
+    /// 5xx), 1s apart doubling. Default 2, at most 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 5))]
+    pub retries: Option<u32>,
+    /// What a no means for `pre-rollout`, `confirm-step` and `confirm-promotion`: `hold`
+    /// (the canary waits at its step, weir asks again every `analysis.interval`) or
+    /// `rollback`. Default: `rollback` for pre-rollout, `hold` for the confirmations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<FailurePolicy>,
+    /// Passed as is in the body's `metadata` (e.g. the command a load tester runs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// When weir calls a webhook.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookKind {
+    /// Once the canary's pods of step 1 are ready, before any traffic reaches them.
+    PreRollout,
+    /// When a step passed, before the next one's weight is written.
+    ConfirmStep,
+    /// When the last step passed, before the promotion.
+    ConfirmPromotion,
+    /// After the release ended (promoted or rolled back); its answer changes nothing.
+    PostRollout,
+    /// Asked every `analysis.interval` while the canary runs (its pods start, or it is
+    /// analysed; not while paused or promoting): a yes rolls it back.
+    Rollback,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum FailurePolicy {
+    Hold,
+    Rollback,
 }
 
 /// Weekly windows in one time zone, e.g. `start: ["Mon-Fri 01:00-05:00"]`. A window is

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::spec::WebhookKind;
 use crate::state::State;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
@@ -74,6 +75,9 @@ pub struct RolloutStatus {
     pub handled_request: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The last call of each webhook (`spec.webhooks`) and its answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookRecord>,
     /// Where the rollout is: the source of truth; the fields above project it.
     #[serde(default)]
     #[schemars(schema_with = "crate::state::schema")]
@@ -255,6 +259,33 @@ pub struct RollbackRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound: Option<String>,
     pub reason: String,
+    pub at: String,
+}
+
+/// `WebhookRecord::answer` while the call is in flight.
+pub const ASKED: &str = "Asked";
+
+/// One webhook's last call: what it was asked and what it said.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: WebhookKind,
+    pub revision: String,
+    /// 1-based step the question was about.
+    pub step: u32,
+    /// How many times it was asked before about this step (a hold asks again).
+    #[serde(default)]
+    pub round: u32,
+    /// Asked (no answer yet), Yes, No or NoAnswer.
+    pub answer: String,
+    /// The status code and the start of the body, or why there was no answer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    #[serde(default)]
+    pub attempts: u32,
+    /// When it was asked, or when the answer came.
     pub at: String,
 }
 

@@ -418,6 +418,7 @@ fn taking_over_waits_for_the_deployments_own_rollout() {
         request: None,
         pause_requested: false,
         readings: None,
+        hook_answers: vec![],
     };
     let d = engine::decide(
         Ok(&p),

@@ -8,10 +8,12 @@
 //! `Decision::writes` order — and can be killed between any two of them.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use weir_core::engine::{self, Action, AnalysisRequest, CanaryState, Event, Pods, TargetState, World, Write};
+use weir_core::hooks::{HookAnswer, HookCall, HookKey, Reply};
 use weir_core::judge::Reading;
 use weir_core::plan::{self, Plan};
 use weir_core::spec::RolloutSpec;
@@ -125,6 +127,14 @@ pub struct Sim {
     pub routing_problem: Option<String>,
     /// The managed routes carry different weights.
     pub routes_disagree: bool,
+    /// How each webhook (by name) answers its calls, in order; the last answer repeats.
+    /// A webhook not here never answers.
+    pub hook_replies: BTreeMap<String, VecDeque<Reply>>,
+    /// Every webhook call made, in order (a restarted controller calls again).
+    pub hook_calls: Vec<HookCall>,
+    /// The controller's memory of calls: made (by key) and answered.
+    pub hooks_called: Vec<HookKey>,
+    pub hook_answers: Vec<HookAnswer>,
 }
 
 impl Sim {
@@ -177,6 +187,10 @@ impl Sim {
             strict: true,
             routing_problem: None,
             routes_disagree: false,
+            hook_replies: BTreeMap::new(),
+            hook_calls: vec![],
+            hooks_called: vec![],
+            hook_answers: vec![],
         };
         sim.reconcile();
         assert_eq!(sim.status.phase, Phase::Healthy, "{}", sim.status.message);
@@ -280,6 +294,7 @@ impl Sim {
             request: self.request.clone(),
             pause_requested: self.pause,
             readings,
+            hook_answers: self.hook_answers.clone(),
         }
     }
 
@@ -306,6 +321,8 @@ impl Sim {
                 // Killed: the rest of this decision is never written, memory is lost.
                 self.crashed_at = Some(self.now);
                 self.memory = false;
+                self.hooks_called.clear();
+                self.hook_answers.clear();
                 return Duration::from_secs(1);
             }
             self.writes_made += 1;
@@ -318,10 +335,38 @@ impl Sim {
                 Write::Tell(event) => self.events.push(event.clone()),
             }
         }
+        for ask in &d.asks {
+            self.call(ask);
+        }
         self.status = d.status;
         self.memory = true;
         self.released |= d.released;
         d.requeue_after
+    }
+
+    /// The controller makes a webhook call once per key; its answer is there by the next
+    /// reconcile (or never).
+    fn call(&mut self, ask: &HookCall) {
+        if self.hooks_called.contains(&ask.key) {
+            return;
+        }
+        self.hooks_called.push(ask.key.clone());
+        self.hook_calls.push(ask.clone());
+        let Some(replies) = self.hook_replies.get_mut(&ask.key.hook) else {
+            return;
+        };
+        let reply = match replies.len() {
+            0 => return,
+            1 => replies[0],
+            _ => replies.pop_front().unwrap_or(Reply::NoAnswer),
+        };
+        self.hook_answers.retain(|a| a.key.hook != ask.key.hook);
+        self.hook_answers.push(HookAnswer {
+            key: ask.key.clone(),
+            reply,
+            detail: format!("{} from {}", reply.as_str(), ask.url),
+            attempts: 1,
+        });
     }
 
     /// What the API server keeps of a status: its JSON, which must round-trip.
