@@ -18,6 +18,7 @@ use crate::notify::Receivers;
 use crate::plan;
 use crate::providers::Providers;
 use crate::report;
+use crate::webhooks::WebhookPolicy;
 use crate::windows_defaults::WindowDefaults;
 
 #[derive(Parser, Debug)]
@@ -74,6 +75,10 @@ pub enum Command {
         /// README). A Rollout names receivers from it in `spec.notify`.
         #[arg(long, env = "WEIR_NOTIFICATIONS")]
         notifications: Option<PathBuf>,
+        /// Which addresses Rollouts' webhooks may call (a YAML file, see the README).
+        /// Default: Services of the Rollout's own namespace only.
+        #[arg(long, env = "WEIR_WEBHOOKS")]
+        webhooks: Option<PathBuf>,
     },
     /// Print the Rollout CRD as YAML.
     Crd,
@@ -221,7 +226,12 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
             secrets_namespace,
             release_windows,
             notifications,
+            webhooks,
         } => {
+            let webhooks = match webhooks {
+                Some(file) => WebhookPolicy::from_yaml(&std::fs::read_to_string(&file)?)?,
+                None => WebhookPolicy::default(),
+            };
             let receivers = match notifications {
                 Some(file) => Receivers::from_yaml(&std::fs::read_to_string(&file)?)?,
                 None => Receivers::default(),
@@ -246,6 +256,7 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
                     secrets_namespace,
                     windows,
                     receivers,
+                    webhooks,
                 },
             )
             .await?;
@@ -441,6 +452,32 @@ fn fmt_value(v: Option<f64>) -> String {
 }
 
 /// The human view of a Rollout's status (`weir status`).
+/// Each webhook's last call: what it was asked and what it said.
+fn describe_webhooks(out: &mut String, status: &RolloutStatus) {
+    if status.webhooks.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  webhooks   {:<20} {:<18} {:<12} {:>4} {:<9} {:<21} DETAIL",
+        "NAME", "TYPE", "REVISION", "STEP", "ANSWER", "AT"
+    );
+    for w in &status.webhooks {
+        let kind = serde_json::to_value(w.kind).ok();
+        let _ = writeln!(
+            out,
+            "             {:<20} {:<18} {:<12} {:>4} {:<9} {:<21} {}",
+            w.name,
+            kind.as_ref().and_then(|k| k.as_str()).unwrap_or("?"),
+            w.revision,
+            w.step,
+            w.answer,
+            w.at,
+            w.detail
+        );
+    }
+}
+
 pub fn describe(rollout: &Rollout) -> String {
     let status: RolloutStatus = rollout.status.clone().unwrap_or_default();
     let name = format!(
@@ -516,6 +553,7 @@ pub fn describe(rollout: &Rollout) -> String {
             }
         }
     }
+    describe_webhooks(&mut out, &status);
     if let Some(rb) = &status.rollback {
         let _ = writeln!(
             out,
@@ -577,9 +615,25 @@ mod tests {
                 reason: "canary is worse than 1.5x baseline".into(),
                 at: "2026-11-25T00:00:00Z".into(),
             }),
+            webhooks: vec![weir_core::status::WebhookRecord {
+                name: "smoke".into(),
+                kind: weir_core::spec::WebhookKind::PreRollout,
+                revision: "abc".into(),
+                step: 1,
+                round: 0,
+                answer: "Yes".into(),
+                detail: "answered 200 OK: 10 of 10 checks".into(),
+                attempts: 1,
+                at: "2026-11-25T00:00:00Z".into(),
+            }],
             ..Default::default()
         });
         let text = describe(&r);
+        assert!(
+            text.contains("smoke                pre-rollout        abc             1 Yes")
+                && text.contains("answered 200 OK: 10 of 10 checks"),
+            "{text}"
+        );
         assert!(text.contains("Rollout dev/backend: RolledBack"), "{text}");
         assert!(text.contains("weights    stable 100% / canary 0%"), "{text}");
         assert!(

@@ -36,6 +36,7 @@ use crate::notify::{self, Notification, Notifier, Receivers};
 use crate::plan::{self, Names, Plan};
 use crate::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
 use crate::providers::Providers;
+use crate::webhooks::{WebhookPolicy, Webhooks};
 use crate::windows_defaults::WindowDefaults;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -256,6 +257,8 @@ pub struct Context {
     pub windows: WindowDefaults,
     /// Queues notifications for the receivers the admin declared.
     pub notifier: Notifier,
+    /// Calls the Rollouts' webhooks (to addresses the admin allowed) in the background.
+    pub webhooks: Webhooks,
     pub telemetry: Telemetry,
     pub looks: Looks,
     pub health: Health,
@@ -424,9 +427,13 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
     let spec = ctx
         .windows
         .apply(&rollout.namespace().unwrap_or_default(), &rollout.spec);
+    let namespace = rollout.namespace().unwrap_or_default();
     let planned = plan::plan(&spec).and_then(|p| {
         let provider = ctx.providers.resolve(p.provider.as_deref()).map(|_| ());
-        match provider.and_then(|_| ctx.notifier.check(&spec.notify)) {
+        let checked = provider
+            .and_then(|_| ctx.notifier.check(&spec.notify))
+            .and_then(|_| ctx.webhooks.check(&namespace, &p.hooks));
+        match checked {
             Ok(()) => Ok(p),
             Err(e) => Err(vec![e]),
         }
@@ -455,6 +462,7 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
                 let mut world = seen.world.clone();
                 world.request = kubernetes::request(&rollout);
                 world.pause_requested = kubernetes::pause_requested(&rollout);
+                world.hook_answers = ctx.webhooks.answers(&key);
                 if let Some(req) = due {
                     readings = Some(read_metrics(ctx, &rollout, plan, &seen.auth, req).await);
                 }
@@ -478,6 +486,7 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
                         &ctx.secrets_namespace,
                     )
                     .await?;
+                    obs.world.hook_answers = ctx.webhooks.answers(&key);
                     obs.world.readings = match (readings, due) {
                         (Some(r), _) => Some(r),
                         (None, Some(req)) => Some(read_metrics(ctx, &rollout, plan, &obs.auth, req).await),
@@ -523,6 +532,7 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
         observed,
     };
     ctx.looks.remember(&key, &uid, &decision.status, &written, memo);
+    ctx.webhooks.ask(&rollout, &decision.asks);
     record_telemetry(ctx, &rollout, &status.phase, &decision.status);
     Ok(Requeue::requeue(decision.requeue_after))
 }
@@ -558,6 +568,7 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
         return Err(Error::NotReleasedYet(decision.requeue_after));
     }
     ctx.looks.forget(&key);
+    ctx.webhooks.forget(&key);
     forget_telemetry(ctx, &rollout, &decision.status.phase);
     Ok(Requeue::await_change())
 }
@@ -810,6 +821,8 @@ pub struct Options {
     pub windows: WindowDefaults,
     /// The notification receivers the admin declared.
     pub receivers: Receivers,
+    /// The addresses the admin allows Rollouts' webhooks to call.
+    pub webhooks: WebhookPolicy,
 }
 
 /// A hash of what a reconcile must see: the spec (generation), the annotations (requests
@@ -836,6 +849,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         controller: "weir".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let (webhooks, answered) = Webhooks::start(options.webhooks.clone());
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
@@ -849,6 +863,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
             Some(client.clone()),
             options.secrets_namespace.clone(),
         ),
+        webhooks,
         telemetry: Telemetry::default(),
         looks: Looks::default(),
         health: Health::default(),
@@ -947,6 +962,8 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         .watches(deployments, watcher::Config::default().any_semantic(), to_rollouts)
         .watches_with(vs_api, vs_type, watcher::Config::default().any_semantic(), on_vs)
         .watches_with(dr_api, dr_type, watcher::Config::default().any_semantic(), on_dr)
+        // A webhook's answer wakes its Rollout.
+        .reconcile_on(answered)
         .with_config(ControllerConfig::default().concurrency(options.concurrency))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

@@ -12,9 +12,11 @@ pub mod controller;
 pub mod istio;
 pub mod kubernetes;
 pub mod notify;
+pub mod outbound;
 pub mod prometheus;
 pub mod providers;
 pub mod report;
+pub mod webhooks;
 pub mod windows_defaults;
 
 pub use weir_core::{engine, judge, plan};

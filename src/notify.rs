@@ -39,6 +39,7 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::Error;
+use crate::outbound::{self, Failed};
 
 /// Deliveries queued for one receiver and not yet ended; more are dropped (with a warning).
 const QUEUE: usize = 256;
@@ -76,7 +77,7 @@ impl Kind {
             "CanaryStarted" => Some(Kind::Started),
             "RolledBack" => Some(Kind::RolledBack),
             "Promoted" => Some(Kind::Promoted),
-            "WaitingForWindow" => Some(Kind::Waiting),
+            "WaitingForWindow" | "WaitingForConfirmation" => Some(Kind::Waiting),
             "AnalysisError" => Some(Kind::AnalysisError),
             _ => None,
         }
@@ -239,7 +240,7 @@ impl Kind {
             Kind::Started => "canary started",
             Kind::RolledBack => "rolled back",
             Kind::Promoted => "promoted",
-            Kind::Waiting => "waiting for a release window",
+            Kind::Waiting => "waiting (a release window or a confirmation)",
             Kind::AnalysisError => "cannot read its metrics",
         }
     }
@@ -295,11 +296,7 @@ impl Notifier {
             })
             .collect();
         let sender = Sender {
-            http: reqwest::Client::builder()
-                .timeout(ATTEMPT_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            http: outbound::client(Some(ATTEMPT_TIMEOUT)),
             client,
             secrets_namespace,
             backoff: ExponentialBuilder::default()
@@ -366,18 +363,6 @@ struct Sender {
     backoff: ExponentialBuilder,
 }
 
-/// Why one attempt failed, and whether another may succeed.
-struct Failed {
-    why: String,
-    retry: bool,
-}
-
-impl Failed {
-    fn retry(why: String) -> Failed {
-        Failed { why, retry: true }
-    }
-}
-
 impl Sender {
     async fn deliver(&self, job: &Job) -> Result<(), String> {
         let url = self.url(&job.receiver).await?;
@@ -400,12 +385,15 @@ impl Sender {
         if let Some(key) = key {
             request = request.header("x-weir-signature", signature(key, body));
         }
-        let response = request.send().await.map_err(|e| Failed::retry(e.to_string()))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failed::retry(outbound::describe(&e, ATTEMPT_TIMEOUT)))?;
         let code = response.status();
-        match code.as_u16() {
-            200..=299 => Ok(()),
-            408 | 425 | 429 | 500..=599 => Err(Failed::retry(format!("receiver answered {code}"))),
-            _ => Err(Failed {
+        outbound::answered(code, "receiver")?;
+        match code.is_success() {
+            true => Ok(()),
+            false => Err(Failed {
                 why: format!("receiver answered {code}"),
                 retry: false,
             }),

@@ -766,6 +766,178 @@ async fn a_synced_weight_is_repaired_at_once(env: &Env, f: &Failures) -> Result<
     Ok(())
 }
 
+/// A webhook service on loopback, as a team would run one: `/slow-yes` says yes after
+/// 2 s, `/confirm` says no until a person opens it, `/post` takes the post-rollout
+/// report, `/never` never answers. It keeps every request.
+#[derive(Clone, Default)]
+struct Gates {
+    base: String,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    got: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Gates {
+    async fn start() -> Gates {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("gate port");
+        let gates = Gates {
+            base: format!("http://{}", listener.local_addr().unwrap()),
+            ..Gates::default()
+        };
+        let app = axum::Router::new()
+            .route("/{path}", axum::routing::post(Gates::answer))
+            .with_state(gates.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        gates
+    }
+
+    async fn answer(
+        axum::extract::State(gates): axum::extract::State<Gates>,
+        axum::extract::Path(path): axum::extract::Path<String>,
+        body: axum::body::Bytes,
+    ) -> (axum::http::StatusCode, &'static str) {
+        use axum::http::StatusCode;
+        let value = serde_json::from_slice(&body).unwrap_or_default();
+        gates.got.lock().unwrap().push((path.clone(), value));
+        match path.as_str() {
+            "slow-yes" => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                (StatusCode::OK, "smoke test passed")
+            }
+            "confirm" if gates.open.load(std::sync::atomic::Ordering::SeqCst) => (StatusCode::OK, "approved"),
+            "confirm" => (StatusCode::FORBIDDEN, "not approved yet"),
+            "never" => std::future::pending().await,
+            _ => (StatusCode::OK, "noted"),
+        }
+    }
+
+    fn calls(&self, path: &str) -> Vec<serde_json::Value> {
+        let got = self.got.lock().unwrap();
+        got.iter().filter(|(p, _)| p == path).map(|(_, v)| v.clone()).collect()
+    }
+
+    /// Waits (at most `limit`) until `path` was called `n` times.
+    async fn wait_calls(&self, path: &str, n: usize, limit: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        while self.calls(path).len() < n {
+            if start.elapsed() > limit {
+                return Err(format!(
+                    "/{path} called {} times, not {n}, within {limit:?}",
+                    self.calls(path).len()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+}
+
+/// The answer status records for a webhook.
+async fn webhook_answer(client: &Client, ns: &str, name: &str) -> Option<String> {
+    let status = rollout(client, ns).await.status?;
+    status
+        .webhooks
+        .iter()
+        .find(|w| w.name == name)
+        .map(|w| w.answer.clone())
+}
+
+/// A smoke test that answers slowly lets traffic in only once it said yes; a
+/// confirmation that says no holds the passed last step (asked again each interval)
+/// until it says yes; post-rollout hears the outcome; a smoke test that never answers
+/// rolls the next release back with no traffic sent to it.
+async fn webhook_gates_hold_and_roll_back(env: &Env, f: &Failures, gates: &Gates) -> Result<(), String> {
+    let ns = "e2e-gates";
+    let (weights, no_ready_before) = setup(env, ns, &env.provider).await?;
+    let api = Api::<Rollout>::namespaced(env.client.clone(), ns);
+    let webhooks = |smoke: &str, timeout: &str| {
+        let url = |path: &str| format!("{}/{path}", gates.base);
+        json!({"spec": {"webhooks": [
+            {"name": "smoke", "type": "pre-rollout", "url": url(smoke), "timeout": timeout, "retries": 0},
+            {"name": "release-manager", "type": "confirm-promotion", "url": url("confirm")},
+            {"name": "tell-ci", "type": "post-rollout", "url": url("post")},
+        ]}})
+    };
+    api.patch(
+        "backend",
+        &PatchParams::default(),
+        &Patch::Merge(webhooks("slow-yes", "5s")),
+    )
+    .await
+    .map_err(|e| format!("{ns}: add webhooks: {e}"))?;
+    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    gates.wait_calls("slow-yes", 1, Duration::from_secs(30)).await?;
+    let at_smoke = weights.lock().unwrap().clone();
+    check(
+        f,
+        at_smoke == vec![0],
+        format!("{ns}: traffic before the smoke test said yes: {at_smoke:?}"),
+    );
+    wait_weight(&weights, 100, Duration::from_secs(60)).await?;
+    // Said no, held, asked again one interval (4 s) later.
+    gates.wait_calls("confirm", 2, Duration::from_secs(30)).await?;
+    let held = rollout(&env.client, ns).await.status.unwrap_or_default();
+    check(
+        f,
+        held.phase == Phase::Progressing && held.canary_weight == 100,
+        format!(
+            "{ns}: not held at the last step after a no: {:?} {}",
+            held.phase, held.message
+        ),
+    );
+    let said = webhook_answer(&env.client, ns, "release-manager").await;
+    check(f, said.is_some(), format!("{ns}: the confirmation is not in status"));
+    gates.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = wait_phase(
+        &env.client,
+        ns,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(60),
+    )
+    .await?;
+    check(
+        f,
+        r.status.as_ref().is_some_and(|s| s.phase == Phase::Succeeded),
+        format!("{ns}: not promoted once confirmed"),
+    );
+    gates.wait_calls("post", 1, Duration::from_secs(30)).await?;
+    let post = gates.calls("post");
+    check(
+        f,
+        post[0]["outcome"] == "Promoted",
+        format!("{ns}: post-rollout heard {}", post[0]),
+    );
+    let w = weights.lock().unwrap().clone();
+    check(f, w == vec![0, 10, 25, 50, 100, 0], format!("{ns}: weights went {w:?}"));
+    // The next release: its smoke test never answers; rolled back with no traffic.
+    api.patch(
+        "backend",
+        &PatchParams::default(),
+        &Patch::Merge(webhooks("never", "2s")),
+    )
+    .await
+    .map_err(|e| format!("{ns}: change webhooks: {e}"))?;
+    bump(&env.client, ns, "nginxdemos/hello:3.0").await;
+    let r = wait_phase(&env.client, ns, &[Phase::RolledBack], Duration::from_secs(60)).await?;
+    let reason = r
+        .status
+        .and_then(|s| s.rollback)
+        .map(|rb| rb.reason)
+        .unwrap_or_default();
+    check(
+        f,
+        reason.contains("webhook smoke (pre-rollout) did not answer: no answer within 2s"),
+        format!("{ns}: rollback reason {reason:?}"),
+    );
+    let w = weights.lock().unwrap().clone();
+    check(
+        f,
+        w == vec![0, 10, 25, 50, 100, 0],
+        format!("{ns}: the silent smoke test let traffic in: {w:?}"),
+    );
+    check_no_request_met_no_pods(env, f, ns, no_ready_before);
+    Ok(())
+}
+
 /// The `weir` binary as the controller, restartable.
 struct Controller {
     process: Option<Process>,
@@ -777,6 +949,8 @@ struct Controller {
     providers: String,
     /// `--namespace`: the one namespace weir watches, or all.
     namespace: Option<String>,
+    /// The admin's webhook allow list.
+    webhooks: String,
 }
 
 /// Who weir runs as in a test bed.
@@ -799,6 +973,7 @@ impl Controller {
             "controller".to_string(),
             format!("--http-addr=127.0.0.1:{port}"),
             format!("--providers={}", self.providers),
+            format!("--webhooks={}", self.webhooks),
         ]
         .into_iter()
         .chain(self.namespace.iter().map(|ns| format!("--namespace={ns}")))
@@ -833,6 +1008,8 @@ struct Bed {
     blind: Mutex<LocalPrometheus>,
     blip: Mutex<LocalPrometheus>,
     controller: Arc<Mutex<Controller>>,
+    /// The webhook service the admin allowed Rollouts to call.
+    gates: Gates,
 }
 
 impl Bed {
@@ -885,6 +1062,9 @@ impl Bed {
             Identity::NamespacedServiceAccount(ns) => Some(ns.to_string()),
             _ => None,
         };
+        let gates = Gates::start().await;
+        let webhooks = cluster.dir().join("webhooks.yaml");
+        std::fs::write(&webhooks, format!("allowedUrls: [\"{}/\"]\n", gates.base)).unwrap();
         let controller = Arc::new(Mutex::new(Controller {
             process: None,
             port: String::new(),
@@ -892,6 +1072,7 @@ impl Bed {
             dir: cluster.dir().to_path_buf(),
             providers: providers.display().to_string(),
             namespace,
+            webhooks: webhooks.display().to_string(),
         }));
         controller.lock().unwrap().start().expect("start weir");
         let port = controller.lock().unwrap().port.clone();
@@ -904,6 +1085,7 @@ impl Bed {
             blind: Mutex::new(blind),
             blip: Mutex::new(blip),
             controller,
+            gates,
         }
     }
 
@@ -1085,10 +1267,11 @@ fn end_to_end() {
             the_example_application_is_taken_over(&env, &failures),
             rollout_deleted_mid_canary_leaves_a_plain_setup(&env, &failures),
             a_synced_weight_is_repaired_at_once(&env, &failures),
+            webhook_gates_hold_and_roll_back(&env, &failures, &bed.gates),
         );
         let mut errors: Vec<String> = [
             results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7, results.8,
-            results.9, results.10,
+            results.9, results.10, results.11,
         ]
         .into_iter()
         .filter_map(Result::err)
@@ -1106,6 +1289,7 @@ fn end_to_end() {
             "e2e-invalid",
             "e2e-delete",
             "e2e-drift",
+            "e2e-gates",
         ]
         .map(String::from)
         .to_vec();

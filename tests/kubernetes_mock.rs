@@ -16,6 +16,7 @@ use weir::kubernetes::{IstioApi, template_hash};
 use weir::notify::{Notifier, Receivers};
 use weir::prometheus::Prometheus;
 use weir::providers::Providers;
+use weir::webhooks::{WebhookPolicy, Webhooks};
 use weir_core::state::{CanaryAt, STATE_VERSION, State};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -244,6 +245,7 @@ fn context(client: Client, receivers: Receivers) -> Arc<Context> {
         secrets_namespace: "weir-system".into(),
         windows: Default::default(),
         notifier: Notifier::start(receivers, None, "weir-system".into()),
+        webhooks: Webhooks::start(WebhookPolicy::default()).0,
         telemetry: Telemetry::default(),
         looks: Looks::default(),
         health: Default::default(),

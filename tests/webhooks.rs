@@ -1,0 +1,237 @@
+//! Webhook gates, the controller's side, against a real HTTP service on loopback that
+//! answers yes, no, slowly, not at all, first with a 503, or with a huge body: the
+//! answer each becomes, the body weir sends, one call per question, the Rollout woken
+//! when an answer comes, and the admin's allow list of addresses.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use futures::StreamExt;
+use serde_json::Value;
+use weir::api::Rollout;
+use weir::webhooks::{WebhookPolicy, Webhooks};
+use weir_core::hooks::{HookAnswer, HookCall, HookKey, HookPlan, Reply};
+use weir_core::spec::{FailurePolicy, WebhookKind};
+
+/// What the service got: (path, body), and how many times each path was called.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(String, Value)>>>);
+
+impl Seen {
+    fn calls(&self, path: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|(p, _)| p == path).count()
+    }
+}
+
+async fn gate(State(seen): State<Seen>, Path(path): Path<String>, body: Bytes) -> (StatusCode, String) {
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let before = seen.calls(&path);
+    seen.0.lock().unwrap().push((path.clone(), value));
+    match path.as_str() {
+        "yes" => (StatusCode::OK, "go ahead".into()),
+        "no" => (StatusCode::FORBIDDEN, "smoke test failed: 3 of 10 checks".into()),
+        "slow" => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            (StatusCode::OK, "took a while".into())
+        }
+        "never" => std::future::pending().await,
+        "flaky" if before == 0 => (StatusCode::SERVICE_UNAVAILABLE, "warming up".into()),
+        "flaky" => (StatusCode::OK, String::new()),
+        "huge" => (StatusCode::OK, "x".repeat(2 << 20)),
+        _ => (StatusCode::NOT_FOUND, String::new()),
+    }
+}
+
+async fn service() -> (String, Seen) {
+    let seen = Seen::default();
+    let app = axum::Router::new()
+        .route("/{path}", axum::routing::post(gate))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, seen)
+}
+
+fn rollout() -> Rollout {
+    let spec = serde_yaml::from_str(
+        "{targetRef: {kind: Deployment, name: backend}, trafficRouting: {istio: {virtualService: {name: backend}, hosts: {stableService: a, canaryService: b}}}, steps: [{weight: 10}], analysis: {metrics: [{name: request-success-rate, min: 99}]}}",
+    )
+    .unwrap();
+    let mut r = Rollout::new("backend", spec);
+    r.metadata.namespace = Some("apps".into());
+    r
+}
+
+fn call(url: &str, hook: &str, timeout: Duration, retries: u32) -> HookCall {
+    HookCall {
+        key: HookKey {
+            hook: hook.into(),
+            revision: "5d8f".into(),
+            step: 1,
+            round: 0,
+        },
+        kind: WebhookKind::PreRollout,
+        url: url.into(),
+        timeout,
+        retries,
+        metadata: BTreeMap::from([("cmd".to_string(), "hey -z 10s http://backend-canary/".to_string())]),
+        outcome: None,
+    }
+}
+
+/// Asks `calls` and waits (at most 30 s) for all of their answers.
+async fn answers(hooks: &Webhooks, calls: &[HookCall]) -> Vec<HookAnswer> {
+    hooks.ask(&rollout(), calls);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = hooks.answers("apps/backend");
+        if got.len() == calls.len() || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn of<'a>(answers: &'a [HookAnswer], hook: &str) -> &'a HookAnswer {
+    answers.iter().find(|a| a.key.hook == hook).unwrap()
+}
+
+#[tokio::test]
+async fn yes_no_slow_silent_and_flaky_webhooks_each_get_their_answer() {
+    let (base, seen) = service().await;
+    let (hooks, _woken) = Webhooks::start(WebhookPolicy::default());
+    let second = Duration::from_secs(1);
+    let calls = [
+        call(&format!("{base}/yes"), "yes", 5 * second, 0),
+        call(&format!("{base}/no"), "no", 5 * second, 2),
+        call(&format!("{base}/slow"), "slow", 5 * second, 0),
+        call(&format!("{base}/never"), "never", second, 1),
+        call(&format!("{base}/flaky"), "flaky", 5 * second, 2),
+        call(&format!("{base}/huge"), "huge", 5 * second, 0),
+    ];
+    let started = Instant::now();
+    let got = answers(&hooks, &calls).await;
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert_eq!(of(&got, "yes").reply, Reply::Yes);
+    assert_eq!(of(&got, "yes").detail, "answered 200 OK: go ahead");
+    let no = of(&got, "no");
+    assert_eq!((no.reply, no.attempts), (Reply::No, 1), "a no is final: not retried");
+    assert!(no.detail.contains("403 Forbidden: smoke test failed"), "{}", no.detail);
+    assert_eq!(of(&got, "slow").reply, Reply::Yes, "slow but within its timeout");
+    let never = of(&got, "never");
+    assert_eq!((never.reply, never.attempts), (Reply::NoAnswer, 2));
+    assert!(never.detail.contains("no answer within 1s"), "{}", never.detail);
+    let flaky = of(&got, "flaky");
+    assert_eq!((flaky.reply, flaky.attempts), (Reply::Yes, 2), "a 503 is retried");
+    assert!(of(&got, "huge").detail.len() < 300, "the body is cut short");
+    // Two attempts of 1 s and one backoff of about 1 s: bounded, whatever the service does.
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let bodies = seen.0.lock().unwrap().clone();
+    let (_, body) = bodies.iter().find(|(p, _)| p == "yes").unwrap();
+    assert_eq!(body["name"], "backend");
+    assert_eq!(body["namespace"], "apps");
+    assert_eq!(body["webhook"], "yes");
+    assert_eq!(body["type"], "pre-rollout");
+    assert_eq!(body["revision"], "5d8f");
+    assert_eq!(body["step"], 1);
+    assert_eq!(body["metadata"]["cmd"], "hey -z 10s http://backend-canary/");
+}
+
+#[tokio::test]
+async fn a_question_is_asked_once_and_its_answer_wakes_the_rollout() {
+    let (base, seen) = service().await;
+    let (hooks, mut woken) = Webhooks::start(WebhookPolicy::default());
+    let ask = call(&format!("{base}/slow"), "slow", Duration::from_secs(5), 0);
+    hooks.ask(&rollout(), std::slice::from_ref(&ask));
+    hooks.ask(&rollout(), std::slice::from_ref(&ask));
+    assert!(
+        hooks.answers("apps/backend").is_empty(),
+        "the ask never waits for the call"
+    );
+    let woke = tokio::time::timeout(Duration::from_secs(10), woken.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (woke.name.as_str(), woke.namespace.as_deref()),
+        ("backend", Some("apps"))
+    );
+    hooks.ask(&rollout(), std::slice::from_ref(&ask));
+    assert_eq!(seen.calls("slow"), 1, "the same question is asked once");
+    assert_eq!(hooks.answers("apps/backend").len(), 1);
+    // A new round is a new question; the older answer is forgotten.
+    let again = HookCall {
+        key: HookKey {
+            round: 1,
+            ..ask.key.clone()
+        },
+        ..ask
+    };
+    hooks.ask(&rollout(), &[again]);
+    assert!(hooks.answers("apps/backend").is_empty());
+    hooks.forget("apps/backend");
+}
+
+fn hook(url: &str) -> HookPlan {
+    HookPlan {
+        name: "smoke".into(),
+        kind: WebhookKind::PreRollout,
+        url: url.into(),
+        timeout: Duration::from_secs(5),
+        retries: 0,
+        on_failure: FailurePolicy::Rollback,
+        metadata: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn a_rollout_calls_only_what_the_admin_allowed() {
+    let default = WebhookPolicy::default();
+    for ok in [
+        "http://smoke.apps.svc:8080/run",
+        "https://smoke.apps.svc.cluster.local/",
+        "http://SMOKE.apps.svc/",
+    ] {
+        assert_eq!(default.check("apps", &[hook(ok)]), Ok(()), "{ok}");
+    }
+    for refused in [
+        "http://smoke.other.svc/",
+        "http://smoke/",
+        "http://smoke.apps/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://smoke.apps.svc.evil.example/",
+    ] {
+        let e = default.check("apps", &[hook(refused)]).unwrap_err();
+        assert!(
+            e.starts_with("spec.webhooks[0].url: ") && e.contains("not an address the cluster admin allowed"),
+            "{refused}: {e}"
+        );
+    }
+    let admin = WebhookPolicy::from_yaml(
+        "ownNamespaceServices: false\nallowedUrls: [\"http://loadtester.tools.svc:8080/gate/\"]",
+    )
+    .unwrap();
+    assert_eq!(
+        admin.check("apps", &[hook("http://loadtester.tools.svc:8080/gate/smoke")]),
+        Ok(())
+    );
+    for refused in [
+        "http://loadtester.tools.svc:8080/other",
+        "http://loadtester.tools.svc:9090/gate/",
+        "https://loadtester.tools.svc:8080/gate/",
+        "http://smoke.apps.svc/",
+    ] {
+        assert!(admin.check("apps", &[hook(refused)]).is_err(), "{refused}");
+    }
+    let e = WebhookPolicy::from_yaml("allowedUrls: [\"ftp://x/\"]")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("webhooks file: allowedUrls[0]"), "{e}");
+    let e = WebhookPolicy::from_yaml("allowed: []").unwrap_err().to_string();
+    assert!(e.contains("unknown field `allowed`"), "{e}");
+}
