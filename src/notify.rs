@@ -57,17 +57,21 @@ pub enum Kind {
     Started,
     RolledBack,
     Promoted,
-    /// Held by a release window.
+    /// Held by a release window, or waiting for a confirmation.
     Waiting,
+    /// Half way to its progress deadline without moving on (no verdict, no ready pods,
+    /// no yes from a pre-rollout webhook), or a promotion past its deadline.
+    Stuck,
     AnalysisError,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 6] = [
         Kind::Started,
         Kind::RolledBack,
         Kind::Promoted,
         Kind::Waiting,
+        Kind::Stuck,
         Kind::AnalysisError,
     ];
 
@@ -78,6 +82,7 @@ impl Kind {
             "RolledBack" => Some(Kind::RolledBack),
             "Promoted" => Some(Kind::Promoted),
             "WaitingForWindow" | "WaitingForConfirmation" => Some(Kind::Waiting),
+            "DeadlineNear" | "WaitingForPods" | "PromotionStalled" => Some(Kind::Stuck),
             "AnalysisError" => Some(Kind::AnalysisError),
             _ => None,
         }
@@ -241,13 +246,14 @@ impl Kind {
             Kind::RolledBack => "rolled back",
             Kind::Promoted => "promoted",
             Kind::Waiting => "waiting (a release window or a confirmation)",
+            Kind::Stuck => "stuck",
             Kind::AnalysisError => "cannot read its metrics",
         }
     }
 
     fn colour(self) -> &'static str {
         match self {
-            Kind::RolledBack | Kind::AnalysisError => "D93F0B",
+            Kind::RolledBack | Kind::AnalysisError | Kind::Stuck => "D93F0B",
             Kind::Promoted => "2EA44F",
             Kind::Started | Kind::Waiting => "0366D6",
         }

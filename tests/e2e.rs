@@ -24,6 +24,9 @@ struct Env {
     /// The metric provider most scenarios name (declared to weir by `Bed`).
     provider: String,
     mesh: Arc<Mutex<meshsim::Telemetry>>,
+    /// The admin's kubeconfig and the control plane's binaries (kubectl among them).
+    kubeconfig: std::path::PathBuf,
+    bin: std::path::PathBuf,
 }
 
 /// The example application, made fast: steps of 4 s, looks every second.
@@ -359,9 +362,11 @@ async fn controller_killed_mid_rollout_resumes(
     env: &Env,
     f: &Failures,
     controller: &Arc<Mutex<Controller>>,
+    gates: &Gates,
 ) -> Result<(), String> {
     let ns = "e2e-sigkill";
     let (weights, no_ready_before) = setup(env, ns, &env.provider).await?;
+    notify_inbox(env, ns).await?;
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
     wait_weight(&weights, 25, Duration::from_secs(60)).await?;
     controller.lock().unwrap().kill();
@@ -391,6 +396,14 @@ async fn controller_killed_mid_rollout_resumes(
         format!("{ns}: after SIGKILL the weights went {w:?}"),
     );
     check_no_request_met_no_pods(env, f, ns, no_ready_before);
+    // Started before the kill, Promoted after the restart: each told once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let told = gates.notifications(ns);
+    check(
+        f,
+        told == ["Started", "Promoted"],
+        format!("{ns}: notifications across the SIGKILL: {told:?}"),
+    );
     Ok(())
 }
 
@@ -810,6 +823,13 @@ impl Gates {
         }
     }
 
+    /// The kinds of the notifications the `inbox` receiver got about namespace `ns`.
+    fn notifications(&self, ns: &str) -> Vec<String> {
+        let inbox = self.calls("inbox");
+        let of_ns = inbox.iter().filter(|n| n["namespace"] == ns);
+        of_ns.map(|n| n["kind"].as_str().unwrap_or("?").to_string()).collect()
+    }
+
     fn calls(&self, path: &str) -> Vec<serde_json::Value> {
         let got = self.got.lock().unwrap();
         got.iter().filter(|(p, _)| p == path).map(|(_, v)| v.clone()).collect()
@@ -829,6 +849,16 @@ impl Gates {
         }
         Ok(())
     }
+}
+
+/// Sends the Rollout's notifications to the `inbox` receiver the admin declared.
+async fn notify_inbox(env: &Env, ns: &str) -> Result<(), String> {
+    let patch = json!({"spec": {"notify": ["inbox"]}});
+    Api::<Rollout>::namespaced(env.client.clone(), ns)
+        .patch("backend", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{ns}: notify: {e}"))
 }
 
 /// The answer status records for a webhook.
@@ -938,6 +968,102 @@ async fn webhook_gates_hold_and_roll_back(env: &Env, f: &Failures, gates: &Gates
     Ok(())
 }
 
+/// Runs a command of the control plane's `bin` (or weir itself) as the admin; its stdout.
+/// Awaited, not blocking: the other scenarios' tasks share the runtime's threads.
+async fn run_as_admin(env: &Env, program: &Path, args: &[&str]) -> Result<String, String> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", &env.kubeconfig)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("{}: {e}", program.display()))?;
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        false => Err(format!(
+            "{} {args:?}: {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
+/// A night: a bump inside a freeze waits (status says until when, the window condition
+/// is False, one Waiting notification); the freeze lifted, the canary is promoted
+/// (Started and Promoted told once each); `kubectl wait --for=condition=Promoted` and
+/// `weir history` / `weir report` tell the morning what happened.
+async fn a_night_with_a_window_a_report_and_conditions(env: &Env, f: &Failures, gates: &Gates) -> Result<(), String> {
+    let ns = "e2e-night";
+    let (weights, no_ready_before) = setup(env, ns, &env.provider).await?;
+    notify_inbox(env, ns).await?;
+    let berlin = jiff::Zoned::now()
+        .in_tz("Europe/Berlin")
+        .map_err(|e| e.to_string())?
+        .date();
+    let (from, to) = (
+        berlin.yesterday().map_err(|e| e.to_string())?,
+        berlin.tomorrow().map_err(|e| e.to_string())?,
+    );
+    let api = Api::<Rollout>::namespaced(env.client.clone(), ns);
+    let freeze = json!({"spec": {"releaseWindows": {"timeZone": "Europe/Berlin", "freeze": [format!("{from}/{to}")]}}});
+    api.patch("backend", &PatchParams::default(), &Patch::Merge(freeze))
+        .await
+        .map_err(|e| format!("{ns}: freeze: {e}"))?;
+    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let waiting = rollout(&env.client, ns).await.status.unwrap_or_default();
+    let window = waiting.condition("WithinReleaseWindow").map(|c| c.status.clone());
+    check(
+        f,
+        waiting.message.contains("outside the release windows") && window.as_deref() == Some("False"),
+        format!(
+            "{ns}: a bump in a freeze does not wait: {} ({window:?})",
+            waiting.message
+        ),
+    );
+    check(
+        f,
+        *weights.lock().unwrap() == vec![0],
+        format!("{ns}: a canary started in a freeze"),
+    );
+    let lift = json!({"spec": {"releaseWindows": null}});
+    api.patch("backend", &PatchParams::default(), &Patch::Merge(lift))
+        .await
+        .map_err(|e| format!("{ns}: lift the freeze: {e}"))?;
+    let kubectl = env.bin.join("kubectl");
+    let wait = [
+        "wait",
+        "--for=condition=Promoted",
+        "rollout/backend",
+        "-n",
+        ns,
+        "--timeout=120s",
+    ];
+    run_as_admin(env, &kubectl, &wait).await?;
+    let weir = Path::new(env!("CARGO_BIN_EXE_weir"));
+    let history = run_as_admin(env, weir, &["history", "backend", "-n", ns]).await?;
+    check(
+        f,
+        history.contains("Promoted") && history.contains("nginxdemos/hello:2.0"),
+        format!("{ns}: weir history says:\n{history}"),
+    );
+    let report = run_as_admin(env, weir, &["report", "--since", "1h", "-A", "--output", "json"]).await?;
+    check(
+        f,
+        report.contains(&format!("\"{ns}\"")) && report.contains("Promoted"),
+        format!("{ns}: weir report misses the night's release:\n{report}"),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let told = gates.notifications(ns);
+    check(
+        f,
+        told == ["Waiting", "Started", "Promoted"],
+        format!("{ns}: notifications: {told:?}"),
+    );
+    check_no_request_met_no_pods(env, f, ns, no_ready_before);
+    Ok(())
+}
+
 /// The `weir` binary as the controller, restartable.
 struct Controller {
     process: Option<Process>,
@@ -949,8 +1075,9 @@ struct Controller {
     providers: String,
     /// `--namespace`: the one namespace weir watches, or all.
     namespace: Option<String>,
-    /// The admin's webhook allow list.
+    /// The admin's webhook allow list and notification receivers.
     webhooks: String,
+    notifications: String,
 }
 
 /// Who weir runs as in a test bed.
@@ -974,6 +1101,7 @@ impl Controller {
             format!("--http-addr=127.0.0.1:{port}"),
             format!("--providers={}", self.providers),
             format!("--webhooks={}", self.webhooks),
+            format!("--notifications={}", self.notifications),
         ]
         .into_iter()
         .chain(self.namespace.iter().map(|ns| format!("--namespace={ns}")))
@@ -1065,6 +1193,12 @@ impl Bed {
         let gates = Gates::start().await;
         let webhooks = cluster.dir().join("webhooks.yaml");
         std::fs::write(&webhooks, format!("allowedUrls: [\"{}/\"]\n", gates.base)).unwrap();
+        let notifications = cluster.dir().join("notifications.yaml");
+        let inbox = format!(
+            "receivers:\n  - {{name: inbox, type: webhook, url: '{}/inbox'}}\n",
+            gates.base
+        );
+        std::fs::write(&notifications, inbox).unwrap();
         let controller = Arc::new(Mutex::new(Controller {
             process: None,
             port: String::new(),
@@ -1073,6 +1207,7 @@ impl Bed {
             providers: providers.display().to_string(),
             namespace,
             webhooks: webhooks.display().to_string(),
+            notifications: notifications.display().to_string(),
         }));
         controller.lock().unwrap().start().expect("start weir");
         let port = controller.lock().unwrap().port.clone();
@@ -1094,6 +1229,8 @@ impl Bed {
             client: self.client.clone(),
             provider: "main".into(),
             mesh: self.mesh.telemetry.clone(),
+            kubeconfig: self.cluster.kubeconfig.clone(),
+            bin: devcluster::binaries().expect("control-plane binaries"),
         }
     }
 
@@ -1259,7 +1396,7 @@ fn end_to_end() {
             healthy_canary_is_promoted(&env, &failures),
             bad_canary_is_rolled_back(&env, &failures, "bad", "request-success-rate"),
             bad_canary_is_rolled_back(&env, &failures, "slow", "request-duration"),
-            controller_killed_mid_rollout_resumes(&env, &failures, &controller),
+            controller_killed_mid_rollout_resumes(&env, &failures, &controller, &bed.gates),
             prometheus_outage_never_promotes_blind(&env, &failures, blind),
             prometheus_back_in_time_resumes_the_rollout(&env, &failures, blip),
             second_bump_restarts_for_the_newest(&env, &failures),
@@ -1268,10 +1405,11 @@ fn end_to_end() {
             rollout_deleted_mid_canary_leaves_a_plain_setup(&env, &failures),
             a_synced_weight_is_repaired_at_once(&env, &failures),
             webhook_gates_hold_and_roll_back(&env, &failures, &bed.gates),
+            a_night_with_a_window_a_report_and_conditions(&env, &failures, &bed.gates),
         );
         let mut errors: Vec<String> = [
             results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7, results.8,
-            results.9, results.10, results.11,
+            results.9, results.10, results.11, results.12,
         ]
         .into_iter()
         .filter_map(Result::err)
@@ -1290,6 +1428,7 @@ fn end_to_end() {
             "e2e-delete",
             "e2e-drift",
             "e2e-gates",
+            "e2e-night",
         ]
         .map(String::from)
         .to_vec();

@@ -243,3 +243,24 @@ fn a_bad_notifications_file_or_name_is_refused_with_its_field() {
         Err("spec.notify[1]: \"pager\" is not a receiver the cluster admin declared (declared: team-slack)".into())
     );
 }
+
+#[test]
+fn the_events_a_person_acts_on_make_notifications_and_no_others() {
+    let cases = [
+        ("CanaryStarted", Some(Kind::Started)),
+        ("RolledBack", Some(Kind::RolledBack)),
+        ("Promoted", Some(Kind::Promoted)),
+        ("WaitingForWindow", Some(Kind::Waiting)),
+        ("WaitingForConfirmation", Some(Kind::Waiting)),
+        ("DeadlineNear", Some(Kind::Stuck)),
+        ("WaitingForPods", Some(Kind::Stuck)),
+        ("PromotionStalled", Some(Kind::Stuck)),
+        ("AnalysisError", Some(Kind::AnalysisError)),
+        ("StepStarted", None),
+        ("StepPassed", None),
+        ("WebhookHolds", None),
+    ];
+    for (reason, kind) in cases {
+        assert_eq!(Kind::of_event(reason), kind, "{reason}");
+    }
+}

@@ -196,6 +196,8 @@ const IDLE_RESYNC: Duration = Duration::from_secs(300);
 const ROLLOUT_POLL: Duration = Duration::from_secs(30);
 /// The condition that says whether a release window lets the rollout go on.
 const WINDOW_CONDITION: &str = "WithinReleaseWindow";
+/// The condition that says a step has waited past half its progress deadline.
+const STUCK_CONDITION: &str = "Stuck";
 
 fn ts(t: Timestamp) -> String {
     t.to_string()
@@ -972,6 +974,12 @@ impl Decider {
         self.wake_at(deadline);
         let steps = plan.steps.len();
         let step = at.step + 1;
+        let (reason, what) = match (&asking, self.status.judged_here) {
+            (Some(_), _) => ("DeadlineNear", "the pre-rollout webhooks have not said yes"),
+            (None, true) => ("WaitingForPods", "the canary's pods are not ready"),
+            (None, false) => ("DeadlineNear", "no fresh look of the judge since a restart"),
+        };
+        self.stuck_if_late(plan, reason, &format!("step {step}/{steps}: {what}"), deadline);
         self.status.message = match (asking, self.status.judged_here) {
             (Some(asking), _) => format!("step {step}/{steps}: canary pods ready, no traffic yet; {asking}"),
             (None, true) => format!(
@@ -986,6 +994,7 @@ impl Decider {
 
     /// The step's pods are ready: its weight is written and the judge starts looking.
     fn start_step(&mut self, plan: &Plan, at: CanaryAt, weight: u32, ready: i32) {
+        self.unstuck();
         self.set_weight(weight);
         if let Some(r) = self.status.release.as_mut() {
             r.step = at.step + 1;
@@ -1254,12 +1263,48 @@ impl Decider {
         if let Some(a) = self.status.analysis.as_mut() {
             a.next_check_at = Some(ts(next_at));
         }
+        if let Some(at) = self.at() {
+            let what = format!("step {}/{}: no passing verdict yet", at.step + 1, plan.steps.len());
+            self.stuck_if_late(plan, "DeadlineNear", &what, deadline);
+        }
         self.status.message = format!("holding: {note}");
         self.wake_at(next_at);
     }
 
+    /// A step that waits past half its progress deadline is stuck: told once (a Warning
+    /// Event, the condition `Stuck`), so a person can act before the deadline rolls it
+    /// back. Woken at that point otherwise.
+    fn stuck_if_late(&mut self, plan: &Plan, reason: &str, what: &str, deadline: Timestamp) {
+        let half = jiff::SignedDuration::try_from(plan.progress_deadline / 2).unwrap_or_default();
+        let near = deadline.checked_sub(half).unwrap_or(deadline);
+        if self.now < near {
+            return self.wake_at(near);
+        }
+        let message = format!("{what}; rolled back at {} unless it moves on", ts(deadline));
+        let told = self
+            .status
+            .condition(STUCK_CONDITION)
+            .is_some_and(|c| c.status == "True" && c.message == message);
+        if !told {
+            self.event(true, reason, message.clone());
+        }
+        self.set_condition(STUCK_CONDITION, true, reason, &message);
+    }
+
+    /// The step moved on (or the canary ended): no longer stuck.
+    fn unstuck(&mut self) {
+        if self
+            .status
+            .condition(STUCK_CONDITION)
+            .is_some_and(|c| c.status == "True")
+        {
+            self.set_condition(STUCK_CONDITION, false, "MovedOn", "the step moved on");
+        }
+    }
+
     /// Records the step's evidence, then moves to the next step or to promotion.
     fn advance(&mut self, plan: &Plan, target: &TargetState, world: &World, index: usize) {
+        self.unstuck();
         if let Some(a) = self.status.analysis.as_mut() {
             for m in &a.metrics {
                 if let (Some(canary), Some(baseline)) = (m.canary_counts, m.baseline_counts) {
@@ -1460,6 +1505,7 @@ impl Decider {
     /// go once the mesh has caught up, `delay` from now, whether or not the state says
     /// the canary had weight (the VirtualService may have had some all the same).
     fn drain(&mut self, stable: &str, canary: &str, outcome: Outcome, delay: Duration) {
+        self.unstuck();
         self.set_weight(0);
         let until = after(self.now, delay);
         self.state = State::Draining {

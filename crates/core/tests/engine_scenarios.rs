@@ -207,6 +207,58 @@ fn no_data_holds_the_step_and_the_deadline_rolls_back() {
     assert!(rb.reason.contains("too little canary traffic"), "{}", rb.reason);
 }
 
+/// The Event and the condition that say a step is stuck, and when they were first said.
+fn stuck_told(sim: &Sim, reason: &str) -> usize {
+    sim.events.iter().filter(|e| e.reason == reason && e.warning).count()
+}
+
+#[test]
+fn a_step_without_a_verdict_is_told_stuck_once_half_way_to_its_deadline() {
+    let mut sim = Sim::new(&spec(""));
+    sim.metrics = Metrics::NoData;
+    sim.bump(NEW);
+    sim.run_until(minutes(2), |s| s.weight == 10);
+    let started = sim.now;
+    sim.run_until(minutes(10), |s| stuck_told(s, "DeadlineNear") > 0);
+    // Step due after 1m (interval), deadline 2m after that: half way is 2m after the start.
+    let after = sim.now.duration_since(started).as_secs();
+    assert!((118..=125).contains(&after), "told {after}s after the step started");
+    let stuck = sim.status.condition("Stuck").unwrap().clone();
+    assert_eq!((stuck.status.as_str(), stuck.reason.as_str()), ("True", "DeadlineNear"));
+    assert!(
+        stuck
+            .message
+            .contains("step 1/4: no passing verdict yet; rolled back at"),
+        "{}",
+        stuck.message
+    );
+    sim.run_until(minutes(10), phase_is(Phase::RolledBack));
+    assert_eq!(stuck_told(&sim, "DeadlineNear"), 1, "told once, not at every look");
+    assert_eq!(sim.status.condition("Stuck").unwrap().status, "False");
+}
+
+#[test]
+fn canary_pods_that_do_not_start_are_told_stuck_once() {
+    let mut sim = Sim::new(&spec(""));
+    sim.canary_pods_start = false;
+    sim.bump(NEW);
+    sim.run_until(minutes(5), phase_is(Phase::RolledBack));
+    assert_eq!(stuck_told(&sim, "WaitingForPods"), 1);
+    let note = &sim.events.iter().find(|e| e.reason == "WaitingForPods").unwrap().note;
+    assert!(
+        note.contains("step 1/4: the canary's pods are not ready; rolled back at"),
+        "{note}"
+    );
+}
+
+#[test]
+fn a_healthy_release_is_never_told_stuck() {
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    sim.run_until(minutes(30), phase_is(Phase::Succeeded));
+    assert!(sim.status.condition("Stuck").is_none(), "{:?}", sim.status.conditions);
+}
+
 #[test]
 fn prometheus_errors_hold_without_counting_as_breaches_and_recovery_resumes() {
     let mut sim = Sim::new(&spec("  judge: threshold"));

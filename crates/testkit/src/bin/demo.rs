@@ -3,8 +3,11 @@
 //! Starts a local control plane (built from Go modules), the mesh simulator, a real
 //! Prometheus and the weir controller; applies `examples/dev`; bumps the backend image
 //! and shows the canary go 10 → 25 → 50 → 100 live until it is promoted; then bumps to
-//! a bad image and shows the rollback; prints a summary and stops everything.
+//! a bad image and shows the rollback; prints a summary and stops everything. A local
+//! stand-in for a Slack channel prints the notifications weir sends it as they arrive.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -97,6 +100,28 @@ async fn watch(
     }
 }
 
+/// A stand-in for a Slack incoming webhook on loopback: prints each message as it
+/// arrives and counts them.
+async fn slack_channel(start: Instant) -> Result<(String, Arc<AtomicUsize>), Error> {
+    let received = Arc::new(AtomicUsize::new(0));
+    let count = received.clone();
+    let post = move |body: axum::body::Bytes| {
+        let count = count.clone();
+        async move {
+            let message: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let text = message["text"].as_str().unwrap_or("?").replace('\n', " | ");
+            say(start, &format!("Slack #releases <- {text}"));
+            count.fetch_add(1, Ordering::SeqCst);
+            "ok"
+        }
+    };
+    let app = axum::Router::new().route("/slack", axum::routing::post(post));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/slack", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, received))
+}
+
 /// Bumps the image and shows the canary live until it is promoted or rolled back.
 async fn release(client: &Client, prometheus: &str, start: Instant, image: &str) -> Result<RolloutStatus, Error> {
     bump(client, image).await?;
@@ -154,6 +179,12 @@ async fn run(start: Instant) -> Result<(), Error> {
         ),
     );
 
+    let (slack, notified) = slack_channel(start).await?;
+    let notifications = cluster.dir().join("notifications.yaml");
+    std::fs::write(
+        &notifications,
+        format!("receivers:\n  - {{name: team-slack, type: slack, url: '{slack}'}}\n"),
+    )?;
     let http_addr = format!("127.0.0.1:{}", devcluster::free_port()?);
     // weir runs as users run it: its own process, with a kubeconfig for the local cluster.
     let kubeconfig = cluster.kubeconfig.display().to_string();
@@ -165,6 +196,8 @@ async fn run(start: Instant) -> Result<(), Error> {
             format!("--http-addr={http_addr}"),
             // The admin's one metric provider: the local Prometheus.
             format!("--prometheus={}", prometheus.address),
+            // The admin's notification receivers: one Slack channel (here a local stand-in).
+            format!("--notifications={}", notifications.display()),
         ],
         cluster.dir(),
         &[("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "info,kube=warn")],
@@ -187,7 +220,9 @@ async fn run(start: Instant) -> Result<(), Error> {
     devcluster::apply_yaml(&client, &example).await?;
     // The example's timings are for production (1m steps); the demo runs them in seconds.
 
+    // And the team asks to hear of its canaries in its Slack channel.
     let fast = json!({"spec": {
+        "notify": ["team-slack"],
         "progressDeadline": "30s", "scaleDownDelay": "3s",
         "analysis": {"interval": "6s", "tick": "1s",
                      "sequential": {"minDwell": "3s", "minRequests": 10}}}});
@@ -227,6 +262,8 @@ async fn run(start: Instant) -> Result<(), Error> {
     );
     let bad = release(&client, &prometheus.address, start, "nginxdemos/hello:0.5-bad").await?;
 
+    // Deliveries run in the background: give the last one a moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let t = mesh
         .telemetry
         .lock()
@@ -240,6 +277,10 @@ async fn run(start: Instant) -> Result<(), Error> {
     println!(
         "  requests sent to a destination without ready pods since the first bump: {}",
         t.no_ready_pods("dev") - no_ready_before
+    );
+    println!(
+        "  notifications received by the Slack channel: {}",
+        notified.load(Ordering::SeqCst)
     );
     drop(t);
     drop(controller);
