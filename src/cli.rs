@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::Error;
 use crate::api::{PAUSED_ANNOTATION, REQUEST_ANNOTATION, Rollout, RolloutSpec, RolloutStatus};
 use crate::controller;
+use crate::leader::Election;
 use crate::notify::Receivers;
 use crate::plan;
 use crate::providers::Providers;
@@ -79,6 +80,17 @@ pub enum Command {
         /// Default: Services of the Rollout's own namespace only.
         #[arg(long, env = "WEIR_WEBHOOKS")]
         webhooks: Option<PathBuf>,
+        /// Run as one of several replicas: elect a leader on a Lease in weir's own
+        /// namespace (`--secrets-namespace`); only the leader runs the controller.
+        #[arg(long, env = "WEIR_LEADER_ELECT")]
+        leader_elect: bool,
+        /// How long the leader's Lease lasts after its last renewal: a standby takes
+        /// over at most this long after the leader died.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        lease_duration: std::time::Duration,
+        /// This replica's name in the Lease. Default: the pod's name.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
     },
     /// Print the Rollout CRD as YAML.
     Crd,
@@ -227,7 +239,19 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
             release_windows,
             notifications,
             webhooks,
+            leader_elect,
+            lease_duration,
+            identity,
         } => {
+            let election = leader_elect.then(|| Election {
+                namespace: secrets_namespace.clone(),
+                lease: "weir-leader".into(),
+                identity: identity.unwrap_or_else(|| {
+                    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "weir".into());
+                    format!("{host}-{}", std::process::id())
+                }),
+                duration: lease_duration,
+            });
             let webhooks = match webhooks {
                 Some(file) => WebhookPolicy::from_yaml(&std::fs::read_to_string(&file)?)?,
                 None => WebhookPolicy::default(),
@@ -257,6 +281,7 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
                     windows,
                     receivers,
                     webhooks,
+                    election,
                 },
             )
             .await?;

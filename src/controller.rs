@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use crate::api::{Phase, ROLLOUT_LABEL, Rollout, RolloutStatus};
 use crate::engine::{self, Action, AnalysisRequest, Decision, World, Write};
 use crate::judge::Reading;
 use crate::kubernetes::{self, IstioApi, Observation};
+use crate::leader::Election;
 use crate::notify::{self, Notification, Notifier, Receivers};
 use crate::plan::{self, Names, Plan};
 use crate::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
@@ -66,6 +67,8 @@ pub struct Telemetry {
     pub reconcile_seconds: Histogram,
     pub decisions: Family<ResultLabels, Counter>,
     pub prometheus_queries: Family<ResultLabels, Counter>,
+    /// 1 while this replica runs the controller (the leader, or the only one).
+    pub leader: Gauge,
 }
 
 impl Default for Telemetry {
@@ -78,6 +81,7 @@ impl Default for Telemetry {
             reconcile_seconds: Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             decisions: Family::default(),
             prometheus_queries: Family::default(),
+            leader: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -97,6 +101,11 @@ impl Default for Telemetry {
             "prometheus_queries",
             "Metric queries by outcome",
             t.prometheus_queries.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica runs the controller (holds the Lease, or elects none)",
+            t.leader.clone(),
         );
         Telemetry { registry, ..t }
     }
@@ -273,7 +282,12 @@ pub struct Health {
     in_flight: AtomicU64,
     /// When a reconcile last ended.
     last_end: Mutex<Option<Instant>>,
+    /// With leader election: 1 while a standby, 2 once leading; 0 without.
+    role: AtomicU8,
 }
+
+const STANDBY: u8 = 1;
+const LEADER: u8 = 2;
 
 /// Longer than any reconcile can take (its looks are bounded by the providers' timeouts):
 /// reconciles in flight and none ended for this long means the loop is stuck.
@@ -289,12 +303,19 @@ impl Health {
         *self.last_end.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
-    /// Ready once the watches have synced.
-    pub fn ready(&self) -> Result<(), String> {
-        match self.synced.load(Ordering::Relaxed) {
-            true => Ok(()),
-            false => Err("the Rollout watch has not synced yet".into()),
+    /// Ready once the watches have synced; a standby is ready as it is (it serves its
+    /// probes and waits for the Lease). The answer says which.
+    pub fn ready(&self) -> Result<&'static str, String> {
+        match (self.role.load(Ordering::Relaxed), self.synced.load(Ordering::Relaxed)) {
+            (STANDBY, _) => Ok("standby: another replica holds the Lease"),
+            (_, false) => Err("the Rollout watch has not synced yet".into()),
+            (LEADER, true) => Ok("leader"),
+            (_, true) => Ok("ok"),
         }
+    }
+
+    fn set_role(&self, role: u8) {
+        self.role.store(role, Ordering::Relaxed);
     }
 
     /// Healthy unless reconciles are in flight and none has ended for `STUCK_AFTER`.
@@ -796,13 +817,16 @@ async fn serve_http(addr: SocketAddr, ctx: Arc<Context>) -> Result<(), Error> {
             }
         }
     };
-    let answer = |state: Result<(), String>| match state {
-        Ok(()) => (axum::http::StatusCode::OK, "ok".to_string()),
+    let answer = |state: Result<&str, String>| match state {
+        Ok(what) => (axum::http::StatusCode::OK, what.to_string()),
         Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, why),
     };
     let (live, ready) = (health.clone(), health);
     let app = axum::Router::new()
-        .route("/healthz", get(move || async move { answer(live.health.live()) }))
+        .route(
+            "/healthz",
+            get(move || async move { answer(live.health.live().map(|()| "ok")) }),
+        )
         .route("/readyz", get(move || async move { answer(ready.health.ready()) }))
         .route("/metrics", get(metrics));
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -823,6 +847,8 @@ pub struct Options {
     pub receivers: Receivers,
     /// The addresses the admin allows Rollouts' webhooks to call.
     pub webhooks: WebhookPolicy,
+    /// Replicas elect a leader on a Lease; only the leader runs the controller.
+    pub election: Option<Election>,
 }
 
 /// A hash of what a reconcile must see: the spec (generation), the annotations (requests
@@ -868,6 +894,68 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         looks: Looks::default(),
         health: Health::default(),
     });
+    let http = tokio::spawn(serve_http(options.http_addr, ctx.clone()));
+    let leadership = match &options.election {
+        None => None,
+        Some(election) => {
+            ctx.health.set_role(STANDBY);
+            tokio::select! {
+                led = election.lead(client.clone()) => Some(led?),
+                _ = shutdown_signal() => {
+                    http.abort();
+                    return Ok(());
+                }
+            }
+        }
+    };
+    if leadership.is_some() {
+        ctx.health.set_role(LEADER);
+    }
+    ctx.telemetry.leader.set(1);
+    let result = match leadership {
+        None => {
+            control(client, &options, ctx, answered).await;
+            Ok(())
+        }
+        Some(mut leadership) => {
+            let lost = tokio::select! {
+                _ = control(client, &options, ctx, answered) => false,
+                _ = leadership.lost() => true,
+            };
+            match lost {
+                // Stop at once: the new leader writes now.
+                true => Err(Error::Lease("lost the Lease to another replica: stopping".into())),
+                false => {
+                    leadership.release().await;
+                    Ok(())
+                }
+            }
+        }
+    };
+    http.abort();
+    info!("controller stopped");
+    result
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The controller itself: the watches, the reconciles, until SIGTERM or Ctrl-C.
+async fn control(
+    client: Client,
+    options: &Options,
+    ctx: Arc<Context>,
+    answered: futures::channel::mpsc::UnboundedReceiver<ObjectRef<Rollout>>,
+) {
     let (rollouts, deployments): (Api<Rollout>, Api<Deployment>) = match &options.namespace {
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone())),
@@ -956,7 +1044,6 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     let on_vs = routing_to_rollouts(controller.store(), ctx.clone(), false);
     let on_dr = routing_to_rollouts(controller.store(), ctx.clone(), true);
     let (vs_type, dr_type) = (ctx.istio.virtual_service.clone(), ctx.istio.destination_rule.clone());
-    let http = tokio::spawn(serve_http(options.http_addr, ctx.clone()));
     let telemetry_ctx = ctx.clone();
     controller
         .watches(deployments, watcher::Config::default().any_semantic(), to_rollouts)
@@ -980,9 +1067,6 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
             futures::future::ready(())
         })
         .await;
-    http.abort();
-    info!("controller stopped");
-    Ok(())
 }
 
 #[cfg(test)]
@@ -993,8 +1077,12 @@ mod tests {
     fn ready_once_synced_and_unhealthy_only_when_reconciles_stop_ending() {
         let health = Health::default();
         assert!(health.ready().is_err(), "not ready before the watch synced");
+        health.set_role(STANDBY);
+        assert_eq!(health.ready(), Ok("standby: another replica holds the Lease"));
+        health.set_role(LEADER);
+        assert!(health.ready().is_err(), "a new leader is ready once its watch synced");
         health.synced.store(true, Ordering::Relaxed);
-        assert!(health.ready().is_ok());
+        assert_eq!(health.ready(), Ok("leader"));
         assert!(health.live().is_ok(), "idle is healthy");
         health.started();
         health.ended();

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod controller;
 pub mod istio;
 pub mod kubernetes;
+pub mod leader;
 pub mod notify;
 pub mod outbound;
 pub mod prometheus;
@@ -41,6 +42,9 @@ pub enum Error {
     Invariant(String),
     #[error("{0}")]
     Usage(String),
+    /// Leader election: the Lease could not be read or written, or was lost.
+    #[error("leader election: {0}")]
+    Lease(String),
     /// Not an error: a deleted Rollout's canary still drains; the finalizer stays and the
     /// cleanup comes back after this long.
     #[error("still handing back traffic and the Deployment; again in {0:?}")]

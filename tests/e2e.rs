@@ -1078,6 +1078,9 @@ struct Controller {
     /// The admin's webhook allow list and notification receivers.
     webhooks: String,
     notifications: String,
+    /// Its log's name (`<name>.log` in `dir`) and arguments of its own.
+    name: String,
+    extra: Vec<String>,
 }
 
 /// Who weir runs as in a test bed.
@@ -1104,11 +1107,12 @@ impl Controller {
             format!("--notifications={}", self.notifications),
         ]
         .into_iter()
+        .chain(self.extra.iter().cloned())
         .chain(self.namespace.iter().map(|ns| format!("--namespace={ns}")))
         .collect::<Vec<_>>();
         let env = [("KUBECONFIG", self.kubeconfig.as_str()), ("RUST_LOG", "info,kube=warn")];
         self.process = Some(devcluster::spawn_with_env(
-            "weir",
+            &self.name,
             Path::new(env!("CARGO_BIN_EXE_weir")),
             &args,
             &self.dir,
@@ -1208,6 +1212,8 @@ impl Bed {
             namespace,
             webhooks: webhooks.display().to_string(),
             notifications: notifications.display().to_string(),
+            name: "weir".into(),
+            extra: Vec::new(),
         }));
         controller.lock().unwrap().start().expect("start weir");
         let port = controller.lock().unwrap().port.clone();
@@ -1685,4 +1691,146 @@ fn with_only_the_namespaced_rbac_in_config() {
         errors.extend(failures.lock().unwrap().iter().cloned());
         bed.report(errors, &["e2e-healthy".into(), elsewhere.into()]).await;
     });
+}
+
+/// What weir answers on one of its HTTP paths (empty when it does not answer).
+async fn http_text(port: &str, path: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    match reqwest::get(url).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Who holds weir's Lease.
+async fn lease_holder(client: &Client) -> Option<String> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let lease = Api::<Lease>::namespaced(client.clone(), "weir-system")
+        .get_opt("weir-leader")
+        .await
+        .ok()??;
+    lease.spec?.holder_identity
+}
+
+#[test]
+fn a_standby_takes_over_when_the_leader_is_killed() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        // weir as its ServiceAccount with config/'s RBAC: the Lease's Role is enough.
+        let bed = Bed::start_with(11, "", Identity::ServiceAccount).await;
+        let env = bed.env();
+        let failures: Failures = Arc::default();
+        let result = standby_takes_over(&bed, &env, &failures).await;
+        let mut errors: Vec<String> = result.err().into_iter().collect();
+        errors.extend(failures.lock().unwrap().iter().cloned());
+        bed.report(errors, &["e2e-ha".to_string()]).await;
+    });
+}
+
+/// Two replicas with `--leader-elect`: the first leads, the second waits (its /readyz
+/// says standby, its weir_leader is 0). The leader is SIGKILLed at 25 %; the standby
+/// takes the Lease within its duration and finishes the release with no step repeated
+/// or skipped and no request to a destination without ready pods.
+async fn standby_takes_over(bed: &Bed, env: &Env, f: &Failures) -> Result<(), String> {
+    const LEASE: Duration = Duration::from_secs(6);
+    let replica = |name: &str| {
+        let c = bed.controller.lock().unwrap();
+        Controller {
+            process: None,
+            port: String::new(),
+            kubeconfig: c.kubeconfig.clone(),
+            dir: c.dir.clone(),
+            providers: c.providers.clone(),
+            namespace: None,
+            webhooks: c.webhooks.clone(),
+            notifications: c.notifications.clone(),
+            name: name.to_string(),
+            extra: vec![
+                "--leader-elect".into(),
+                format!("--lease-duration={}s", LEASE.as_secs()),
+                format!("--identity={name}"),
+            ],
+        }
+    };
+    bed.controller.lock().unwrap().kill();
+    let (mut first, mut second) = (replica("weir-a"), replica("weir-b"));
+    first.start().map_err(|e| format!("start weir-a: {e}"))?;
+    wait_ready(&first.port).await;
+    second.start().map_err(|e| format!("start weir-b: {e}"))?;
+    let start = Instant::now();
+    while http_text(&second.port, "/readyz").await.is_empty() && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ns = "e2e-ha";
+    let (weights, no_ready_before) = setup(env, ns, &env.provider).await?;
+    check(
+        f,
+        http_text(&first.port, "/readyz").await == "leader",
+        "weir-a does not lead".into(),
+    );
+    let standby = http_text(&second.port, "/readyz").await;
+    check(
+        f,
+        standby.starts_with("standby"),
+        format!("weir-b /readyz: {standby:?}"),
+    );
+    let metrics = http_text(&second.port, "/metrics").await;
+    check(
+        f,
+        metrics.contains("weir_leader 0"),
+        "weir-b's weir_leader is not 0".into(),
+    );
+    check(
+        f,
+        lease_holder(&env.client).await.as_deref() == Some("weir-a"),
+        "the Lease is not weir-a's".into(),
+    );
+    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    wait_weight(&weights, 25, Duration::from_secs(60)).await?;
+    first.kill();
+    let killed = Instant::now();
+    while http_text(&second.port, "/readyz").await != "leader" {
+        if killed.elapsed() > LEASE * 3 {
+            return Err(format!("weir-b did not take over within {:?}", LEASE * 3));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = killed.elapsed();
+    eprintln!(
+        "takeover: the standby led {} ms after the leader's SIGKILL (Lease {LEASE:?})",
+        took.as_millis()
+    );
+    check(
+        f,
+        took <= LEASE + Duration::from_secs(4),
+        format!("takeover took {took:?}"),
+    );
+    check(
+        f,
+        lease_holder(&env.client).await.as_deref() == Some("weir-b"),
+        "the Lease is not weir-b's after the takeover".into(),
+    );
+    let r = wait_phase(
+        &env.client,
+        ns,
+        &[Phase::Succeeded, Phase::RolledBack],
+        Duration::from_secs(120),
+    )
+    .await?;
+    check(
+        f,
+        r.status.as_ref().is_some_and(|s| s.phase == Phase::Succeeded),
+        format!("{ns}: not promoted after the takeover"),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let w = weights.lock().unwrap().clone();
+    check(f, w == vec![0, 10, 25, 50, 100, 0], format!("{ns}: weights went {w:?}"));
+    check_no_request_met_no_pods(env, f, ns, no_ready_before);
+    check(
+        f,
+        http_text(&second.port, "/metrics").await.contains("weir_leader 1"),
+        "weir-b's weir_leader is not 1".into(),
+    );
+    second.kill();
+    Ok(())
 }
