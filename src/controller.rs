@@ -19,12 +19,6 @@ use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use crate::Error;
@@ -37,79 +31,9 @@ use crate::notify::{self, Notification, Notifier, Receivers};
 use crate::plan::{self, Names, Plan};
 use crate::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
 use crate::providers::Providers;
+use crate::telemetry::{ResultLabels, Telemetry};
 use crate::webhooks::{WebhookPolicy, Webhooks};
 use crate::windows_defaults::WindowDefaults;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RolloutLabels {
-    pub namespace: String,
-    pub name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PhaseLabels {
-    pub namespace: String,
-    pub name: String,
-    pub phase: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: String,
-}
-
-/// weir's own metrics, served on `/metrics`.
-pub struct Telemetry {
-    pub registry: Registry,
-    pub canary_weight: Family<RolloutLabels, Gauge>,
-    pub phase: Family<PhaseLabels, Gauge>,
-    pub reconciles: Family<ResultLabels, Counter>,
-    pub reconcile_seconds: Histogram,
-    pub decisions: Family<ResultLabels, Counter>,
-    pub prometheus_queries: Family<ResultLabels, Counter>,
-    /// 1 while this replica runs the controller (the leader, or the only one).
-    pub leader: Gauge,
-}
-
-impl Default for Telemetry {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("weir");
-        let t = Telemetry {
-            canary_weight: Family::default(),
-            phase: Family::default(),
-            reconciles: Family::default(),
-            reconcile_seconds: Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
-            decisions: Family::default(),
-            prometheus_queries: Family::default(),
-            leader: Gauge::default(),
-            registry: Registry::default(),
-        };
-        registry.register(
-            "rollout_canary_weight",
-            "Canary weight weir last wrote, percent",
-            t.canary_weight.clone(),
-        );
-        registry.register("rollout_phase", "1 for the phase each Rollout is in", t.phase.clone());
-        registry.register("reconciles", "Reconciles by result", t.reconciles.clone());
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time of one reconcile",
-            t.reconcile_seconds.clone(),
-        );
-        registry.register("decisions", "Events weir emitted, by reason", t.decisions.clone());
-        registry.register(
-            "prometheus_queries",
-            "Metric queries by outcome",
-            t.prometheus_queries.clone(),
-        );
-        registry.register(
-            "leader",
-            "1 while this replica runs the controller (holds the Lease, or elects none)",
-            t.leader.clone(),
-        );
-        Telemetry { registry, ..t }
-    }
-}
 
 /// What weir remembers of each Rollout under analysis between two reconciles, keyed by
 /// namespace/name: the status it last decided and the one it last wrote (the judge's
@@ -332,10 +256,6 @@ impl Health {
     }
 }
 
-fn phase_name(p: &Phase) -> String {
-    format!("{p:?}")
-}
-
 /// Reads every metric of a due look, concurrently: one query per metric, on the
 /// Rollout's provider. A provider that already has its share of looks waiting on it
 /// gets no more: after a second's wait for its turn this look reads as an error (the
@@ -554,7 +474,7 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
     };
     ctx.looks.remember(&key, &uid, &decision.status, &written, memo);
     ctx.webhooks.ask(&rollout, &decision.asks);
-    record_telemetry(ctx, &rollout, &status.phase, &decision.status);
+    ctx.telemetry.record(&rollout, &status, &decision.status, now);
     Ok(Requeue::requeue(decision.requeue_after))
 }
 
@@ -590,7 +510,7 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
     }
     ctx.looks.forget(&key);
     ctx.webhooks.forget(&key);
-    forget_telemetry(ctx, &rollout, &decision.status.phase);
+    ctx.telemetry.forget(&rollout, &decision.status.phase);
     Ok(Requeue::await_change())
 }
 
@@ -750,44 +670,6 @@ fn key_of(rollout: &Rollout) -> String {
     look_key(&rollout.namespace().unwrap_or_default(), &rollout.name_any())
 }
 
-fn rollout_labels(rollout: &Rollout) -> RolloutLabels {
-    RolloutLabels {
-        namespace: rollout.namespace().unwrap_or_default(),
-        name: rollout.name_any(),
-    }
-}
-
-fn phase_labels(labels: &RolloutLabels, p: &Phase) -> PhaseLabels {
-    PhaseLabels {
-        namespace: labels.namespace.clone(),
-        name: labels.name.clone(),
-        phase: phase_name(p),
-    }
-}
-
-fn record_telemetry(ctx: &Context, rollout: &Rollout, before: &Phase, status: &RolloutStatus) {
-    let labels = rollout_labels(rollout);
-    ctx.telemetry
-        .canary_weight
-        .get_or_create(&labels)
-        .set(i64::from(status.canary_weight));
-    // One series per Rollout, for the phase it is in: with thousands of idle Rollouts,
-    // a zero for every other phase would be most of the controller's memory.
-    if *before != status.phase {
-        ctx.telemetry.phase.remove(&phase_labels(&labels, before));
-    }
-    ctx.telemetry
-        .phase
-        .get_or_create(&phase_labels(&labels, &status.phase))
-        .set(1);
-}
-
-fn forget_telemetry(ctx: &Context, rollout: &Rollout, phase: &Phase) {
-    let labels = rollout_labels(rollout);
-    ctx.telemetry.canary_weight.remove(&labels);
-    ctx.telemetry.phase.remove(&phase_labels(&labels, phase));
-}
-
 pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Requeue {
     if let Error::NotReleasedYet(wait) = error {
         return Requeue::requeue(*wait);
@@ -875,7 +757,9 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         controller: "weir".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let telemetry = Telemetry::default();
     let (webhooks, answered) = Webhooks::start(options.webhooks.clone());
+    let webhooks = webhooks.with_counts(telemetry.webhook_calls.clone());
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
@@ -888,9 +772,10 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
             options.receivers.clone(),
             Some(client.clone()),
             options.secrets_namespace.clone(),
-        ),
+        )
+        .with_counts(telemetry.notifications.clone()),
         webhooks,
-        telemetry: Telemetry::default(),
+        telemetry,
         looks: Looks::default(),
         health: Health::default(),
     });

@@ -17,6 +17,7 @@ pub mod outbound;
 pub mod prometheus;
 pub mod providers;
 pub mod report;
+pub mod telemetry;
 pub mod webhooks;
 pub mod windows_defaults;
 

@@ -40,6 +40,7 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::outbound::{self, Failed};
+use crate::telemetry::{CallLabels, Calls};
 
 /// Deliveries queued for one receiver and not yet ended; more are dropped (with a warning).
 const QUEUE: usize = 256;
@@ -279,6 +280,8 @@ pub struct Notifier {
     receivers: Arc<Receivers>,
     lanes: Arc<BTreeMap<String, Lane>>,
     sender: Arc<Sender>,
+    /// Deliveries by kind and result (delivered, failed, dropped).
+    counts: Calls,
 }
 
 /// One receiver's share: its deliveries in flight and queued.
@@ -314,7 +317,21 @@ impl Notifier {
             receivers: Arc::new(receivers),
             lanes: Arc::new(lanes),
             sender: Arc::new(sender),
+            counts: Calls::default(),
         }
+    }
+
+    /// Counts deliveries into `counts` (weir's `/metrics`).
+    pub fn with_counts(self, counts: Calls) -> Notifier {
+        Notifier { counts, ..self }
+    }
+
+    fn count(counts: &Calls, kind: Kind, result: &str) {
+        let labels = CallLabels {
+            kind: format!("{kind:?}"),
+            result: result.into(),
+        };
+        counts.get_or_create(&labels).inc();
     }
 
     /// Checks a Rollout's `spec.notify` against the declared receivers.
@@ -334,6 +351,7 @@ impl Notifier {
             if lane.queued.fetch_add(1, Ordering::SeqCst) >= QUEUE {
                 lane.queued.fetch_sub(1, Ordering::SeqCst);
                 warn!(receiver = %name, id = %notification.id, "notification queue full: dropped");
+                Notifier::count(&self.counts, notification.kind, "dropped");
                 continue;
             }
             let job = Job {
@@ -342,8 +360,8 @@ impl Notifier {
             };
             tokio::spawn(deliver(
                 self.sender.clone(),
-                lane.in_flight.clone(),
-                lane.queued.clone(),
+                (lane.in_flight.clone(), lane.queued.clone()),
+                self.counts.clone(),
                 job,
             ));
         }
@@ -351,11 +369,23 @@ impl Notifier {
 }
 
 /// One delivery, when its receiver has a slot free.
-async fn deliver(sender: Arc<Sender>, in_flight: Arc<Semaphore>, queued: Arc<AtomicUsize>, job: Job) {
+async fn deliver(
+    sender: Arc<Sender>,
+    (in_flight, queued): (Arc<Semaphore>, Arc<AtomicUsize>),
+    counts: Calls,
+    job: Job,
+) {
     if let Ok(_slot) = in_flight.acquire_owned().await {
+        let kind = job.notification.kind;
         match sender.deliver(&job).await {
-            Ok(()) => info!(receiver = %job.receiver.name, id = %job.notification.id, "notification delivered"),
-            Err(e) => warn!(receiver = %job.receiver.name, id = %job.notification.id, %e, "notification not delivered"),
+            Ok(()) => {
+                info!(receiver = %job.receiver.name, id = %job.notification.id, "notification delivered");
+                Notifier::count(&counts, kind, "delivered");
+            }
+            Err(e) => {
+                warn!(receiver = %job.receiver.name, id = %job.notification.id, %e, "notification not delivered");
+                Notifier::count(&counts, kind, "failed");
+            }
         }
     }
     queued.fetch_sub(1, Ordering::SeqCst);

@@ -28,6 +28,7 @@ use weir_core::hooks::{HookAnswer, HookCall, HookKey, HookPlan, Reply, UrlParts,
 
 use crate::api::Rollout;
 use crate::outbound::{self, Failed};
+use crate::telemetry::{CallLabels, Calls};
 
 /// Calls in flight at once over all Rollouts; more wait for a slot (each is bounded in
 /// time, so the wait is too).
@@ -125,16 +126,18 @@ impl Call {
 }
 
 /// (namespace/name of the Rollout, webhook name) → its latest call.
-type Calls = HashMap<(String, String), Call>;
+type LatestCalls = HashMap<(String, String), Call>;
 
 /// Makes the calls and keeps their answers; clones share them.
 #[derive(Clone)]
 pub struct Webhooks {
     policy: Arc<WebhookPolicy>,
-    calls: Arc<Mutex<Calls>>,
+    calls: Arc<Mutex<LatestCalls>>,
     http: reqwest::Client,
     slots: Arc<Semaphore>,
     wake: UnboundedSender<ObjectRef<Rollout>>,
+    /// Calls by type and answer.
+    counts: Calls,
 }
 
 /// The body weir POSTs.
@@ -164,15 +167,21 @@ impl Webhooks {
             http: outbound::client(None),
             slots: Arc::new(Semaphore::new(IN_FLIGHT)),
             wake,
+            counts: Calls::default(),
         };
         (hooks, woken)
+    }
+
+    /// Counts calls into `counts` (weir's `/metrics`).
+    pub fn with_counts(self, counts: Calls) -> Webhooks {
+        Webhooks { counts, ..self }
     }
 
     pub fn check(&self, namespace: &str, hooks: &[HookPlan]) -> Result<(), String> {
         self.policy.check(namespace, hooks)
     }
 
-    fn calls(&self) -> std::sync::MutexGuard<'_, Calls> {
+    fn calls(&self) -> std::sync::MutexGuard<'_, LatestCalls> {
         self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -205,6 +214,11 @@ impl Webhooks {
             tokio::spawn(async move {
                 let answer = hooks.call(&rollout_ref, &ask).await;
                 info!(rollout = %slot.0, webhook = %ask.key.hook, reply = answer.reply.as_str(), detail = %answer.detail, "webhook answered");
+                let labels = CallLabels {
+                    kind: ask.kind.as_str().into(),
+                    result: answer.reply.as_str().into(),
+                };
+                hooks.counts.get_or_create(&labels).inc();
                 let mut calls = hooks.calls();
                 // Kept only if still the call wanted (not forgotten, not replaced).
                 if calls.get(&slot).is_some_and(|c| *c.key() == ask.key) {

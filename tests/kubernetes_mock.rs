@@ -10,12 +10,13 @@ use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 use weir::api::{Phase, Rollout, RolloutStatus};
-use weir::controller::{self, Context, Looks, Telemetry};
+use weir::controller::{self, Context, Looks};
 use weir::engine::state_of;
 use weir::kubernetes::{IstioApi, template_hash};
 use weir::notify::{Notifier, Receivers};
 use weir::prometheus::Prometheus;
 use weir::providers::Providers;
+use weir::telemetry::Telemetry;
 use weir::webhooks::{WebhookPolicy, Webhooks};
 use weir_core::state::{CanaryAt, STATE_VERSION, State};
 

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use futures::StreamExt;
 use serde_json::Value;
 use weir::api::Rollout;
+use weir::telemetry::{CallLabels, Calls};
 use weir::webhooks::{WebhookPolicy, Webhooks};
 use weir_core::hooks::{HookAnswer, HookCall, HookKey, HookPlan, Reply};
 use weir_core::spec::{FailurePolicy, WebhookKind};
@@ -105,6 +106,8 @@ fn of<'a>(answers: &'a [HookAnswer], hook: &str) -> &'a HookAnswer {
 async fn yes_no_slow_silent_and_flaky_webhooks_each_get_their_answer() {
     let (base, seen) = service().await;
     let (hooks, _woken) = Webhooks::start(WebhookPolicy::default());
+    let counts = Calls::default();
+    let hooks = hooks.with_counts(counts.clone());
     let second = Duration::from_secs(1);
     let calls = [
         call(&format!("{base}/yes"), "yes", 5 * second, 0),
@@ -129,6 +132,18 @@ async fn yes_no_slow_silent_and_flaky_webhooks_each_get_their_answer() {
     let flaky = of(&got, "flaky");
     assert_eq!((flaky.reply, flaky.attempts), (Reply::Yes, 2), "a 503 is retried");
     assert!(of(&got, "huge").detail.len() < 300, "the body is cut short");
+    let counted = |result: &str| {
+        let labels = CallLabels {
+            kind: "pre-rollout".into(),
+            result: result.into(),
+        };
+        counts.get_or_create(&labels).get()
+    };
+    assert_eq!(
+        (counted("Yes"), counted("No"), counted("NoAnswer")),
+        (4, 1, 1),
+        "weir_webhook_calls_total"
+    );
     // Two attempts of 1 s and one backoff of about 1 s: bounded, whatever the service does.
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     let bodies = seen.0.lock().unwrap().clone();
