@@ -156,6 +156,18 @@ async fn wait_phase(client: &Client, ns: &str, want: &[Phase], limit: Duration) 
     }
 }
 
+/// Waits (at most 2 min) for the release to end, and checks it was promoted.
+async fn expect_promoted(env: &Env, f: &Failures, ns: &str, when: &str) -> Result<(), String> {
+    let ended = [Phase::Succeeded, Phase::RolledBack];
+    let r = wait_phase(&env.client, ns, &ended, Duration::from_secs(120)).await?;
+    check(
+        f,
+        r.status.as_ref().is_some_and(|s| s.phase == Phase::Succeeded),
+        format!("{ns}: not promoted {when}"),
+    );
+    Ok(())
+}
+
 async fn wait_weight(weights: &Arc<Mutex<Vec<u64>>>, weight: u64, limit: Duration) -> Result<(), String> {
     let start = Instant::now();
     while weights.lock().unwrap().last() != Some(&weight) {
@@ -763,18 +775,7 @@ async fn a_synced_weight_is_repaired_at_once(env: &Env, f: &Failures) -> Result<
         "drift: a weight rewritten by a sync was repaired {} ms later (10 ms polling)",
         repaired.as_millis()
     );
-    let r = wait_phase(
-        &env.client,
-        ns,
-        &[Phase::Succeeded, Phase::RolledBack],
-        Duration::from_secs(120),
-    )
-    .await?;
-    check(
-        f,
-        r.status.as_ref().is_some_and(|s| s.phase == Phase::Succeeded),
-        format!("{ns}: not promoted after the sync"),
-    );
+    expect_promoted(env, f, ns, "after the sync").await?;
     check_no_request_met_no_pods(env, f, ns, no_ready_before);
     Ok(())
 }
@@ -917,18 +918,7 @@ async fn webhook_gates_hold_and_roll_back(env: &Env, f: &Failures, gates: &Gates
     let said = webhook_answer(&env.client, ns, "release-manager").await;
     check(f, said.is_some(), format!("{ns}: the confirmation is not in status"));
     gates.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    let r = wait_phase(
-        &env.client,
-        ns,
-        &[Phase::Succeeded, Phase::RolledBack],
-        Duration::from_secs(60),
-    )
-    .await?;
-    check(
-        f,
-        r.status.as_ref().is_some_and(|s| s.phase == Phase::Succeeded),
-        format!("{ns}: not promoted once confirmed"),
-    );
+    expect_promoted(env, f, ns, "once confirmed").await?;
     gates.wait_calls("post", 1, Duration::from_secs(30)).await?;
     let post = gates.calls("post");
     check(
@@ -1810,18 +1800,7 @@ async fn standby_takes_over(bed: &Bed, env: &Env, f: &Failures) -> Result<(), St
         lease_holder(&env.client).await.as_deref() == Some("weir-b"),
         "the Lease is not weir-b's after the takeover".into(),
     );
-    let r = wait_phase(
-        &env.client,
-        ns,
-        &[Phase::Succeeded, Phase::RolledBack],
-        Duration::from_secs(120),
-    )
-    .await?;
-    check(
-        f,
-        r.status.as_ref().is_some_and(|s| s.phase == Phase::Succeeded),
-        format!("{ns}: not promoted after the takeover"),
-    );
+    expect_promoted(env, f, ns, "after the takeover").await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let w = weights.lock().unwrap().clone();
     check(f, w == vec![0, 10, 25, 50, 100, 0], format!("{ns}: weights went {w:?}"));

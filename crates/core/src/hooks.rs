@@ -167,6 +167,21 @@ pub fn plan(field: &str, hooks: &[Webhook], errors: &mut Vec<String>) -> Vec<Hoo
     planned
 }
 
+impl HookPlan {
+    /// The call that asks this webhook the question `key`.
+    pub fn call(&self, key: HookKey, outcome: Option<&str>) -> HookCall {
+        HookCall {
+            key,
+            kind: self.kind,
+            url: self.url.clone(),
+            timeout: self.timeout,
+            retries: self.retries,
+            metadata: self.metadata.clone(),
+            outcome: outcome.map(str::to_string),
+        }
+    }
+}
+
 /// Which question a call answers: one webhook, for one revision at one step, in one
 /// round (a hook that said no is asked again in a new round).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -80,15 +80,7 @@ impl Decider {
         if record.is_none_or(|r| r.answer != ASKED || r.round != round) {
             self.record(hook, &key, ASKED, "", 0);
         }
-        self.asks.push(HookCall {
-            key,
-            kind: hook.kind,
-            url: hook.url.clone(),
-            timeout: hook.timeout,
-            retries: hook.retries,
-            metadata: hook.metadata.clone(),
-            outcome: outcome.map(str::to_string),
-        });
+        self.asks.push(hook.call(key, outcome));
         Said::Waiting(format!(
             "waiting for webhook {} ({}) to answer",
             hook.name,
@@ -181,15 +173,7 @@ impl Decider {
                 round,
             };
             let Some(answer) = self.answers.iter().find(|a| a.key == key).cloned() else {
-                self.asks.push(HookCall {
-                    key,
-                    kind: hook.kind,
-                    url: hook.url.clone(),
-                    timeout: hook.timeout,
-                    retries: hook.retries,
-                    metadata: hook.metadata.clone(),
-                    outcome: None,
-                });
+                self.asks.push(hook.call(key, None));
                 continue;
             };
             let last = self.record_of(&hook.name, &at.canary, at.step + 1);
