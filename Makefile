@@ -1,5 +1,5 @@
 # The two commands of the README. Both install and build what is missing first.
-.PHONY: demo test bench fuzz
+.PHONY: demo test bench fuzz image
 
 demo:
 	./testcluster/prepare.sh
@@ -16,3 +16,7 @@ fuzz:
 
 bench:
 	cargo bench -p weir-core --bench judges
+
+# weir's container image as an OCI archive, without a container engine (see image/build.sh).
+image:
+	./image/build.sh

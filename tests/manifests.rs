@@ -247,3 +247,74 @@ fn the_shipped_controller_configuration_is_read_by_the_controller() {
         );
     }
 }
+
+/// The Grafana dashboard in config/grafana asks only for series weir exports.
+#[test]
+fn the_grafana_dashboard_reads_only_metrics_weir_exports() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana/weir-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // A family shows in the text only once it has a series: one of each.
+    use weir::telemetry::*;
+    let t = Telemetry::default();
+    let rollout = RolloutLabels {
+        namespace: "dev".into(),
+        name: "backend".into(),
+    };
+    t.canary_weight.get_or_create(&rollout).set(10);
+    let phase = PhaseLabels {
+        namespace: "dev".into(),
+        name: "backend".into(),
+        phase: "Progressing".into(),
+    };
+    t.phase.get_or_create(&phase).set(1);
+    let result = ResultLabels { result: "ok".into() };
+    for family in [&t.reconciles, &t.decisions, &t.prometheus_queries] {
+        family.get_or_create(&result).inc();
+    }
+    let outcome = OutcomeLabels {
+        outcome: "Promoted".into(),
+    };
+    t.releases.get_or_create(&outcome).observe(60.0);
+    let verdict = VerdictLabels {
+        metric: "custom".into(),
+        verdict: "Pass".into(),
+    };
+    t.verdicts.get_or_create(&verdict).inc();
+    let call = CallLabels {
+        kind: "Started".into(),
+        result: "delivered".into(),
+    };
+    t.notifications.get_or_create(&call).inc();
+    t.webhook_calls.get_or_create(&call).inc();
+    let mut exported = String::new();
+    prometheus_client::encoding::text::encode(&mut exported, &t.registry).unwrap();
+    let families: Vec<&str> = exported
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    let mut asked = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for token in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !token.starts_with("weir_") {
+                    continue;
+                }
+                asked += 1;
+                let family = ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| token.strip_suffix(suffix))
+                    .unwrap_or(token);
+                assert!(
+                    families.contains(&family),
+                    "panel {:?} asks for {token}, which weir does not export ({families:?})",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(asked >= 15, "{asked} series asked for");
+}
