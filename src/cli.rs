@@ -115,6 +115,21 @@ pub enum Command {
         #[arg(short, long)]
         watch: bool,
     },
+    /// A live web page of every Rollout and of one release: weights, error and slow
+    /// ratios against their bounds, every decision (read-only; loopback by default).
+    Dashboard {
+        /// Where to serve it.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        addr: std::net::SocketAddr,
+        /// The Prometheus that scrapes the mesh (e.g. a port-forward), for the ratio charts.
+        #[arg(long, env = "WEIR_PROMETHEUS")]
+        prometheus: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
     /// Print a shell completion script (e.g. `weir completion bash > /etc/bash_completion.d/weir`).
     Completion { shell: clap_complete::Shell },
     /// A Rollout's releases: the one in progress, then the last ones, newest first.
@@ -337,6 +352,19 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
         } => {
             let api = scope(context, namespace.as_deref(), all_namespaces).await?;
             report::get(api, &names, all_namespaces, watch).await?;
+        }
+        Command::Dashboard {
+            addr,
+            prometheus,
+            namespace,
+            all_namespaces,
+        } => {
+            let client = connect(context).await?;
+            let namespace = match all_namespaces {
+                true => None,
+                false => Some(namespace.unwrap_or_else(|| client.default_namespace().to_string())),
+            };
+            crate::dashboard::serve(client, namespace, prometheus, addr).await?;
         }
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod dashboard;
 pub mod istio;
 pub mod kubernetes;
 pub mod leader;

@@ -81,6 +81,38 @@ pub fn query_for(metric: &MetricPlan, scope: &QueryScope, window: Duration, inte
     }
 }
 
+/// A built-in metric's bad-request ratio per version (`destination_workload`) over 30 s
+/// windows, for the dashboard's charts: 5xx of all requests, or requests slower than the
+/// latency bound. A version without any bad request reads 0, not nothing.
+pub fn bad_ratio_query(kind: &MetricKind, scope: &QueryScope) -> Option<String> {
+    let sel = selector(scope);
+    let (bad, all) = match kind {
+        MetricKind::SuccessRate { .. } => (
+            format!(r#"istio_requests_total{{{sel},response_code=~"5.."}}"#),
+            format!("istio_requests_total{{{sel}}}"),
+        ),
+        MetricKind::Duration { max_ms, .. } => {
+            let le = le_regex(*max_ms);
+            let all = format!(r#"istio_request_duration_milliseconds_bucket{{{sel},le="+Inf"}}"#);
+            let within = format!(r#"istio_request_duration_milliseconds_bucket{{{sel},le=~"{le}"}}"#);
+            let rate = |s: &str| format!("sum by (destination_workload) (rate({s}[30s]))");
+            return Some(format!("1 - {} / {}", rate(&within), rate(&all)));
+        }
+        MetricKind::Custom { .. } => return None,
+    };
+    let rate = |s: &str| format!("sum by (destination_workload) (rate({s}[30s]))");
+    Some(format!("({} or {} * 0) / {}", rate(&bad), rate(&all), rate(&all)))
+}
+
+/// The canary's share of the requests served to both versions, in percent, over 15 s.
+pub fn served_share_query(scope: &QueryScope) -> String {
+    let sel = selector(scope);
+    let canary = regex_literal(&scope.canary);
+    format!(
+        r#"sum(rate(istio_requests_total{{{sel},destination_workload=~"{canary}"}}[15s])) / sum(rate(istio_requests_total{{{sel}}}[15s])) * 100"#
+    )
+}
+
 /// Substitutes the template variables (checked by `plan` to be only the known ones).
 /// `{{ name }}` and `{{name}}` alike, as `plan::check_template` reads them; anything else
 /// in braces is left as written (`plan` has refused such a Rollout already).

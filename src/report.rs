@@ -129,6 +129,12 @@ pub fn get_table(rollouts: &[Rollout], with_namespace: bool) -> String {
     if rollouts.is_empty() {
         return "no Rollouts found\n".into();
     }
+    let (head, lines) = get_rows(rollouts, with_namespace);
+    columns(&head, &lines)
+}
+
+/// The head and the lines of `weir get` (the dashboard shows the same), sorted by name.
+pub fn get_rows(rollouts: &[Rollout], with_namespace: bool) -> ([String; 6], Vec<[String; 6]>) {
     let head = ["NAME", "PHASE", "STEP", "CANARY", "VERDICT", "MESSAGE"].map(String::from);
     let mut lines: Vec<[String; 6]> = rollouts
         .iter()
@@ -150,7 +156,7 @@ pub fn get_table(rollouts: &[Rollout], with_namespace: bool) -> String {
         })
         .collect();
     lines.sort();
-    columns(&head, &lines)
+    (head, lines)
 }
 
 /// Prints the table of `api`'s Rollouts (only `names`, when given); with `watch`, again
