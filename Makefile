@@ -1,5 +1,5 @@
 # The two commands of the README. Both install and build what is missing first.
-.PHONY: demo test bench fuzz image
+.PHONY: demo test bench fuzz image krew
 
 demo:
 	./testcluster/prepare.sh
@@ -20,3 +20,7 @@ bench:
 # weir's container image as an OCI archive, without a container engine (see image/build.sh).
 image:
 	./image/build.sh
+
+# The kubectl plugin's release archive and its krew manifest (see image/krew.sh).
+krew:
+	./image/krew.sh

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make image`: weir's container image as an OCI image archive, with no container
-# engine. Builds the static binary (glibc linked in: -C target-feature=+crt-static;
-# rustls, so no OpenSSL; symbols stripped), the image tool `image/mkimage` (a Go module pinned by its
-# go.mod, built into the cache outside the repo like the test cluster), and writes
+# engine. Builds the static binary (image/static-binary.sh), the image tool
+# `image/mkimage` (a Go module pinned by its go.mod, built into the cache outside the
+# repo like the test cluster), and writes
 # target/image/weir-<version>.oci.tar. Prints the archive's path.
 #   WEIR_BINARY=path   use that binary instead of building one (the test does)
 #   WEIR_IMAGE_OUT=path  where to write the archive
@@ -22,9 +22,7 @@ version=$(awk -F'"' '/^version = / { print $2; exit }' "$repo/Cargo.toml")
 binary=${WEIR_BINARY:-}
 flags=()
 if [ -z "$binary" ]; then
-  target=x86_64-unknown-linux-gnu
-  (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols" cargo build --release --locked --target "$target" --bin weir >&2)
-  binary="$repo/target/$target/release/weir"
+  binary=$("$repo/image/static-binary.sh")
 else
   # A test's debug binary: dynamically linked, enough to check the image's assembly.
   flags+=(-allow-dynamic)

@@ -76,3 +76,41 @@ fn the_image_archive_unpacks_and_its_weir_runs() {
     let text = String::from_utf8_lossy(&version.stdout);
     assert!(text.starts_with("weir "), "{text}");
 }
+
+#[test]
+fn the_krew_manifest_names_the_archive_by_its_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = Command::new("bash")
+        .arg(repo.join("image/krew.sh"))
+        .env("WEIR_BINARY", env!("CARGO_BIN_EXE_weir"))
+        .env("WEIR_KREW_OUT", dir.path())
+        .env("RELEASE_URL", "https://releases.example/weir/v1")
+        .output()
+        .expect("image/krew.sh");
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let manifest: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.path().join("weir.yaml")).unwrap()).unwrap();
+    assert_eq!(manifest["kind"].as_str(), Some("Plugin"));
+    assert_eq!(manifest["metadata"]["name"].as_str(), Some("weir"));
+    let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(manifest["spec"]["version"].as_str(), Some(version.as_str()));
+    let platform = &manifest["spec"]["platforms"][0];
+    let name = format!("weir-{version}-linux-amd64.tar.gz");
+    assert_eq!(
+        platform["uri"].as_str(),
+        Some(format!("https://releases.example/weir/v1/{name}").as_str())
+    );
+    let archive = std::fs::read(dir.path().join(&name)).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &archive);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(platform["sha256"].as_str(), Some(hex.as_str()));
+    assert_eq!(platform["bin"].as_str(), Some("weir"));
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive.as_slice()));
+    tar.unpack(dir.path().join("plugin")).unwrap();
+    let version = Command::new(dir.path().join("plugin/weir"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("weir "));
+}
