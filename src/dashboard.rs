@@ -162,7 +162,11 @@ async fn release_page(State(sources): State<Arc<Sources>>, Path((ns, name)): Pat
     ];
     body.push_str(&chart(&lines, None, &events.1, span, 100.0));
     body.push_str(&ratio_charts(&sources, &rollout, (start, end), &events.1).await);
-    body.push_str(&evidence(&status));
+    let threshold = plan::plan(&rollout.spec)
+        .ok()
+        .filter(|p| p.judge == weir_core::spec::JudgeKind::Sequential)
+        .map(|p| weir_core::judge::rollback_threshold(p.count_metrics(), p.sequential.alpha));
+    body.push_str(&evidence(&status, threshold));
     page(&format!("{ns}/{name}"), &body)
 }
 
@@ -477,12 +481,24 @@ fn short(v: f64) -> String {
 }
 
 /// The judge's last evidence per metric, from status.
-fn evidence(status: &crate::api::RolloutStatus) -> String {
+/// Λ against the threshold that rolls back, on a log scale: a bar that fills at it.
+fn lambda_bar(lambda: Option<f64>, threshold: Option<f64>) -> String {
+    let (Some(l), Some(t)) = (lambda, threshold) else {
+        return "-".into();
+    };
+    let filled = (l.max(1.0).ln() / t.ln()).clamp(0.0, 1.0) * 120.0;
+    let colour = if l >= t { "#c0392b" } else { "#1f618d" };
+    format!(
+        r##"<svg width="124" height="12"><rect x="0" y="1" width="122" height="10" fill="none" stroke="#aaa"/><rect x="1" y="2" width="{filled:.0}" height="8" fill="{colour}"/></svg> {l:.3e} / {t:.0}"##
+    )
+}
+
+fn evidence(status: &crate::api::RolloutStatus, threshold: Option<f64>) -> String {
     let Some(analysis) = &status.analysis else {
         return String::new();
     };
     let mut out = String::from(
-        "<h2>The judge's last look</h2><table><tr><th>metric</th><th>verdict</th><th>canary</th><th>baseline</th><th>canary bad/n</th><th>baseline bad/n</th><th>Λ</th><th>why</th></tr>",
+        "<h2>The judge's last look</h2><table><tr><th>metric</th><th>verdict</th><th>canary</th><th>baseline</th><th>canary bad/n</th><th>baseline bad/n</th><th>Λ / rollback threshold</th><th>why</th></tr>",
     );
     for m in &analysis.metrics {
         let counts = |c: Option<crate::api::Counts>| {
@@ -499,7 +515,7 @@ fn evidence(status: &crate::api::RolloutStatus) -> String {
             value(m.baseline_value),
             counts(m.canary_counts),
             counts(m.baseline_counts),
-            m.lambda.map(|l| format!("{l:.3e}")).unwrap_or_else(|| "-".into()),
+            lambda_bar(m.lambda, threshold),
             esc(&m.reason)
         );
     }

@@ -1911,7 +1911,10 @@ async fn dashboard_in_a_browser(bed: &Bed, env: &Env, f: &Failures) -> Result<()
     let after = chromium(&page, None).await?;
     check(
         f,
-        after.contains("RolledBack") && after.contains("Error ratio") && after.contains("bound 0.0100"),
+        after.contains("RolledBack")
+            && after.contains("Error ratio")
+            && after.contains("bound 0.0100")
+            && after.contains("/ 800"),
         format!("{ns}: the page after the rollback misses it:\n{after}"),
     );
     let shot = devcluster::repo_dir().join("target/dashboard.png");

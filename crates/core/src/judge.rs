@@ -177,6 +177,12 @@ pub fn ln_lambda_worse(steps: &[StepCounts], theta0: f64, baseline_floor: f64) -
     ln_sum_exp([over(NEAR_SPAN), over(THETA_SPAN)].into_iter()) - 2f64.ln()
 }
 
+/// The Λ at which the sequential judge rolls back: two tests can roll back per metric,
+/// and α is split so the rollout as a whole keeps it.
+pub fn rollback_threshold(count_metrics: usize, alpha: f64) -> f64 {
+    2.0 * count_metrics.max(1) as f64 / alpha
+}
+
 /// ln Λ against H0 "canary bad ratio ≥ δ × baseline": mixture over θ ∈ [δ/200, δ).
 pub fn ln_lambda_no_worse(steps: &[StepCounts], delta: f64) -> f64 {
     ln_mean_exp((1..=GRID).map(|j| {
@@ -380,8 +386,7 @@ fn judge_counts_sequential(
     let now = StepCounts { canary, baseline };
     let mut steps = input.history.clone();
     steps.push(now);
-    // Two tests can roll back per metric; α is split so the rollout as a whole keeps it.
-    let ln_rollback = (2.0 * count_metrics.max(1) as f64 / cfg.alpha).ln();
+    let ln_rollback = rollback_threshold(count_metrics, cfg.alpha).ln();
     let ln_worse = ln_lambda_worse(&steps, cfg.theta0, bound / RARE_FACTOR);
     let view = absolute_view(now, input.last, bound);
     let fill = |s: &mut MetricStatus| {
