@@ -162,6 +162,11 @@ impl Plan {
         i32::try_from(share.max(1)).unwrap_or(i32::MAX)
     }
 
+    /// The Rollout's webhooks of one type, in its order.
+    pub fn hooks_of(&self, kind: crate::spec::WebhookKind) -> impl Iterator<Item = &HookPlan> {
+        self.hooks.iter().filter(move |h| h.kind == kind)
+    }
+
     pub fn count_metrics(&self) -> usize {
         self.metrics
             .iter()

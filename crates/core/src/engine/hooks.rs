@@ -23,7 +23,7 @@ impl Decider {
     /// Asks the webhooks of `kind` about the canary's `step` (1-based), one after the
     /// other: each must say yes before the next is asked.
     pub(super) fn hooks_say(&mut self, plan: &Plan, kind: WebhookKind, revision: &str, step: u32) -> Said {
-        for hook in plan.hooks.iter().filter(|h| h.kind == kind) {
+        for hook in plan.hooks_of(kind) {
             match self.ask(plan, hook, revision, step, None) {
                 Said::Yes => continue,
                 other => return other,
@@ -140,15 +140,14 @@ impl Decider {
     /// recorded as said, so status shows who let the canary go on.
     pub(super) fn confirmed_by_request(&mut self, plan: &Plan, revision: &str, index: usize) {
         let kind = confirmation(plan, index);
-        let hooks: Vec<HookPlan> = plan.hooks.iter().filter(|h| h.kind == kind).cloned().collect();
-        for hook in hooks {
+        for hook in plan.hooks_of(kind) {
             let key = HookKey {
                 hook: hook.name.clone(),
                 revision: revision.to_string(),
                 step: index as u32 + 1,
                 round: 0,
             };
-            self.record(&hook, &key, Reply::Yes.as_str(), "yes by request (weir promote)", 0);
+            self.record(hook, &key, Reply::Yes.as_str(), "yes by request (weir promote)", 0);
         }
     }
 
@@ -158,13 +157,7 @@ impl Decider {
     pub(super) fn rollback_requested(&mut self, plan: &Plan, at: &CanaryAt, started: Timestamp) -> Option<String> {
         let interval = plan.interval.max(Duration::from_secs(1));
         let round = (until(started, self.now).as_secs() / interval.as_secs()) as u32;
-        let hooks: Vec<HookPlan> = plan
-            .hooks
-            .iter()
-            .filter(|h| h.kind == WebhookKind::Rollback)
-            .cloned()
-            .collect();
-        for hook in hooks {
+        for hook in plan.hooks_of(WebhookKind::Rollback) {
             self.wake_at(after(started, interval * (round + 1)));
             let key = HookKey {
                 hook: hook.name.clone(),
@@ -178,7 +171,7 @@ impl Decider {
             };
             let last = self.record_of(&hook.name, &at.canary, at.step + 1);
             if last.is_none_or(|r| r.answer != answer.reply.as_str()) {
-                self.record(&hook, &key, answer.reply.as_str(), &answer.detail, answer.attempts);
+                self.record(hook, &key, answer.reply.as_str(), &answer.detail, answer.attempts);
             }
             if answer.reply == Reply::Yes {
                 return Some(format!(
@@ -195,14 +188,8 @@ impl Decider {
         let Some(last) = self.status.history.first().cloned() else {
             return;
         };
-        let hooks: Vec<HookPlan> = plan
-            .hooks
-            .iter()
-            .filter(|h| h.kind == WebhookKind::PostRollout)
-            .cloned()
-            .collect();
-        for hook in hooks {
-            self.ask(plan, &hook, &last.revision, last.step, last.outcome.as_deref());
+        for hook in plan.hooks_of(WebhookKind::PostRollout) {
+            self.ask(plan, hook, &last.revision, last.step, last.outcome.as_deref());
         }
     }
 }
