@@ -125,8 +125,17 @@ impl Call {
     }
 }
 
-/// (namespace/name of the Rollout, webhook name) → its latest call.
-type LatestCalls = HashMap<(String, String), Call>;
+/// namespace/name of a Rollout → webhook name → its latest call. Keyed by Rollout first:
+/// every reconcile reads its own answers, which must not cost a scan of all Rollouts'.
+type LatestCalls = HashMap<String, HashMap<String, Call>>;
+
+/// Is the latest call of `hook` for `rollout` the question `key`?
+fn is_latest(calls: &LatestCalls, rollout: &str, hook: &str, key: &HookKey) -> bool {
+    calls
+        .get(rollout)
+        .and_then(|hooks| hooks.get(hook))
+        .is_some_and(|c| c.key() == key)
+}
 
 /// Makes the calls and keeps their answers; clones share them.
 #[derive(Clone)]
@@ -187,10 +196,13 @@ impl Webhooks {
 
     /// The answers that came for a Rollout (`namespace/name`).
     pub fn answers(&self, rollout: &str) -> Vec<HookAnswer> {
-        self.calls()
-            .iter()
-            .filter(|((r, _), _)| r == rollout)
-            .filter_map(|(_, call)| match call {
+        let calls = self.calls();
+        let Some(hooks) = calls.get(rollout) else {
+            return Vec::new();
+        };
+        hooks
+            .values()
+            .filter_map(|call| match call {
                 Call::Answered(answer) => Some(answer.clone()),
                 Call::InFlight(_) => None,
             })
@@ -201,19 +213,19 @@ impl Webhooks {
     pub fn ask(&self, rollout: &Rollout, asks: &[HookCall]) {
         let key = format!("{}/{}", rollout.namespace().unwrap_or_default(), rollout.name_any());
         for ask in asks {
-            let slot = (key.clone(), ask.key.hook.clone());
             {
                 let mut calls = self.calls();
-                if calls.get(&slot).is_some_and(|c| *c.key() == ask.key) {
+                if is_latest(&calls, &key, &ask.key.hook, &ask.key) {
                     continue;
                 }
-                calls.insert(slot.clone(), Call::InFlight(ask.key.clone()));
+                let hooks = calls.entry(key.clone()).or_default();
+                hooks.insert(ask.key.hook.clone(), Call::InFlight(ask.key.clone()));
             }
             let hooks = self.clone();
-            let (rollout_ref, ask) = (ObjectRef::from_obj(rollout), ask.clone());
+            let (rollout_ref, ask, key) = (ObjectRef::from_obj(rollout), ask.clone(), key.clone());
             tokio::spawn(async move {
                 let answer = hooks.call(&rollout_ref, &ask).await;
-                info!(rollout = %slot.0, webhook = %ask.key.hook, reply = answer.reply.as_str(), detail = %answer.detail, "webhook answered");
+                info!(rollout = %key, webhook = %ask.key.hook, reply = answer.reply.as_str(), detail = %answer.detail, "webhook answered");
                 let labels = CallLabels {
                     kind: ask.kind.as_str().into(),
                     result: answer.reply.as_str().into(),
@@ -221,8 +233,9 @@ impl Webhooks {
                 hooks.counts.get_or_create(&labels).inc();
                 let mut calls = hooks.calls();
                 // Kept only if still the call wanted (not forgotten, not replaced).
-                if calls.get(&slot).is_some_and(|c| *c.key() == ask.key) {
-                    calls.insert(slot, Call::Answered(answer));
+                if is_latest(&calls, &key, &ask.key.hook, &ask.key) {
+                    let latest = calls.entry(key).or_default();
+                    latest.insert(ask.key.hook.clone(), Call::Answered(answer));
                     drop(calls);
                     let _ = hooks.wake.unbounded_send(rollout_ref);
                 }
@@ -232,7 +245,7 @@ impl Webhooks {
 
     /// Drops what is kept for a Rollout (deleted, or released).
     pub fn forget(&self, rollout: &str) {
-        self.calls().retain(|(r, _), _| r != rollout);
+        self.calls().remove(rollout);
     }
 
     /// One call with its retries: at most `(retries + 1) × timeout` plus the backoff.
