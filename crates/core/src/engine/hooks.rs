@@ -44,7 +44,7 @@ impl Decider {
             }
             Some(r) => {
                 // A no on hold: asked again one interval after it came.
-                let again = parse_ts(&Some(r.at.clone())).map_or(self.now, |t| after(t, plan.interval));
+                let again = r.at.parse::<Timestamp>().map_or(self.now, |t| after(t, plan.interval));
                 if self.now < again {
                     self.wake_at(again);
                     return Said::Waiting(on_hold(hook, r, again));
@@ -90,11 +90,12 @@ impl Decider {
 
     /// A no (or no answer): told once, then held or rolled back by the webhook's policy.
     fn refused(&mut self, plan: &Plan, hook: &HookPlan, detail: &str, reply: Reply) -> Said {
-        let said = match reply {
-            Reply::NoAnswer => "did not answer",
-            _ => "said no",
-        };
-        let reason = format!("webhook {} ({}) {said}: {detail}", hook.name, hook.kind.as_str());
+        let reason = format!(
+            "webhook {} ({}) {}: {detail}",
+            hook.name,
+            hook.kind.as_str(),
+            said(reply.as_str())
+        );
         if hook.kind == WebhookKind::PostRollout {
             self.event(true, "WebhookFailed", reason);
             return Said::Yes;
@@ -202,11 +203,16 @@ pub(super) fn confirmation(plan: &Plan, index: usize) -> WebhookKind {
     }
 }
 
-fn on_hold(hook: &HookPlan, record: &WebhookRecord, again: Timestamp) -> String {
-    let said = match record.answer.as_str() {
+/// A refusal in words, from its recorded answer.
+fn said(answer: &str) -> &'static str {
+    match answer {
         "NoAnswer" => "did not answer",
         _ => "said no",
-    };
+    }
+}
+
+fn on_hold(hook: &HookPlan, record: &WebhookRecord, again: Timestamp) -> String {
+    let said = said(&record.answer);
     format!(
         "webhook {} ({}) {said}: {}; asked again at {}",
         hook.name,
