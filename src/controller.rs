@@ -3,7 +3,6 @@
 //! plan (pure) → observe (reads) → metrics (Prometheus) → decide (pure) → apply (writes)
 //! → Events → status.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +13,6 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::DynamicObject;
 use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
@@ -22,11 +20,14 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::Error;
-use crate::api::{Phase, ROLLOUT_LABEL, Rollout, RolloutStatus};
+use crate::api::{ROLLOUT_LABEL, Rollout, RolloutStatus};
 use crate::engine::{self, Action, AnalysisRequest, Decision, World, Write};
+use crate::events::EventPublisher;
+use crate::index::{Index, Named};
 use crate::judge::Reading;
-use crate::kubernetes::{self, IstioApi, Observation};
+use crate::kubernetes::{self, IstioApi, LAST_APPLIED_ANNOTATION, Objects, Observation};
 use crate::leader::Election;
+use crate::looks::{Change, Kept, Looks, Memo, Watched};
 use crate::notify::{self, Notification, Notifier, Receivers};
 use crate::plan::{self, Names, Plan};
 use crate::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
@@ -35,151 +36,13 @@ use crate::telemetry::{ResultLabels, Telemetry};
 use crate::webhooks::{WebhookPolicy, Webhooks};
 use crate::windows_defaults::WindowDefaults;
 
-/// What weir remembers of each Rollout under analysis between two reconciles, keyed by
-/// namespace/name: the status it last decided and the one it last wrote (the judge's
-/// looks in between are not written, see `RolloutStatus::decisive_part`), and the world
-/// it last observed, valid while none of the Rollout's Deployments changed.
-#[derive(Default)]
-pub struct Looks(Mutex<HashMap<String, Look>>);
-
-struct Look {
-    uid: String,
-    decided: RolloutStatus,
-    written: RolloutStatus,
-    /// Moves at every watch event of the Rollout's Deployments.
-    epoch: u64,
-    observed: Option<Observed>,
-}
-
-/// A full observation that a look of the judge may reuse instead of reading the
-/// Deployments, VirtualService and DestinationRule again.
-#[derive(Clone)]
-struct Observed {
-    world: World,
-    auth: Result<Auth, String>,
-    /// The `Look::epoch` when the observation began: any event since makes it stale.
-    epoch: u64,
-    generation: Option<i64>,
-    at: Instant,
-}
-
-/// The VirtualServices and DestinationRules are watched (a change observes again at
-/// once); an observation is still refreshed at least this often, in case a watch lags.
-const OBSERVATION_MAX_AGE: Duration = Duration::from_secs(30);
-
-struct Resumed {
-    status: RolloutStatus,
-    /// What the API server holds, or will once the watch catches up.
-    written: RolloutStatus,
-    /// The last observation, when nothing weir watches has changed since.
-    unchanged: Option<Observed>,
-    /// The epoch an observation starting now belongs to (`None`: not remembered yet).
-    epoch: Option<u64>,
-}
-
-fn lock(looks: &Looks) -> std::sync::MutexGuard<'_, HashMap<String, Look>> {
-    looks.0.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Looks {
-    /// Where a reconcile starts: the last decided status, when weir has one for this
-    /// Rollout, else the stored one (weir restarted, or the Rollout is new to analysis).
-    /// weir is the only writer of the status, so a stored status that differs from what
-    /// weir last wrote is one the watch has not delivered yet: deciding from it again
-    /// would restart the step's clock.
-    fn resume(&self, key: &str, rollout: &Rollout, stored: &RolloutStatus) -> Resumed {
-        let looks = lock(self);
-        let uid = rollout.uid().unwrap_or_default();
-        match looks.get(key) {
-            Some(look) if look.uid == uid => Resumed {
-                status: look.decided.clone(),
-                written: look.written.clone(),
-                unchanged: look
-                    .observed
-                    .as_ref()
-                    .filter(|o| {
-                        o.epoch == look.epoch
-                            && o.generation == rollout.meta().generation
-                            && o.at.elapsed() < OBSERVATION_MAX_AGE
-                    })
-                    .cloned(),
-                epoch: Some(look.epoch),
-            },
-            _ => Resumed {
-                status: stored.clone(),
-                written: stored.clone(),
-                unchanged: None,
-                epoch: None,
-            },
-        }
-    }
-
-    /// One of the Rollout's Deployments changed: the next reconcile observes again.
-    pub fn touch(&self, key: &str) {
-        if let Some(look) = lock(self).get_mut(key) {
-            look.epoch += 1;
-            look.observed = None;
-        }
-    }
-
-    /// Forgets a Rollout (deleted).
-    fn forget(&self, key: &str) {
-        lock(self).remove(key);
-    }
-
-    /// Remembers a decision while the Rollout is under analysis, and after it until the
-    /// watch has delivered what weir last wrote: a reconcile that starts from the older
-    /// stored status would decide the same transition again (a takeover taken twice).
-    fn remember(&self, key: &str, uid: &str, decided: &RolloutStatus, written: &RolloutStatus, memo: Memo) {
-        let mut looks = lock(self);
-        let under_analysis = matches!(
-            decided.phase,
-            Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Deleting
-        ) || decided.state.canary().is_some()
-            || matches!(decided.state, weir_core::state::State::Draining { .. });
-        if !under_analysis && written.decisive_part() == memo.stored.decisive_part() {
-            looks.remove(key);
-            return;
-        }
-        let look = looks.entry(key.to_string()).or_insert_with(|| Look {
-            uid: uid.to_string(),
-            decided: RolloutStatus::default(),
-            written: RolloutStatus::default(),
-            epoch: 0,
-            observed: None,
-        });
-        if look.uid != uid {
-            *look = Look {
-                uid: uid.to_string(),
-                decided: RolloutStatus::default(),
-                written: RolloutStatus::default(),
-                epoch: 0,
-                observed: None,
-            };
-        }
-        look.decided = decided.clone();
-        look.written = written.clone();
-        look.observed = memo.observed.filter(|o| o.epoch == look.epoch);
-    }
-}
-
-/// What a reconcile read, for `Looks::remember`.
-struct Memo<'a> {
-    /// The status of the Rollout the reconcile was given (the watch's copy).
-    stored: &'a RolloutStatus,
-    /// An observation later looks may reuse.
-    observed: Option<Observed>,
-}
-
 fn look_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub istio: IstioApi,
     pub prometheus: Prometheus,
     /// The metric providers the cluster admin declared.
@@ -360,8 +223,6 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
     let stored = rollout.status.clone().unwrap_or_default();
     let uid = rollout.uid().unwrap_or_default();
     let key = look_key(&rollout.namespace().unwrap_or_default(), &rollout.name_any());
-    let resumed = ctx.looks.resume(&key, &rollout, &stored);
-    let status = resumed.status;
     let generation = rollout.meta().generation;
     // A provider the admin did not declare makes the Rollout invalid, like any other
     // field that does not fit.
@@ -379,90 +240,59 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
             Err(e) => Err(vec![e]),
         }
     });
-    let mut observed = None;
-    let (decision, obs) = match &planned {
+    let names = Names::of(&rollout.spec);
+    let provider = planned.as_ref().ok().and_then(|p| p.provider.as_deref());
+    let watched = Watched::of(&rollout, &names, provider);
+    let resumed = ctx.looks.resume(&key, &rollout, &stored, &watched);
+    let status = resumed.status;
+    let (decision, obs, mut kept) = match &planned {
         Err(errors) => {
             // Reads only when there is a canary to withdraw or drain.
             let state = engine::state_of(&status);
             let busy = state.canary().is_some() || matches!(state, weir_core::state::State::Draining { .. });
             let obs = match busy {
-                true => observe_for(ctx, &rollout, &Names::of(&rollout.spec), false).await,
+                true => observe_for(ctx, &rollout, &names, false).await,
                 false => None,
             };
             let world = obs.as_ref().map(|o| o.world.clone()).unwrap_or_else(World::unobserved);
-            (engine::decide(Err(errors), generation, &status, &world, now), obs)
+            (engine::decide(Err(errors), generation, &status, &world, now), obs, None)
         }
         Ok(plan) => {
-            let due = engine::analysis_request(plan, &status, now);
-            let mut readings = None;
-            let mut quick = None;
-            if let Some(seen) = resumed.unchanged {
-                // Nothing weir watches changed since the last observation: a look of the
-                // judge needs fresh readings, not fresh reads of the cluster. Anything
-                // to change in the cluster is decided again on a full observation.
-                let mut world = seen.world.clone();
-                world.request = kubernetes::request(&rollout);
-                world.pause_requested = kubernetes::pause_requested(&rollout);
-                world.hook_answers = ctx.webhooks.answers(&key);
-                if let Some(req) = due {
-                    readings = Some(read_metrics(ctx, &rollout, plan, &seen.auth, req).await);
-                }
-                world.readings = readings.clone();
-                let decision = engine::decide(Ok(plan), generation, &status, &world, now);
-                if decision.actions.is_empty() {
-                    quick = Some(decision);
-                    observed = Some(seen);
-                }
-            }
-            match quick {
-                Some(decision) => (decision, None),
-                None => {
-                    let provider = ctx.providers.resolve(plan.provider.as_deref()).ok();
-                    let mut obs = kubernetes::observe(
+            // A look of the judge reads no object again: the watches keep them current.
+            let kept = match resumed.kept {
+                Some(kept) => kept,
+                None => Kept {
+                    objects: kubernetes::fetch(
                         &ctx.client,
                         &ctx.istio,
                         &rollout,
-                        &plan.names(),
-                        provider,
+                        &names,
+                        ctx.providers.resolve(plan.provider.as_deref()).ok(),
                         &ctx.secrets_namespace,
                     )
-                    .await?;
-                    obs.world.hook_answers = ctx.webhooks.answers(&key);
-                    obs.world.readings = match (readings, due) {
-                        (Some(r), _) => Some(r),
-                        (None, Some(req)) => Some(read_metrics(ctx, &rollout, plan, &obs.auth, req).await),
-                        (None, None) => None,
-                    };
-                    let decision = engine::decide(Ok(plan), generation, &status, &obs.world, now);
-                    // What weir is about to change is not in this observation: keep it
-                    // only when nothing will be applied.
-                    if decision.actions.is_empty()
-                        && let Some(epoch) = resumed.epoch
-                    {
-                        observed = Some(Observed {
-                            world: World {
-                                readings: None,
-                                ..obs.world.clone()
-                            },
-                            auth: obs.auth.clone(),
-                            epoch,
-                            generation,
-                            at: Instant::now(),
-                        });
-                    }
-                    (decision, Some(obs))
-                }
+                    .await?,
+                    names: watched,
+                    read_at: Instant::now(),
+                },
+            };
+            let mut obs = kubernetes::observation(&rollout, &names, &kept.objects);
+            obs.world.hook_answers = ctx.webhooks.answers(&key);
+            if let Some(req) = engine::analysis_request(plan, &status, now) {
+                obs.world.readings = Some(read_metrics(ctx, &rollout, plan, &obs.auth, req).await);
             }
+            let decision = engine::decide(Ok(plan), generation, &status, &obs.world, now);
+            (decision, Some(obs), Some(kept))
         }
     };
-    let names = Names::of(&rollout.spec);
-    let written = execute(ctx, &rollout, &names, obs.as_ref(), &decision, &resumed.written, now).await;
+    let objects = kept.as_mut().map(|k| &mut k.objects);
+    let written = execute(ctx, &rollout, obs.as_ref(), objects, &decision, &resumed.written, now).await;
     let written = match written {
         Ok(written) => written,
         Err((written, e)) => {
             let memo = Memo {
                 stored: &stored,
-                observed: None,
+                kept: None,
+                changes: resumed.changes,
             };
             ctx.looks.remember(&key, &uid, &decision.status, &written, memo);
             return Err(e);
@@ -470,7 +300,8 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
     };
     let memo = Memo {
         stored: &stored,
-        observed,
+        kept,
+        changes: resumed.changes,
     };
     ctx.looks.remember(&key, &uid, &decision.status, &written, memo);
     ctx.webhooks.ask(&rollout, &decision.asks);
@@ -486,8 +317,10 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
     let now = Timestamp::now();
     let stored = rollout.status.clone().unwrap_or_default();
     let key = look_key(&rollout.namespace().unwrap_or_default(), &rollout.name_any());
-    let resumed = ctx.looks.resume(&key, &rollout, &stored);
     let names = Names::of(&rollout.spec);
+    let resumed = ctx
+        .looks
+        .resume(&key, &rollout, &stored, &Watched::of(&rollout, &names, None));
     let obs = observe_for(ctx, &rollout, &names, false).await;
     let world = obs.as_ref().map(|o| o.world.clone()).unwrap_or_else(World::unobserved);
     let delay = plan::plan(&rollout.spec)
@@ -495,11 +328,12 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
         .unwrap_or(plan::DEFAULT_SCALE_DOWN_DELAY);
     let decision = engine::release(&resumed.status, &world, delay, now);
     let uid = rollout.uid().unwrap_or_default();
-    match execute(ctx, &rollout, &names, obs.as_ref(), &decision, &resumed.written, now).await {
+    match execute(ctx, &rollout, obs.as_ref(), None, &decision, &resumed.written, now).await {
         Ok(written) => {
             let memo = Memo {
                 stored: &stored,
-                observed: None,
+                kept: None,
+                changes: resumed.changes,
             };
             ctx.looks.remember(&key, &uid, &decision.status, &written, memo)
         }
@@ -521,8 +355,8 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
 async fn execute(
     ctx: &Context,
     rollout: &Rollout,
-    names: &Names,
     obs: Option<&Observation>,
+    mut objects: Option<&mut Objects>,
     decision: &Decision,
     in_api: &RolloutStatus,
     now: Timestamp,
@@ -539,13 +373,21 @@ async fn execute(
             }
             Write::Act(action) => {
                 info!(rollout = %key_of(rollout), ?action, "applying");
+                let names = Names::of(&rollout.spec);
                 let result = match obs {
-                    Some(obs) => kubernetes::apply(&ctx.client, &ctx.istio, rollout, names, obs, action).await,
+                    Some(obs) => kubernetes::apply(&ctx.client, &ctx.istio, rollout, &names, obs, action).await,
                     None => Err(Error::Invariant("an action without an observation".into())),
                 };
-                if let Err(e) = result {
-                    let written = report_apply_failure(ctx, rollout, action, &e, written, now).await;
-                    return Err((written, e));
+                match result {
+                    Ok(applied) => {
+                        if let (Some(objects), Some(applied)) = (objects.as_deref_mut(), applied) {
+                            objects.record(applied);
+                        }
+                    }
+                    Err(e) => {
+                        let written = report_apply_failure(ctx, rollout, action, &e, written, now).await;
+                        return Err((written, e));
+                    }
                 }
                 applied_any = true;
             }
@@ -648,19 +490,8 @@ async fn publish(ctx: &Context, rollout: &Rollout, e: &engine::Event) {
             result: e.reason.clone(),
         })
         .inc();
-    let event = KubeEvent {
-        type_: if e.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: e.reason.clone(),
-        note: Some(e.note.chars().take(1000).collect()),
-        action: e.reason.clone(),
-        secondary: None,
-    };
     // An Event that cannot be published must not block the rollout itself.
-    if let Err(err) = ctx.recorder.publish(&event, &rollout.object_ref(&())).await {
+    if let Err(err) = ctx.events.publish(rollout, e).await {
         warn!(rollout = %key_of(rollout), %err, "publishing an Event failed");
     }
 }
@@ -753,15 +584,11 @@ fn what_wakes_a_reconcile(r: &Rollout) -> Option<u64> {
 pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     let istio = IstioApi::discover(&client).await;
     info!(version = %istio.virtual_service.version, "using Istio networking API");
-    let reporter = Reporter {
-        controller: "weir".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
     let telemetry = Telemetry::default();
     let (webhooks, answered) = Webhooks::start(options.webhooks.clone());
     let webhooks = webhooks.with_counts(telemetry.webhook_calls.clone());
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: EventPublisher::new(client.clone(), std::env::var("POD_NAME").ok()),
         client: client.clone(),
         istio,
         prometheus: Prometheus::new()?,
@@ -851,6 +678,8 @@ async fn control(
     // reconcile: weir's own status writes do not, each decision says when to look again.
     let (reader, writer) = reflector::store();
     let synced = ctx.clone();
+    let index = Arc::new(Index::default());
+    let (indexed, previous) = (index.clone(), reader.clone());
     let rollout_changes = watcher::watcher(rollouts, watcher::Config::default().any_semantic())
         .default_backoff()
         .inspect(move |event| {
@@ -863,59 +692,19 @@ async fn control(
             r.managed_fields_mut().clear();
             r.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
         })
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                let before = match event {
+                    watcher::Event::Apply(r) => previous.get(&ObjectRef::from_obj(r)),
+                    _ => None,
+                };
+                indexed.follow(event, before.as_deref());
+            }
+        })
         .reflect(writer)
         .touched_objects()
         .predicate_filter(what_wakes_a_reconcile, PredicateConfig::default());
     let controller = Controller::for_stream(rollout_changes, reader);
-    let store = controller.store();
-    // One watch over Deployments serves both directions: a canary names its Rollout in a
-    // label; a target is found through the Rollouts that reference it.
-    let looks_ctx = ctx.clone();
-    let to_rollouts = move |d: Deployment| {
-        let ns = d.namespace().unwrap_or_default();
-        let rollouts = match d.labels().get(ROLLOUT_LABEL) {
-            Some(owner) => vec![ObjectRef::<Rollout>::new(owner).within(&ns)],
-            None => {
-                let name = d.name_any();
-                store
-                    .state()
-                    .iter()
-                    .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && r.spec.target_ref.name == name)
-                    .map(|r| ObjectRef::from_obj(r.as_ref()))
-                    .collect::<Vec<_>>()
-            }
-        };
-        for r in &rollouts {
-            looks_ctx.looks.touch(&look_key(&ns, &r.name));
-        }
-        rollouts
-    };
-    // The VirtualServices and DestinationRules the Rollouts name are watched too, so a
-    // sync that rewrites a weight (or breaks a subset) is answered at once, not at the
-    // next look: an index from (namespace, name) to Rollouts, read off the store.
-    let routing_to_rollouts = |store: reflector::Store<Rollout>, ctx: Arc<Context>, dr: bool| {
-        move |o: DynamicObject| {
-            let ns = o.namespace().unwrap_or_default();
-            let name = o.name_any();
-            let names = |r: &Rollout| {
-                let istio = &r.spec.traffic_routing.istio;
-                match dr {
-                    true => istio.destination_rule.as_ref().is_some_and(|d| d.name == name),
-                    false => istio.virtual_service.name == name,
-                }
-            };
-            let rollouts: Vec<_> = store
-                .state()
-                .iter()
-                .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && names(r))
-                .map(|r| ObjectRef::from_obj(r.as_ref()))
-                .collect();
-            for r in &rollouts {
-                ctx.looks.touch(&look_key(&ns, &r.name));
-            }
-            rollouts
-        }
-    };
     let (vs_api, dr_api): (Api<DynamicObject>, Api<DynamicObject>) = match &options.namespace {
         Some(ns) => (
             Api::namespaced_with(client.clone(), ns, &ctx.istio.virtual_service),
@@ -926,14 +715,19 @@ async fn control(
             Api::all_with(client.clone(), &ctx.istio.destination_rule),
         ),
     };
-    let on_vs = routing_to_rollouts(controller.store(), ctx.clone(), false);
-    let on_dr = routing_to_rollouts(controller.store(), ctx.clone(), true);
-    let (vs_type, dr_type) = (ctx.istio.virtual_service.clone(), ctx.istio.destination_rule.clone());
     let telemetry_ctx = ctx.clone();
     controller
-        .watches(deployments, watcher::Config::default().any_semantic(), to_rollouts)
-        .watches_with(vs_api, vs_type, watcher::Config::default().any_semantic(), on_vs)
-        .watches_with(dr_api, dr_type, watcher::Config::default().any_semantic(), on_dr)
+        // Each change of a Deployment, VirtualService or DestinationRule a Rollout names
+        // wakes it, unless it is the echo of weir's own write; so a sync that rewrites a
+        // weight (or breaks a subset) is answered at once, not at the next look.
+        .reconcile_on(deployment_triggers(deployments, index.clone(), ctx.clone()))
+        .reconcile_on(routing_triggers(
+            vs_api,
+            Named::VirtualService,
+            index.clone(),
+            ctx.clone(),
+        ))
+        .reconcile_on(routing_triggers(dr_api, Named::DestinationRule, index, ctx.clone()))
         // A webhook's answer wakes its Rollout.
         .reconcile_on(answered)
         .with_config(ControllerConfig::default().concurrency(options.concurrency))
@@ -952,6 +746,88 @@ async fn control(
             futures::future::ready(())
         })
         .await;
+}
+
+/// The Rollouts a Deployment's change wakes, each told of the change: a canary names its
+/// Rollout in a label; a target is found through the index.
+fn on_deployment(ctx: &Context, index: &Index, d: &Deployment, deleted: bool) -> Vec<ObjectRef<Rollout>> {
+    let ns = d.namespace().unwrap_or_default();
+    let name = d.name_any();
+    let rollouts = match d.labels().get(ROLLOUT_LABEL) {
+        Some(owner) => vec![ObjectRef::<Rollout>::new(owner).within(&ns)],
+        None => index.naming(Named::Target, &ns, &name),
+    };
+    let change = Change::Deployment(&name, (!deleted).then_some(d));
+    rollouts
+        .into_iter()
+        .filter(|r| ctx.looks.seen(&look_key(&ns, &r.name), &change))
+        .collect()
+}
+
+/// Like `on_deployment`, for a VirtualService or DestinationRule.
+fn on_routing(ctx: &Context, index: &Index, named: Named, o: &DynamicObject, deleted: bool) -> Vec<ObjectRef<Rollout>> {
+    let ns = o.namespace().unwrap_or_default();
+    let name = o.name_any();
+    let object = (!deleted).then_some(o);
+    let change = match named {
+        Named::DestinationRule => Change::DestinationRule(&name, object),
+        _ => Change::VirtualService(&name, object),
+    };
+    index
+        .naming(named, &ns, &name)
+        .into_iter()
+        .filter(|r| ctx.looks.seen(&look_key(&ns, &r.name), &change))
+        .collect()
+}
+
+/// A watch of one kind of object as the Rollouts its changes wake. A watch that lists
+/// everything again has lost its place: every Rollout then reads its objects afresh.
+fn triggers<K, F>(
+    api: Api<K>,
+    ctx: Arc<Context>,
+    wakes: F,
+) -> impl futures::Stream<Item = ObjectRef<Rollout>> + Send + 'static
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    F: Fn(&Context, &K, bool) -> Vec<ObjectRef<Rollout>> + Send + 'static,
+{
+    watcher::watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .flat_map(move |event| {
+            let woken = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => wakes(&ctx, &o, false),
+                Ok(watcher::Event::Delete(o)) => wakes(&ctx, &o, true),
+                Ok(watcher::Event::Init) => {
+                    ctx.looks.forget_objects();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitDone) => Vec::new(),
+                Err(e) => {
+                    tracing::debug!(%e, "watch");
+                    Vec::new()
+                }
+            };
+            futures::stream::iter(woken)
+        })
+}
+
+fn deployment_triggers(
+    api: Api<Deployment>,
+    index: Arc<Index>,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = ObjectRef<Rollout>> + Send + 'static {
+    triggers(api, ctx, move |ctx, d, deleted| on_deployment(ctx, &index, d, deleted))
+}
+
+fn routing_triggers(
+    api: Api<DynamicObject>,
+    named: Named,
+    index: Arc<Index>,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = ObjectRef<Rollout>> + Send + 'static {
+    triggers(api, ctx, move |ctx, o, deleted| {
+        on_routing(ctx, &index, named, o, deleted)
+    })
 }
 
 #[cfg(test)]

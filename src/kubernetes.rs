@@ -134,7 +134,7 @@ fn not_found(e: &kube::Error) -> bool {
 async fn get_dynamic(client: &Client, ns: &str, ar: &ApiResource, name: &str) -> Result<Option<Value>, Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
     match api.get(name).await {
-        Ok(obj) => Ok(Some(serde_json::to_value(obj)?)),
+        Ok(obj) => Ok(Some(stripped_value(serde_json::to_value(obj)?))),
         Err(e) if not_found(&e) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -182,8 +182,82 @@ pub fn pause_requested(rollout: &Rollout) -> bool {
         .is_some_and(|v| v == "true")
 }
 
-/// Observes everything one Rollout depends on. API failures are errors (retried by the
-/// controller); problems the user must fix land in `world.traffic` as a precise message.
+/// The objects one Rollout depends on, as read from the API server (or kept current by
+/// the watches, see `controller::Looks`). `None`: not found.
+#[derive(Clone, Debug)]
+pub struct Objects {
+    pub target: Option<Deployment>,
+    pub canary: Option<Deployment>,
+    pub virtual_service: Option<Value>,
+    pub destination_rule: Option<Value>,
+    /// Host mode's stable and canary Services, by name.
+    pub services: Vec<(String, Option<Service>)>,
+    pub auth: Result<Auth, String>,
+}
+
+/// Reads everything one Rollout depends on: the Deployments, the routing objects its
+/// spec names and its provider's credentials. API failures are errors (retried by the
+/// controller); a missing object is `None`.
+pub async fn fetch(
+    client: &Client,
+    istio_api: &IstioApi,
+    rollout: &Rollout,
+    names: &Names,
+    provider: Option<&Provider>,
+    secrets_ns: &str,
+) -> Result<Objects, Error> {
+    let ns = namespace(rollout);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let routing = &rollout.spec.traffic_routing.istio;
+    let target = deployments.get_opt(&names.target).await?.map(stripped);
+    let canary = deployments.get_opt(&names.canary).await?.map(stripped);
+    let auth = provider_auth(client, provider, secrets_ns).await?;
+    let destination_rule = match &routing.destination_rule {
+        Some(dr) => get_dynamic(client, &ns, &istio_api.destination_rule, &dr.name).await?,
+        None => None,
+    };
+    let mut services = Vec::new();
+    if let Some(hosts) = &routing.hosts {
+        let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+        for name in [&hosts.stable_service, &hosts.canary_service] {
+            services.push((name.clone(), api.get_opt(name).await?));
+        }
+    }
+    let virtual_service = get_dynamic(client, &ns, &istio_api.virtual_service, &routing.virtual_service.name).await?;
+    Ok(Objects {
+        target,
+        canary,
+        virtual_service,
+        destination_rule,
+        services,
+        auth,
+    })
+}
+
+/// Without what no decision reads (managed fields, kubectl's copy of the spec), for the
+/// objects weir keeps between reconciles.
+pub fn stripped(mut d: Deployment) -> Deployment {
+    d.metadata.managed_fields = None;
+    if let Some(a) = d.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED_ANNOTATION);
+    }
+    d
+}
+
+/// Like `stripped`, for the routing objects.
+pub fn stripped_value(mut o: Value) -> Value {
+    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+        if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            a.remove(LAST_APPLIED_ANNOTATION);
+        }
+    }
+    o
+}
+
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Observes one Rollout: reads its objects, then `observation`.
 pub async fn observe(
     client: &Client,
     istio_api: &IstioApi,
@@ -192,14 +266,18 @@ pub async fn observe(
     provider: Option<&Provider>,
     secrets_ns: &str,
 ) -> Result<Observation, Error> {
+    let objects = fetch(client, istio_api, rollout, names, provider, secrets_ns).await?;
+    Ok(observation(rollout, names, &objects))
+}
+
+/// The engine's `World` (and what `apply` needs) from a Rollout's objects. Problems the
+/// user must fix land in `world.traffic` as a precise message.
+pub fn observation(rollout: &Rollout, names: &Names, objects: &Objects) -> Observation {
     let ns = namespace(rollout);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let target = deployments.get_opt(&names.target).await?;
-    let canary = deployments.get_opt(&names.canary).await?;
     let mut obs = Observation {
         world: World {
-            target: target.as_ref().map(target_state),
-            canary: canary.as_ref().map(canary_state),
+            target: objects.target.as_ref().map(target_state),
+            canary: objects.canary.as_ref().map(canary_state),
             traffic: Ok(0),
             routes_disagree: false,
             request: request(rollout),
@@ -207,12 +285,12 @@ pub async fn observe(
             readings: None,
             hook_answers: Vec::new(),
         },
-        target,
+        target: objects.target.clone(),
         virtual_service: None,
         routes: Vec::new(),
-        auth: provider_auth(client, provider, secrets_ns).await?,
+        auth: objects.auth.clone(),
     };
-    if let Some(c) = &canary
+    if let Some(c) = &objects.canary
         && c.labels().get(ROLLOUT_LABEL) != Some(&rollout.name_any())
     {
         obs.world.traffic = Err(format!(
@@ -220,9 +298,9 @@ pub async fn observe(
             names.canary,
             rollout.name_any()
         ));
-        return Ok(obs);
+        return obs;
     }
-    let Some(target) = &obs.target else { return Ok(obs) };
+    let Some(target) = &objects.target else { return obs };
     let stable_pods: Labels = target
         .spec
         .template
@@ -231,71 +309,64 @@ pub async fn observe(
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
     let canary_pods = canary_labels(&stable_pods, &names.track_label);
-    obs.world.traffic = observe_routing(client, istio_api, rollout, &ns, &stable_pods, &canary_pods, &mut obs).await?;
-    Ok(obs)
+    obs.world.traffic = observe_routing(rollout, &ns, &stable_pods, &canary_pods, objects, &mut obs);
+    obs
 }
 
-async fn observe_routing(
-    client: &Client,
-    istio_api: &IstioApi,
+fn observe_routing(
     rollout: &Rollout,
     ns: &str,
     stable_pods: &Labels,
     canary_pods: &Labels,
+    objects: &Objects,
     obs: &mut Observation,
-) -> Result<Result<u32, String>, Error> {
+) -> Result<u32, String> {
     let routing = &rollout.spec.traffic_routing.istio;
     let mut dr_host = None;
     if let Some(dr_ref) = &routing.destination_rule {
-        let Some(dr) = get_dynamic(client, ns, &istio_api.destination_rule, &dr_ref.name).await? else {
-            return Ok(Err(format!("DestinationRule {ns}/{} not found", dr_ref.name)));
+        let Some(dr) = &objects.destination_rule else {
+            return Err(format!("DestinationRule {ns}/{} not found", dr_ref.name));
         };
-        if let Err(e) = istio::check_destination_rule(
-            &dr,
+        istio::check_destination_rule(
+            dr,
             &dr_ref.stable_subset,
             &dr_ref.canary_subset,
             stable_pods,
             canary_pods,
-        ) {
-            return Ok(Err(e));
-        }
-        dr_host = istio::destination_rule_host(&dr).map(str::to_string);
+        )?;
+        dr_host = istio::destination_rule_host(dr).map(str::to_string);
         if dr_host.is_none() {
-            return Ok(Err(format!("DestinationRule {ns}/{} has no spec.host", dr_ref.name)));
+            return Err(format!("DestinationRule {ns}/{} has no spec.host", dr_ref.name));
         }
     }
-    if let Some(hosts) = &routing.hosts {
-        let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    if routing.hosts.is_some() {
         let mut selectors = Vec::new();
-        for name in [&hosts.stable_service, &hosts.canary_service] {
-            let Some(svc) = services.get_opt(name).await? else {
-                return Ok(Err(format!("Service {ns}/{name} not found")));
+        for (name, svc) in &objects.services {
+            let Some(svc) = svc else {
+                return Err(format!("Service {ns}/{name} not found"));
             };
-            selectors.push(svc.spec.and_then(|s| s.selector).unwrap_or_default());
+            selectors.push((
+                name.as_str(),
+                svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default(),
+            ));
         }
-        let stable = (hosts.stable_service.as_str(), &selectors[0]);
-        let canary = (hosts.canary_service.as_str(), &selectors[1]);
-        if let Err(e) = istio::check_services(stable, canary, stable_pods, canary_pods) {
-            return Ok(Err(e));
+        if let [(stable, s), (canary, c)] = &selectors[..] {
+            istio::check_services((stable, s), (canary, c), stable_pods, canary_pods)?;
         }
     }
     let vs_name = &routing.virtual_service.name;
-    let Some(vs) = get_dynamic(client, ns, &istio_api.virtual_service, vs_name).await? else {
-        return Ok(Err(format!("VirtualService {ns}/{vs_name} not found")));
+    let Some(vs) = &objects.virtual_service else {
+        return Err(format!("VirtualService {ns}/{vs_name} not found"));
     };
     let Some(matcher) = DestinationMatch::new(routing, dr_host.as_deref()) else {
-        return Ok(Err("spec.trafficRouting.istio needs destinationRule or hosts".into()));
+        return Err("spec.trafficRouting.istio needs destinationRule or hosts".into());
     };
-    match istio::managed_routes(&vs, &routing.virtual_service.routes, &matcher) {
-        Ok(routes) => {
-            let percent = istio::observed_canary_percent(&routes);
-            obs.world.routes_disagree = istio::routes_disagree(&routes);
-            obs.routes = routes;
-            obs.virtual_service = Some(vs);
-            Ok(Ok(percent))
-        }
-        Err(e) => Ok(Err(e)),
-    }
+    let routes = istio::managed_routes(vs, &routing.virtual_service.routes, &matcher)?;
+    let percent = istio::observed_canary_percent(&routes);
+    obs.world.routes_disagree = istio::routes_disagree(&routes);
+    obs.routes = routes;
+    obs.virtual_service = Some(vs.clone());
+    Ok(percent)
 }
 
 /// The canary Deployment for a revision: the target's spec with the track label set to
@@ -351,7 +422,16 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Applies one action. A conflict (someone edited the VirtualService between our read and
+/// An object as the API server answered weir's write of it.
+pub enum Applied {
+    Target(Deployment),
+    /// `None`: deleted.
+    Canary(Option<Deployment>),
+    VirtualService(Value),
+}
+
+/// Applies one action; returns the object written, as the API server answered (`None`:
+/// nothing to write). A conflict (someone edited the VirtualService between our read and
 /// our write) comes back as an error: the controller re-observes and decides again.
 pub async fn apply(
     client: &Client,
@@ -360,44 +440,43 @@ pub async fn apply(
     names: &Names,
     obs: &Observation,
     action: &Action,
-) -> Result<(), Error> {
+) -> Result<Option<Applied>, Error> {
     let ns = namespace(rollout);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    match action {
+    let applied = match action {
         Action::PauseTarget(paused) => {
             let body = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": names.target}, "spec": {"paused": paused}});
-            deployments
+            let d = deployments
                 .patch(&names.target, &apply_params(), &Patch::Apply(body))
                 .await?;
+            Applied::Target(d)
         }
-        Action::ReleaseTarget => {
-            // An apply that names no field drops every field weir owned on the
-            // Deployment (`spec.paused`): it falls back to its default, unpaused, and
-            // nothing of weir's is left on it.
-            if obs.world.target.is_some() {
-                let body = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": names.target}});
-                deployments
-                    .patch(&names.target, &apply_params(), &Patch::Apply(body))
-                    .await?;
+        // An apply that names no field drops every field weir owned on the Deployment
+        // (`spec.paused`): it falls back to its default, unpaused, and nothing of weir's
+        // is left on it.
+        Action::ReleaseTarget if obs.world.target.is_some() => {
+            let body = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": names.target}});
+            let d = deployments
+                .patch(&names.target, &apply_params(), &Patch::Apply(body))
+                .await?;
+            Applied::Target(d)
+        }
+        Action::RemoveCanary if obs.world.canary.is_some() => {
+            match deployments.delete(&names.canary, &Default::default()).await {
+                // Still there while its finalizers run.
+                Ok(either) => Applied::Canary(either.left()),
+                Err(e) if not_found(&e) => Applied::Canary(None),
+                Err(e) => return Err(e.into()),
             }
         }
-        Action::RemoveCanary => {
-            if obs.world.canary.is_some() {
-                match deployments.delete(&names.canary, &Default::default()).await {
-                    Ok(_) => {}
-                    Err(e) if not_found(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        Action::ApplyCanary { replicas: 0, .. } if obs.world.canary.is_some() => {
+            let body = json!({"spec": {"replicas": 0}});
+            let d = deployments
+                .patch(&names.canary, &PatchParams::default(), &Patch::Merge(body))
+                .await?;
+            Applied::Canary(Some(d))
         }
-        Action::ApplyCanary { replicas: 0, .. } => {
-            if obs.world.canary.is_some() {
-                let body = json!({"spec": {"replicas": 0}});
-                deployments
-                    .patch(&names.canary, &PatchParams::default(), &Patch::Merge(body))
-                    .await?;
-            }
-        }
+        Action::ReleaseTarget | Action::RemoveCanary | Action::ApplyCanary { replicas: 0, .. } => return Ok(None),
         Action::ApplyCanary { revision, replicas } => {
             let target = obs
                 .target
@@ -409,9 +488,10 @@ pub async fn apply(
                 )));
             }
             let canary = canary_deployment(rollout, names, target, revision, *replicas);
-            deployments
+            let d = deployments
                 .patch(&names.canary, &apply_params(), &Patch::Apply(canary))
                 .await?;
+            Applied::Canary(Some(d))
         }
         Action::SetCanaryWeight(percent) => {
             let vs = obs
@@ -420,15 +500,17 @@ pub async fn apply(
                 .ok_or_else(|| Error::Invariant("weights set without a VirtualService".into()))?;
             let patch: json_patch::Patch = serde_json::from_value(istio::weight_patch(vs, &obs.routes, *percent))?;
             let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &istio_api.virtual_service);
-            api.patch(
-                &rollout.spec.traffic_routing.istio.virtual_service.name,
-                &PatchParams::default(),
-                &Patch::Json::<()>(patch),
-            )
-            .await?;
+            let o = api
+                .patch(
+                    &rollout.spec.traffic_routing.istio.virtual_service.name,
+                    &PatchParams::default(),
+                    &Patch::Json::<()>(patch),
+                )
+                .await?;
+            Applied::VirtualService(serde_json::to_value(o)?)
         }
-    }
-    Ok(())
+    };
+    Ok(Some(applied))
 }
 
 /// Writes the whole status by server-side apply on the status subresource.

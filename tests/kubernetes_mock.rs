@@ -5,14 +5,16 @@
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 use weir::api::{Phase, Rollout, RolloutStatus};
-use weir::controller::{self, Context, Looks};
+use weir::controller::{self, Context};
 use weir::engine::state_of;
+use weir::events::EventPublisher;
 use weir::kubernetes::{IstioApi, template_hash};
+use weir::looks::{Change, Looks};
 use weir::notify::{Notifier, Receivers};
 use weir::prometheus::Prometheus;
 use weir::providers::Providers;
@@ -232,13 +234,7 @@ fn mocked_with(receivers: Receivers) -> (Arc<Context>, Handle) {
 
 fn context(client: Client, receivers: Receivers) -> Arc<Context> {
     Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "weir".into(),
-                instance: None,
-            },
-        ),
+        events: EventPublisher::new(client.clone(), None),
         client,
         istio: IstioApi::version("v1"),
         prometheus: Prometheus::new().unwrap(),
@@ -411,16 +407,17 @@ async fn a_bump_starts_a_canary_and_its_ready_pod_gets_the_weight_by_a_patch_of_
         "the canary runs the bumped template"
     );
 
+    // The watch brings the canary's pods ready: the next reconcile writes the weight
+    // without reading anything again.
+    let mut ready: Deployment = serde_json::from_value(ready_canary(&target_revision(&target))).unwrap();
+    ready.metadata.resource_version = Some("2".into());
+    assert!(
+        ctx.looks
+            .seen("dev/backend", &Change::Deployment("backend-canary", Some(&ready)))
+    );
     let scaling = with_status(&status);
-    let (t, v) = (target.clone(), vs.clone());
+    let v = vs.clone();
     let server = tokio::spawn(async move {
-        expect_observation(
-            &mut handle,
-            &t,
-            Some(&ready_canary(&target_revision(&t))),
-            ok(v.clone()),
-        )
-        .await;
         let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
         let patch = expect(
             &mut handle,
@@ -704,28 +701,130 @@ async fn a_look_while_nothing_changed_reads_nothing_from_the_cluster() {
     let rollout = Arc::new(rollout(Some(status)));
     let vs = virtual_service(10);
 
-    // The first reconcile observes (nothing remembered yet) and writes nothing: the
-    // status says what the cluster shows.
+    // The first reconcile reads the cluster (nothing remembered yet) and writes nothing:
+    // the status says what the cluster shows.
     let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
     expect_observation(&mut handle, &target, Some(&canary), ok(vs.clone())).await;
     reconcile.await.unwrap().expect("reconcile");
     assert!(no_request(&mut handle).await, "no write");
-    // The next one observes again (no observation was remembered yet) and writes nothing.
-    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
-    expect_observation(&mut handle, &target, Some(&canary), ok(vs.clone())).await;
-    reconcile.await.unwrap().expect("reconcile");
-    assert!(no_request(&mut handle).await, "no write");
-    // Nothing watched changed since: the next reconcile reads nothing.
-    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
+    // The next ones read nothing: the watches keep the objects current.
+    for _ in 0..2 {
+        let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
+        assert!(
+            no_request(&mut handle).await,
+            "a look without changes reads the cluster"
+        );
+        reconcile.await.unwrap().expect("reconcile");
+    }
+    // The echo of an object weir holds wakes nothing; a newer version does.
+    let mut canary: Deployment = serde_json::from_value(canary).unwrap();
+    canary.metadata.resource_version = Some("7".into());
     assert!(
-        no_request(&mut handle).await,
-        "a look without changes reads the cluster"
+        ctx.looks
+            .seen("dev/backend", &Change::Deployment("backend-canary", Some(&canary)))
     );
+    assert!(
+        !ctx.looks
+            .seen("dev/backend", &Change::Deployment("backend-canary", Some(&canary)))
+    );
+    canary.metadata.resource_version = Some("6".into());
+    assert!(
+        !ctx.looks
+            .seen("dev/backend", &Change::Deployment("backend-canary", Some(&canary))),
+        "a watch that lags is not news"
+    );
+    // The canary lost its pods (a newer version the watch brought): the next look sees
+    // it without reading the cluster, and holds the weight where it is, writing the
+    // status that says so.
+    canary.metadata.resource_version = Some("8".into());
+    if let Some(st) = canary.status.as_mut() {
+        st.available_replicas = Some(0);
+    }
+    assert!(
+        ctx.looks
+            .seen("dev/backend", &Change::Deployment("backend-canary", Some(&canary)))
+    );
+    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request());
+    let (request, _) = next.await.expect("a write within 5 s").expect("a write");
+    assert_ne!(
+        request.method(),
+        Method::GET,
+        "the change came from the watch, not a read"
+    );
+    drop(request);
+    reconcile.abort();
+    // A watch listed everything again (it lost its place): the next reconcile reads.
+    ctx.looks.forget_objects();
+    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
+    expect_observation(&mut handle, &target, Some(&ready_canary(&revision)), ok(vs.clone())).await;
+    reconcile.abort();
+}
+
+/// A change the watch brings while a reconcile is reading may be missing from what it
+/// read: that reading is not kept, and the next reconcile reads the cluster again.
+#[tokio::test]
+async fn a_change_during_a_reconcile_is_not_lost() {
+    let (ctx, mut handle) = mocked();
+    let target = deployment("backend", "hello:0.4", true, json!({}));
+    let revision = target_revision(&target);
+    let canary = ready_canary(&revision);
+    let now = jiff::Timestamp::now();
+    let mut status = status_of(State::Analysing {
+        at: canary_at(&revision, 0, 10),
+        started: now,
+    });
+    status.step_display = Some("1/3".into());
+    status.analysis = Some(weir::api::AnalysisStatus {
+        next_check_at: Some((now + jiff::SignedDuration::from_hours(1)).to_string()),
+        ..Default::default()
+    });
+    let rollout = Arc::new(rollout(Some(status)));
+    let vs = virtual_service(10);
+
+    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
+    // The canary changes after weir read it, before the reconcile ends.
+    expect(
+        &mut handle,
+        Method::GET,
+        &format!("{DEPLOYMENTS}/backend"),
+        ok(target.clone()),
+    )
+    .await;
+    expect(
+        &mut handle,
+        Method::GET,
+        &format!("{DEPLOYMENTS}/backend-canary"),
+        ok(canary.clone()),
+    )
+    .await;
+    let mut changed: Deployment = serde_json::from_value(canary.clone()).unwrap();
+    changed.metadata.resource_version = Some("9".into());
+    assert!(
+        ctx.looks
+            .seen("dev/backend", &Change::Deployment("backend-canary", Some(&changed)))
+    );
+    expect(
+        &mut handle,
+        Method::GET,
+        &format!("{ISTIO}/destinationrules/backend"),
+        ok(destination_rule()),
+    )
+    .await;
+    expect(
+        &mut handle,
+        Method::GET,
+        &format!("{ISTIO}/virtualservices/backend"),
+        ok(vs.clone()),
+    )
+    .await;
     reconcile.await.unwrap().expect("reconcile");
-    // A Deployment of the Rollout changed: observe again.
-    ctx.looks.touch("dev/backend");
+    // What it read is not kept: the next reconcile reads again, then keeps that.
     let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
     expect_observation(&mut handle, &target, Some(&canary), ok(vs.clone())).await;
+    reconcile.await.unwrap().expect("reconcile");
+    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
+    assert!(no_request(&mut handle).await, "kept once nothing changed meanwhile");
     reconcile.await.unwrap().expect("reconcile");
 }
 
@@ -749,9 +848,9 @@ async fn a_reconcile_right_after_the_takeover_does_not_take_over_again() {
     reconcile.await.unwrap().expect("takeover");
     assert_eq!(written["status"]["stableRevision"], json!(revision));
 
-    // Woken by the pause, given the Rollout without the status weir just wrote.
+    // Woken by the pause, given the Rollout without the status weir just wrote. The
+    // pause's answer was the Deployment as it is now: nothing to read either.
     let reconcile = tokio::spawn(controller::reconcile(before_takeover.clone(), ctx.clone()));
-    expect_observation(&mut handle, &paused, None, ok(virtual_service(0))).await;
     assert!(no_request(&mut handle).await, "no second takeover");
     reconcile.await.unwrap().expect("reconcile on a stale copy");
 

@@ -1,0 +1,305 @@
+//! What weir remembers of each Rollout under analysis between two reconciles, keyed by
+//! namespace/name: the status it last decided, the one it last wrote (the judge's looks
+//! in between are not written, see `RolloutStatus::decisive_part`), and the objects its
+//! observation is built from — read once, then kept current by the watches and by the
+//! answers to weir's own writes, so that a look of the judge reads no object again.
+//!
+//! Only Rollouts under analysis (or whose last write the watch has not brought back yet)
+//! are remembered: an idle Rollout is read afresh on the rare change that wakes it, so
+//! memory grows with the releases in flight, not with the Rollouts.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::DynamicObject;
+use kube::{Resource, ResourceExt};
+use serde_json::Value;
+
+use crate::api::{Phase, Rollout, RolloutStatus};
+use crate::kubernetes::{self, Applied, Objects};
+use crate::plan::Names;
+
+/// The watches keep the objects current; they are still read afresh at least this often,
+/// for what no watch brings (a provider's Secret, host mode's Services) and in case a
+/// watch lags.
+pub const OBJECTS_MAX_AGE: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+pub struct Looks(Mutex<Memory>);
+
+#[derive(Default)]
+struct Memory {
+    looks: HashMap<String, Look>,
+    /// Per Rollout, how many changes the watches brought: a reconcile that read its
+    /// objects while one arrived must not keep what it read (the change may be missing).
+    changes: HashMap<String, u64>,
+}
+
+struct Look {
+    uid: String,
+    decided: RolloutStatus,
+    written: RolloutStatus,
+    objects: Option<Kept>,
+}
+
+/// A Rollout's objects and what they were read for.
+#[derive(Clone)]
+pub struct Kept {
+    pub objects: Objects,
+    pub names: Watched,
+    pub read_at: Instant,
+}
+
+/// The names of the objects an observation reads, and the provider whose credentials it
+/// holds: a spec that names others needs a fresh read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Watched {
+    target: String,
+    canary: String,
+    virtual_service: String,
+    destination_rule: Option<String>,
+    services: Vec<String>,
+    provider: Option<String>,
+}
+
+impl Watched {
+    pub fn of(rollout: &Rollout, names: &Names, provider: Option<&str>) -> Watched {
+        let routing = &rollout.spec.traffic_routing.istio;
+        Watched {
+            target: names.target.clone(),
+            canary: names.canary.clone(),
+            virtual_service: routing.virtual_service.name.clone(),
+            destination_rule: routing.destination_rule.as_ref().map(|d| d.name.clone()),
+            services: routing
+                .hosts
+                .iter()
+                .flat_map(|h| [h.stable_service.clone(), h.canary_service.clone()])
+                .collect(),
+            provider: provider.map(str::to_string),
+        }
+    }
+}
+
+/// Where a reconcile starts.
+pub struct Resumed {
+    pub status: RolloutStatus,
+    /// What the API server holds, or will once the watch catches up.
+    pub written: RolloutStatus,
+    /// The Rollout's objects as last known, when still fresh.
+    pub kept: Option<Kept>,
+    /// `Memory::changes` when the reconcile began.
+    pub changes: u64,
+}
+
+/// An object one of the watches delivered; `None`: deleted.
+pub enum Change<'a> {
+    Deployment(&'a str, Option<&'a Deployment>),
+    VirtualService(&'a str, Option<&'a DynamicObject>),
+    DestinationRule(&'a str, Option<&'a DynamicObject>),
+}
+
+/// Whether `new` is a later version than `old`. Resource versions are etcd revisions on
+/// every API server weir knows; an opaque one counts as later unless equal.
+fn later(new: Option<&str>, old: Option<&str>) -> bool {
+    match (new.map(str::parse::<u64>), old.map(str::parse::<u64>)) {
+        (Some(Ok(n)), Some(Ok(o))) => n > o,
+        _ => new != old,
+    }
+}
+
+fn version_of(o: &Value) -> Option<&str> {
+    o.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+}
+
+fn routing_value(o: &DynamicObject) -> Option<Value> {
+    serde_json::to_value(o).ok().map(kubernetes::stripped_value)
+}
+
+impl Kept {
+    /// Takes a watched change in, when it is one of these objects and newer than the one
+    /// kept. Says whether it was new: an echo of weir's own write (the version its answer
+    /// already brought) or an older version is not.
+    fn take(&mut self, change: &Change) -> bool {
+        let objects = &mut self.objects;
+        match *change {
+            Change::Deployment(name, d) => {
+                let slot = match name {
+                    n if n == self.names.target => &mut objects.target,
+                    n if n == self.names.canary => &mut objects.canary,
+                    _ => return true,
+                };
+                match d {
+                    None => *slot = None,
+                    Some(d)
+                        if later(
+                            d.resource_version().as_deref(),
+                            slot.as_ref().and_then(|s| s.meta().resource_version.as_deref()),
+                        ) =>
+                    {
+                        *slot = Some(kubernetes::stripped(d.clone()))
+                    }
+                    Some(_) => return false,
+                }
+            }
+            Change::VirtualService(name, o) | Change::DestinationRule(name, o) => {
+                let slot = match change {
+                    Change::VirtualService(..) if name == self.names.virtual_service => &mut objects.virtual_service,
+                    Change::DestinationRule(..) if Some(name) == self.names.destination_rule.as_deref() => {
+                        &mut objects.destination_rule
+                    }
+                    _ => return true,
+                };
+                match o {
+                    None => *slot = None,
+                    Some(o) if later(o.resource_version().as_deref(), slot.as_ref().and_then(version_of)) => {
+                        *slot = routing_value(o)
+                    }
+                    Some(_) => return false,
+                }
+            }
+        }
+        true
+    }
+}
+
+fn lock(looks: &Looks) -> std::sync::MutexGuard<'_, Memory> {
+    looks.0.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Looks {
+    /// Where a reconcile starts: the last decided status, when weir has one for this
+    /// Rollout, else the stored one (weir restarted, or the Rollout is new to analysis).
+    /// weir is the only writer of the status, so a stored status that differs from what
+    /// weir last wrote is one the watch has not delivered yet: deciding from it again
+    /// would restart the step's clock.
+    pub fn resume(&self, key: &str, rollout: &Rollout, stored: &RolloutStatus, names: &Watched) -> Resumed {
+        let memory = lock(self);
+        let uid = rollout.uid().unwrap_or_default();
+        let changes = memory.changes.get(key).copied().unwrap_or(0);
+        match memory.looks.get(key) {
+            Some(look) if look.uid == uid => Resumed {
+                status: look.decided.clone(),
+                written: look.written.clone(),
+                kept: look
+                    .objects
+                    .as_ref()
+                    .filter(|k| k.names == *names && k.read_at.elapsed() < OBJECTS_MAX_AGE)
+                    .cloned(),
+                changes,
+            },
+            _ => Resumed {
+                status: stored.clone(),
+                written: stored.clone(),
+                kept: None,
+                changes,
+            },
+        }
+    }
+
+    /// A watched object of the Rollout `key` changed. Says whether that wakes the
+    /// Rollout: not for an echo of weir's own write.
+    pub fn seen(&self, key: &str, change: &Change) -> bool {
+        let mut memory = lock(self);
+        let news = match memory.looks.get_mut(key).and_then(|l| l.objects.as_mut()) {
+            Some(kept) => kept.take(change),
+            None => true,
+        };
+        if news {
+            *memory.changes.entry(key.to_string()).or_default() += 1;
+        }
+        news
+    }
+
+    /// A watch listed everything again (it lost its place): what it missed in between is
+    /// unknown, so every Rollout reads its objects afresh.
+    pub fn forget_objects(&self) {
+        let mut memory = lock(self);
+        for look in memory.looks.values_mut() {
+            look.objects = None;
+        }
+        // Reconciles in flight read before the list: what they read is not kept.
+        for n in memory.changes.values_mut() {
+            *n += 1;
+        }
+    }
+
+    /// Forgets a Rollout (deleted).
+    pub fn forget(&self, key: &str) {
+        let mut memory = lock(self);
+        memory.looks.remove(key);
+        memory.changes.remove(key);
+    }
+
+    /// Remembers a decision while the Rollout is under analysis, and after it until the
+    /// watch has delivered what weir last wrote: a reconcile that starts from the older
+    /// stored status would decide the same transition again (a takeover taken twice).
+    pub fn remember(&self, key: &str, uid: &str, decided: &RolloutStatus, written: &RolloutStatus, memo: Memo) {
+        let mut memory = lock(self);
+        let changed_meanwhile = memory.changes.get(key).copied().unwrap_or(0) != memo.changes;
+        let under_analysis = matches!(
+            decided.phase,
+            Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Deleting
+        ) || decided.state.canary().is_some()
+            || matches!(decided.state, weir_core::state::State::Draining { .. });
+        if !under_analysis && written.decisive_part() == memo.stored.decisive_part() {
+            memory.looks.remove(key);
+            if !changed_meanwhile {
+                memory.changes.remove(key);
+            }
+            return;
+        }
+        let fresh = || Look {
+            uid: uid.to_string(),
+            decided: RolloutStatus::default(),
+            written: RolloutStatus::default(),
+            objects: None,
+        };
+        let look = memory.looks.entry(key.to_string()).or_insert_with(fresh);
+        if look.uid != uid {
+            *look = fresh();
+        }
+        look.decided = decided.clone();
+        look.written = written.clone();
+        look.objects = memo.kept.filter(|_| !changed_meanwhile);
+    }
+}
+
+/// What a reconcile read, for `Looks::remember`.
+pub struct Memo<'a> {
+    /// The status of the Rollout the reconcile was given (the watch's copy).
+    pub stored: &'a RolloutStatus,
+    /// The objects as they are after the reconcile's writes; `None` when unknown (a
+    /// write failed).
+    pub kept: Option<Kept>,
+    /// `Resumed::changes`: when the watches brought a change since, `kept` may miss it
+    /// and is not kept.
+    pub changes: u64,
+}
+
+impl Objects {
+    /// What weir just wrote, as the API server answered it.
+    pub fn record(&mut self, applied: Applied) {
+        match applied {
+            Applied::Target(d) => self.target = Some(kubernetes::stripped(d)),
+            Applied::Canary(d) => self.canary = d.map(kubernetes::stripped),
+            Applied::VirtualService(o) => self.virtual_service = Some(kubernetes::stripped_value(o)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_as_numbers_and_an_echo_is_not_new() {
+        assert!(later(Some("10"), Some("9")));
+        assert!(!later(Some("9"), Some("10")), "a watch that lags does not undo a write");
+        assert!(!later(Some("10"), Some("10")), "the echo of weir's own write");
+        assert!(later(Some("10"), None));
+        assert!(later(Some("b"), Some("a")), "opaque: newer unless equal");
+        assert!(!later(Some("a"), Some("a")));
+    }
+}
