@@ -381,6 +381,7 @@ async fn execute(
                 match result {
                     Ok(applied) => {
                         if let (Some(objects), Some(applied)) = (objects.as_deref_mut(), applied) {
+                            ctx.looks.record(&key_of(rollout), &applied);
                             objects.record(applied);
                         }
                     }

@@ -423,6 +423,7 @@ fn apply_params() -> PatchParams {
 }
 
 /// An object as the API server answered weir's write of it.
+#[derive(Clone)]
 pub enum Applied {
     Target(Deployment),
     /// `None`: deleted.

@@ -21,10 +21,10 @@ use crate::api::{Phase, Rollout, RolloutStatus};
 use crate::kubernetes::{self, Applied, Objects};
 use crate::plan::Names;
 
-/// The watches keep the objects current; they are still read afresh at least this often,
-/// for what no watch brings (a provider's Secret, host mode's Services) and in case a
-/// watch lags.
-pub const OBJECTS_MAX_AGE: Duration = Duration::from_secs(30);
+/// The watches keep the objects current (and a watch that lost its place makes every
+/// Rollout read afresh); they are still read afresh at least this often, for what no
+/// watch brings (a provider's Secret, host mode's Services).
+pub const OBJECTS_MAX_AGE: Duration = Duration::from_secs(120);
 
 #[derive(Default)]
 pub struct Looks(Mutex<Memory>);
@@ -262,7 +262,21 @@ impl Looks {
         }
         look.decided = decided.clone();
         look.written = written.clone();
-        look.objects = memo.kept.filter(|_| !changed_meanwhile);
+        look.objects = match (memo.kept, look.objects.take()) {
+            (Some(read), _) if !changed_meanwhile => Some(read),
+            // The watches brought changes while the reconcile read and wrote: the later
+            // version of each object wins, when both sides hold one.
+            (Some(read), Some(watched)) => read.merged(watched),
+            _ => None,
+        };
+    }
+
+    /// What weir just wrote, as the API server answered, at once: its echo from the
+    /// watch is then no news (it wakes nothing).
+    pub fn record(&self, key: &str, applied: &Applied) {
+        if let Some(kept) = lock(self).looks.get_mut(key).and_then(|l| l.objects.as_mut()) {
+            kept.objects.record_if_later(applied);
+        }
     }
 }
 
@@ -286,6 +300,54 @@ impl Objects {
             Applied::Canary(d) => self.canary = d.map(kubernetes::stripped),
             Applied::VirtualService(o) => self.virtual_service = Some(kubernetes::stripped_value(o)),
         }
+    }
+
+    /// Like `record`, unless the watch already brought a later version.
+    fn record_if_later(&mut self, applied: &Applied) {
+        let newer = match applied {
+            Applied::Target(d) => deployment_later(Some(d), self.target.as_ref()),
+            Applied::Canary(Some(d)) => deployment_later(Some(d), self.canary.as_ref()),
+            Applied::Canary(None) => true,
+            Applied::VirtualService(o) => later(version_of(o), self.virtual_service.as_ref().and_then(version_of)),
+        };
+        if newer {
+            self.record(applied.clone());
+        }
+    }
+}
+
+fn deployment_version(d: &Deployment) -> Option<&str> {
+    d.metadata.resource_version.as_deref()
+}
+
+fn deployment_later(new: Option<&Deployment>, old: Option<&Deployment>) -> bool {
+    later(new.and_then(deployment_version), old.and_then(deployment_version))
+}
+
+/// Of two versions of one object, the later; `None` when it cannot be told (one side
+/// found it, the other did not).
+fn later_of<T>(a: Option<T>, b: Option<T>, version: fn(&T) -> Option<&str>) -> Option<Option<T>> {
+    match (a, b) {
+        (None, None) => Some(None),
+        (Some(a), Some(b)) => Some(Some(if later(version(&b), version(&a)) { b } else { a })),
+        _ => None,
+    }
+}
+
+impl Kept {
+    /// These objects (read and written by a reconcile) with what the watches brought
+    /// meanwhile (`watched`), each the later version; `None` when that cannot be told.
+    fn merged(self, watched: Kept) -> Option<Kept> {
+        let (r, w) = (self.objects, watched.objects);
+        let objects = Objects {
+            target: later_of(r.target, w.target, deployment_version)?,
+            canary: later_of(r.canary, w.canary, deployment_version)?,
+            virtual_service: later_of(r.virtual_service, w.virtual_service, version_of)?,
+            destination_rule: later_of(r.destination_rule, w.destination_rule, version_of)?,
+            services: r.services,
+            auth: r.auth,
+        };
+        Some(Kept { objects, ..self })
     }
 }
 
