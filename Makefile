@@ -1,5 +1,5 @@
 # The two commands of the README. Both install and build what is missing first.
-.PHONY: demo test bench fuzz image krew
+.PHONY: demo test bench fuzz image krew peers
 
 demo:
 	./testcluster/prepare.sh
@@ -24,3 +24,14 @@ image:
 # The kubectl plugin's release archive and its krew manifest (see image/krew.sh).
 krew:
 	./image/krew.sh
+
+# weir beside Flagger on one local cluster (benches/peers.rs); not part of `make test`.
+# Sizes: WEIR_PEERS_CANARIES=100,1000 make peers. Everything is built first (the network
+# is needed for that); the bench then runs in a network namespace of its own that has
+# only loopback, since Flagger's metrics server listens on every interface.
+peers:
+	./testcluster/prepare.sh --no-build
+	./testcluster/build.sh >/dev/null
+	./testcluster/peers.sh >/dev/null
+	cargo bench --bench peers --no-run
+	unshare --net sh -c 'ip link set lo up && cargo bench --offline --bench peers'

@@ -53,15 +53,11 @@ impl Sizes {
 }
 
 fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
+    devcluster::usage(pid).map(|(rss, _)| rss)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    devcluster::usage(pid).map(|(_, cpu)| cpu).unwrap_or(0.0)
 }
 
 fn istio(kind: &str) -> ApiResource {
@@ -301,15 +297,28 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
     watch_all(&client, seen.clone());
     let weir = std::path::Path::new(env!("CARGO_BIN_EXE_weir"));
     let port = devcluster::free_port()?.to_string();
-    let kubeconfig = cluster.kubeconfig.display().to_string();
+    // weir's own identity: the API server's audit log records its requests alone.
+    let kubeconfig = cluster.kubeconfig_as("peer-weir")?.display().to_string();
+    let mut args: Vec<String> = vec![
+        "controller".into(),
+        format!("--http-addr=127.0.0.1:{port}"),
+        format!("--prometheus={}", prometheus.address),
+    ];
+    // `WEIR_SCALE_HEAPTRACK=<file prefix>`: weir runs under heaptrack (an allocation
+    // profile of the whole run; its RSS figures then include heaptrack's own).
+    let heaptrack = std::env::var("WEIR_SCALE_HEAPTRACK").ok();
+    let program = match &heaptrack {
+        Some(out) => {
+            args.splice(0..0, ["-o".to_string(), out.clone(), weir.display().to_string()]);
+            devcluster::which("heaptrack")
+                .ok_or_else(|| weir_testkit::Error::Setup("heaptrack not installed".into()))?
+        }
+        None => weir.to_path_buf(),
+    };
     let process = devcluster::spawn_with_env(
         "weir",
-        weir,
-        &[
-            "controller".into(),
-            format!("--http-addr=127.0.0.1:{port}"),
-            format!("--prometheus={}", prometheus.address),
-        ],
+        &program,
+        &args,
         cluster.dir(),
         &[("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "warn")],
     )?;
@@ -339,6 +348,7 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
     let takeover = takeover.elapsed();
     tokio::time::sleep(Duration::from_secs(15)).await;
     let idle_rss = rss_mib(pid).unwrap_or(0.0);
+    let cpu_at_takeover = cpu_seconds(pid);
     let takeover_peak = *peak.lock().unwrap_or_else(|e| e.into_inner());
 
     // Bump the progressing apps, spread over one step.
@@ -366,8 +376,17 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
     .await;
     let progress_time = progressed.elapsed();
     let after = api_requests(&client).await?;
+    let cpu_releases = cpu_seconds(pid) - cpu_at_takeover;
     sampler.abort();
     let peak_rss = *peak.lock().unwrap_or_else(|e| e.into_inner());
+    if heaptrack.is_some() {
+        // A clean exit, so that heaptrack writes its profile.
+        let _ = tokio::process::Command::new("pkill")
+            .args(["-TERM", "-x", "weir"])
+            .status()
+            .await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
     drop(process);
 
     // Per Rollout: bump → canary scaled; canary ready → 10 %; step k due → step k+1 written.
@@ -428,6 +447,9 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
     println!("| RSS, idle with {total} Rollouts | {idle_rss:.1} MiB |");
     println!("| RSS, peak while {} progress | {peak_rss:.1} MiB |", sizes.active);
     println!(
+        "| weir's CPU-seconds: takeover (+15 s idle) / while they progress | {cpu_at_takeover:.1} / {cpu_releases:.1} |"
+    );
+    println!(
         "| promoted | {promoted} of {} in {:.0} s |",
         sizes.active,
         progress_time.as_secs_f64()
@@ -449,9 +471,65 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
         all / steps_done
     );
     println!("| GETs (Deployments, VS, DR) per release | {:.0} |", reads / releases);
+    let per_step = writes_per_step(&cluster.audit_log(), &active)?;
+    println!(
+        "| writes per step, between the first and the last step's weight (median / max) | {} |",
+        per_step
+    );
     drop(prometheus);
     drop(cluster);
     outcome
+}
+
+/// weir's writes for one Rollout's objects while it steps: after the VirtualService
+/// patch of its first step's weight, up to and with the patch of the last step's
+/// (three step changes), from the API server's audit log; "median / max" over the
+/// Rollouts, per step change.
+fn writes_per_step(log: &std::path::Path, active: &[String]) -> Result<String, weir_testkit::Error> {
+    let mut by_app: BTreeMap<&str, Vec<(Timestamp, bool)>> = BTreeMap::new();
+    for line in std::fs::read_to_string(log)?.lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let verb = e["verb"].as_str().unwrap_or_default();
+        if !matches!(verb, "create" | "update" | "patch" | "delete") {
+            continue;
+        }
+        let name = e
+            .pointer("/objectRef/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default();
+        // Events are named `<rollout>.<suffix>`, the canary `<app>-canary`.
+        let app = name.split(['.']).next().unwrap_or_default().trim_end_matches("-canary");
+        let Some(app) = active.iter().find(|a| a.as_str() == app) else {
+            continue;
+        };
+        let Some(at) = e["requestReceivedTimestamp"].as_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let weight = e.pointer("/objectRef/resource").and_then(|r| r.as_str()) == Some("virtualservices");
+        by_app.entry(app.as_str()).or_default().push((at, weight));
+    }
+    let mut per_step: Vec<f64> = by_app
+        .values_mut()
+        .filter_map(|writes| {
+            writes.sort_by_key(|w| w.0);
+            let weights: Vec<usize> = (0..writes.len()).filter(|&i| writes[i].1).collect();
+            // Weights 10, 25, 50, 100: the first and the fourth patch.
+            let (first, last) = (*weights.first()?, *weights.get(STEPS.len() - 1)?);
+            Some((last - first) as f64 / (STEPS.len() - 1) as f64)
+        })
+        .collect();
+    if per_step.is_empty() {
+        return Ok("no samples".into());
+    }
+    per_step.sort_by(f64::total_cmp);
+    Ok(format!(
+        "{:.1} / {:.1} (n={})",
+        per_step[per_step.len() / 2],
+        per_step[per_step.len() - 1],
+        per_step.len()
+    ))
 }
 
 /// Promoted: phase Succeeded, and the weights went 0 → 10 → 25 → 50 → 100 → 0.

@@ -244,10 +244,9 @@ impl Looks {
         ) || decided.state.canary().is_some()
             || matches!(decided.state, weir_core::state::State::Draining { .. });
         if !under_analysis && written.decisive_part() == memo.stored.decisive_part() {
+            // Nothing kept, so nothing a change could make stale.
             memory.looks.remove(key);
-            if !changed_meanwhile {
-                memory.changes.remove(key);
-            }
+            memory.changes.remove(key);
             return;
         }
         let fresh = || Look {
@@ -262,7 +261,9 @@ impl Looks {
         }
         look.decided = decided.clone();
         look.written = written.clone();
-        look.objects = match (memo.kept, look.objects.take()) {
+        // Objects are kept for a Rollout under analysis only: one at rest waits here just
+        // until the watch brings its status back, and may never reconcile again.
+        look.objects = match (memo.kept.filter(|_| under_analysis), look.objects.take()) {
             (Some(read), _) if !changed_meanwhile => Some(read),
             // The watches brought changes while the reconcile read and wrote: the later
             // version of each object wins, when both sides hold one.

@@ -679,23 +679,29 @@ async fn no_request(handle: &mut Handle) -> bool {
     }
 }
 
+/// Step 1 at 10 %, as the engine itself would write it, with no look due for an hour
+/// (Prometheus is not asked).
+fn analysing_at_10(revision: &str) -> RolloutStatus {
+    let now = jiff::Timestamp::now();
+    let mut status = status_of(State::Analysing {
+        at: canary_at(revision, 0, 10),
+        started: now,
+    });
+    status.step_display = Some("1/3".into());
+    status.analysis = Some(weir::api::AnalysisStatus {
+        next_check_at: Some((now + jiff::SignedDuration::from_hours(1)).to_string()),
+        ..Default::default()
+    });
+    status
+}
+
 #[tokio::test]
 async fn a_look_while_nothing_changed_reads_nothing_from_the_cluster() {
     let (ctx, mut handle) = mocked();
     let target = deployment("backend", "hello:0.4", true, json!({}));
     let revision = target_revision(&target);
     let canary = ready_canary(&revision);
-    let now = jiff::Timestamp::now();
-    let mut status = status_of(State::Analysing {
-        at: canary_at(&revision, 0, 10),
-        started: now,
-    });
-    status.step_display = Some("1/3".into());
-    status.analysis = Some(weir::api::AnalysisStatus {
-        // No look is due during this test: Prometheus is not asked.
-        next_check_at: Some((now + jiff::SignedDuration::from_hours(1)).to_string()),
-        ..Default::default()
-    });
+    let status = analysing_at_10(&revision);
     assert_eq!(status.phase, Phase::Progressing);
     assert!(matches!(state_of(&status), State::Analysing { .. }));
     let rollout = Arc::new(rollout(Some(status)));
@@ -769,17 +775,7 @@ async fn a_change_during_a_reconcile_is_not_lost() {
     let target = deployment("backend", "hello:0.4", true, json!({}));
     let revision = target_revision(&target);
     let canary = ready_canary(&revision);
-    let now = jiff::Timestamp::now();
-    let mut status = status_of(State::Analysing {
-        at: canary_at(&revision, 0, 10),
-        started: now,
-    });
-    status.step_display = Some("1/3".into());
-    status.analysis = Some(weir::api::AnalysisStatus {
-        next_check_at: Some((now + jiff::SignedDuration::from_hours(1)).to_string()),
-        ..Default::default()
-    });
-    let rollout = Arc::new(rollout(Some(status)));
+    let rollout = Arc::new(rollout(Some(analysing_at_10(&revision))));
     let vs = virtual_service(10);
 
     let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
@@ -848,16 +844,18 @@ async fn a_reconcile_right_after_the_takeover_does_not_take_over_again() {
     reconcile.await.unwrap().expect("takeover");
     assert_eq!(written["status"]["stableRevision"], json!(revision));
 
-    // Woken by the pause, given the Rollout without the status weir just wrote. The
-    // pause's answer was the Deployment as it is now: nothing to read either.
+    // Woken by the pause, given the Rollout without the status weir just wrote. (A
+    // Rollout at rest keeps no objects: it reads them.)
     let reconcile = tokio::spawn(controller::reconcile(before_takeover.clone(), ctx.clone()));
+    expect_observation(&mut handle, &paused, None, ok(virtual_service(0))).await;
     assert!(no_request(&mut handle).await, "no second takeover");
     reconcile.await.unwrap().expect("reconcile on a stale copy");
 
-    // The watch caught up: nothing to do, nothing changed since the last observation.
+    // The watch caught up: nothing to do.
     let caught_up = Arc::new(with_status(&written));
     let reconcile = tokio::spawn(controller::reconcile(caught_up.clone(), ctx.clone()));
-    assert!(no_request(&mut handle).await, "nothing to read or write");
+    expect_observation(&mut handle, &paused, None, ok(virtual_service(0))).await;
+    assert!(no_request(&mut handle).await, "nothing to write");
     reconcile.await.unwrap().expect("reconcile on the written status");
 
     // A Rollout at rest is not remembered once its status is stored: the next

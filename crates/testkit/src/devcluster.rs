@@ -205,6 +205,9 @@ fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Res
 }
 
 /// The local control plane.
+/// Identities whose requests the API server's audit log records (see `kubeconfig_as`).
+pub const AUDITED_USERS: [&str; 3] = ["peer-weir", "peer-flagger", "peer-argo"];
+
 pub struct LocalCluster {
     processes: Vec<Process>,
     dir: tempfile::TempDir,
@@ -243,9 +246,20 @@ impl LocalCluster {
                 return Err(Error::Setup("openssl could not make the service-account key".into()));
             }
         }
+        // The admin, and one identity per controller a bench compares: the API server's
+        // audit log (theirs only) counts each one's requests apart.
+        let mut tokens = format!("{token},admin,admin-uid,\"system:masters\"\n");
+        for user in AUDITED_USERS {
+            tokens += &format!("{token}-{user},{user},{user}-uid,\"system:masters\"\n");
+        }
+        std::fs::write(d.join("tokens.csv"), tokens)?;
+        let audited = AUDITED_USERS.map(|u| format!("\"{u}\"")).join(", ");
         std::fs::write(
-            d.join("tokens.csv"),
-            format!("{token},admin,admin-uid,\"system:masters\"\n"),
+            d.join("audit-policy.yaml"),
+            format!(
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n\
+                 - level: Metadata\n  users: [{audited}]\n- level: None\n"
+            ),
         )?;
         std::fs::write(
             &cluster.kubeconfig,
@@ -297,6 +311,10 @@ impl LocalCluster {
                 s("--service-cluster-ip-range=10.96.0.0/16"),
                 // No kubelet, no service-account tokens, no node lifecycle: pods are kwok's.
                 s("--disable-admission-plugins=ServiceAccount,TaintNodesByCondition"),
+                s("--audit-policy-file=audit-policy.yaml"),
+                s("--audit-log-path=audit.log"),
+                s("--audit-log-format=json"),
+                s("--audit-log-maxsize=0"),
             ],
             &d,
         )?);
@@ -378,6 +396,29 @@ impl LocalCluster {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A kubeconfig for one of `AUDITED_USERS` (cluster admins, each counted apart in
+    /// `audit_log`).
+    pub fn kubeconfig_as(&self, user: &str) -> Result<PathBuf, Error> {
+        if !AUDITED_USERS.contains(&user) {
+            return Err(Error::Setup(format!("{user} is not one of {AUDITED_USERS:?}")));
+        }
+        let path = self.dir().join(format!("kubeconfig-{user}"));
+        let (server, token) = (&self.server, &self.token);
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: \"{server}\", insecure-skip-tls-verify: true}}\n\
+                 users:\n- name: {user}\n  user: {{token: {token}-{user}}}\ncontexts:\n- name: local\n  context: {{cluster: local, user: {user}}}\ncurrent-context: local\n"
+            ),
+        )?;
+        Ok(path)
+    }
+
+    /// The API server's audit log: one JSON line per completed request of `AUDITED_USERS`.
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir().join("audit.log")
     }
 
     pub async fn client(&self) -> Result<Client, Error> {
@@ -545,11 +586,17 @@ pub struct LocalPrometheus {
 impl LocalPrometheus {
     /// Starts Prometheus scraping `targets` (host:port) every second.
     pub fn start(targets: &[String]) -> Result<LocalPrometheus, Error> {
+        LocalPrometheus::start_every(targets, Duration::from_secs(1))
+    }
+
+    /// Scraping every `interval` (a bench with thousands of workloads needs more than 1 s).
+    pub fn start_every(targets: &[String], interval: Duration) -> Result<LocalPrometheus, Error> {
         let dir = tempfile::Builder::new().prefix("weir-prometheus-").tempdir()?;
         let port = free_port()?;
         let quoted: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let every = format!("{}s", interval.as_secs().max(1));
         let config = format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n      - targets: [{}]\n",
+            "global: {{scrape_interval: {every}, evaluation_interval: {every}}}\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n      - targets: [{}]\n",
             quoted.join(", ")
         );
         std::fs::write(dir.path().join("prometheus.yml"), config)?;
@@ -593,6 +640,25 @@ impl Drop for LocalPrometheus {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// (RSS in MiB, CPU-seconds: user + system) of a running process, from /proc.
+pub fn usage(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces): utime and stime are the 12th and
+    // 13th fields, in clock ticks (100 per second on Linux).
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((rss_kb / 1024.0, ticks / 100.0))
 }
 
 pub fn which(name: &str) -> Option<PathBuf> {

@@ -1,0 +1,691 @@
+//! weir beside Flagger on the same local cluster, the same Prometheus and the same mesh
+//! simulator traffic, one after the other in one run. `make peers` runs it (it builds
+//! Flagger first; see `testcluster/peers.sh`), or:
+//!
+//!   WEIR_PEERS_CANARIES=100,1000 cargo bench --bench peers
+//!
+//! For each size N and each controller: N apps in a namespace of their own (one
+//! Deployment each, one replica, 100 requests/s through its VirtualService); the
+//! controller started out of cluster with its own identity, watching only that namespace;
+//! once it has taken every app over, every app is bumped (spread over one step), app 0
+//! to a version that fails 30 % of its requests. Both judge the same bounds (success rate
+//! ≥ 99 %, p99 ≤ 500 ms) over steps 10/25/50/100 % of `WEIR_PEERS_STEP` (default 20 s);
+//! Flagger with `threshold` `WEIR_PEERS_THRESHOLD` (default 5, its tutorials' value) and
+//! metric windows of 1 m, weir with its default judge. The namespace is deleted before
+//! the next controller's turn, so each runs against the same load.
+//!
+//! Measured from outside both: RSS (from /proc), CPU-seconds (utime + stime), API
+//! requests (the API server's audit log, per identity), weights (a watch of the
+//! VirtualServices), failed requests (the mesh simulator's count for the canary's
+//! workload). Without `--bench` (as `cargo test --all-targets` runs it) it does nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use weir_testkit::Error;
+use weir_testkit::devcluster::{self, LocalCluster, LocalPrometheus, Process};
+use weir_testkit::meshsim::{self, MeshConfig};
+
+const STEPS: [u32; 4] = [10, 25, 50, 100];
+const BAD_APP: usize = 0;
+
+struct Settings {
+    sizes: Vec<usize>,
+    step: Duration,
+    threshold: u32,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let var = |k: &str| std::env::var(k).ok();
+        Settings {
+            sizes: var("WEIR_PEERS_CANARIES")
+                .unwrap_or_else(|| "100".into())
+                .split(',')
+                .filter_map(|s| s.trim().parse().ok())
+                .collect(),
+            step: Duration::from_secs(var("WEIR_PEERS_STEP").and_then(|v| v.parse().ok()).unwrap_or(20)),
+            threshold: var("WEIR_PEERS_THRESHOLD").and_then(|v| v.parse().ok()).unwrap_or(5),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Peer {
+    Weir,
+    Flagger,
+}
+
+/// Where the peers' binaries are (testcluster/peers.sh).
+struct Builds {
+    flagger: PathBuf,
+    flagger_crds: PathBuf,
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Weir => "weir",
+            Peer::Flagger => "Flagger v1.44.0",
+        }
+    }
+
+    fn namespace(self) -> &'static str {
+        match self {
+            Peer::Weir => "peer-weir",
+            Peer::Flagger => "peer-flagger",
+        }
+    }
+
+    /// The workload that serves the canary's requests.
+    fn canary_workload(self, app: &str) -> String {
+        match self {
+            Peer::Weir => format!("{app}-canary"),
+            // Flagger's canary is the user's own Deployment; `-primary` serves stable.
+            Peer::Flagger => app.to_string(),
+        }
+    }
+
+    /// The objects of one app, as YAML.
+    fn app(self, ns: &str, app: &str, settings: &Settings) -> String {
+        let step = format!("{}s", settings.step.as_secs());
+        let deployment = |labels: &str| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}, namespace: {ns}}}\n\
+                 spec:\n  replicas: 1\n  selector: {{matchLabels: {{{labels}}}}}\n  template:\n    metadata: {{labels: {{{labels}}}}}\n\
+                 \x20   spec: {{containers: [{{name: app, image: \"hello:1\"}}]}}\n"
+            )
+        };
+        match self {
+            Peer::Weir => format!(
+                "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: {ns}}}\nspec: {{selector: {{app: {app}}}, ports: [{{name: http, port: 80}}]}}\n\
+                 ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {app}, namespace: {ns}}}\n\
+                 spec: {{host: {app}, subsets: [{{name: stable, labels: {{weir.dev/track: stable}}}}, {{name: canary, labels: {{weir.dev/track: canary}}}}]}}\n\
+                 ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {app}, namespace: {ns}}}\n\
+                 spec: {{hosts: [{app}], http: [{{route: [{{destination: {{host: {app}, subset: stable}}, weight: 100}}, {{destination: {{host: {app}, subset: canary}}, weight: 0}}]}}]}}\n\
+                 ---\napiVersion: weir.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: {app}, namespace: {ns}}}\n\
+                 spec:\n  targetRef: {{kind: Deployment, name: {app}}}\n  trafficRouting: {{istio: {{virtualService: {{name: {app}}}, destinationRule: {{name: {app}, stableSubset: stable, canarySubset: canary}}}}}}\n\
+                 \x20 steps: [{{weight: 10}}, {{weight: 25}}, {{weight: 50}}, {{weight: 100}}]\n  progressDeadline: 10m\n  scaleDownDelay: 1s\n\
+                 \x20 analysis:\n    interval: {step}\n    metrics:\n      - {{name: request-success-rate, min: 99}}\n      - {{name: request-duration, quantile: 0.99, max: 500ms}}\n",
+                deployment(&format!("app: {app}, weir.dev/track: stable"))
+            ),
+            Peer::Flagger => format!(
+                "{}---\napiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {{name: {app}, namespace: {ns}}}\n\
+                 spec:\n  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: {app}}}\n  progressDeadlineSeconds: 600\n  service: {{port: 80}}\n\
+                 \x20 analysis:\n    interval: {step}\n    threshold: {}\n    stepWeights: [10, 25, 50, 100]\n    metrics:\n\
+                 \x20     - {{name: request-success-rate, thresholdRange: {{min: 99}}, interval: 1m}}\n\
+                 \x20     - {{name: request-duration, thresholdRange: {{max: 500}}, interval: 1m}}\n",
+                deployment(&format!("app: {app}")),
+                settings.threshold
+            ),
+        }
+    }
+
+    /// Every app taken over and at rest, by its status phase.
+    fn at_rest(self, phase: &str) -> bool {
+        match self {
+            Peer::Weir => phase == "Healthy",
+            Peer::Flagger => phase == "Initialized",
+        }
+    }
+
+    /// A release over: Some(true) promoted, Some(false) rolled back.
+    fn outcome(self, phase: &str) -> Option<bool> {
+        match (self, phase) {
+            (Peer::Weir, "Succeeded") | (Peer::Flagger, "Succeeded") => Some(true),
+            (Peer::Weir, "RolledBack") | (Peer::Flagger, "Failed") => Some(false),
+            _ => None,
+        }
+    }
+
+    fn resource(self) -> ApiResource {
+        match self {
+            Peer::Weir => ApiResource::from_gvk(&GroupVersionKind::gvk("weir.dev", "v1alpha1", "Rollout")),
+            Peer::Flagger => ApiResource::from_gvk(&GroupVersionKind::gvk("flagger.app", "v1beta1", "Canary")),
+        }
+    }
+
+    fn start(self, cluster: &LocalCluster, builds: &Builds, prometheus: &str) -> Result<Process, Error> {
+        let kubeconfig = cluster.kubeconfig_as(self.namespace())?;
+        let ns = self.namespace();
+        match self {
+            Peer::Weir => {
+                let port = devcluster::free_port()?;
+                devcluster::spawn_with_env(
+                    "weir",
+                    Path::new(env!("CARGO_BIN_EXE_weir")),
+                    &[
+                        "controller".into(),
+                        format!("--namespace={ns}"),
+                        format!("--http-addr=127.0.0.1:{port}"),
+                        format!("--prometheus={prometheus}"),
+                    ],
+                    cluster.dir(),
+                    &[("KUBECONFIG", &kubeconfig.display().to_string()), ("RUST_LOG", "warn")],
+                )
+            }
+            // Its metrics server listens on every interface of the network namespace
+            // (`:port`, not configurable): `make peers` runs the bench in a namespace of
+            // its own that has only loopback.
+            Peer::Flagger => devcluster::spawn(
+                "flagger",
+                &builds.flagger,
+                &[
+                    format!("-kubeconfig={}", kubeconfig.display()),
+                    "-mesh-provider=istio".into(),
+                    format!("-metrics-server={prometheus}"),
+                    format!("-namespace={ns}"),
+                    format!("-port={}", devcluster::free_port()?),
+                    "-log-level=info".into(),
+                    "-enable-config-tracking=false".into(),
+                ],
+                cluster.dir(),
+            ),
+        }
+    }
+}
+
+/// What the bench's watches saw of one namespace, each stamped when it arrived.
+#[derive(Default)]
+struct Seen {
+    /// Canary weight changes per app.
+    weights: BTreeMap<String, Vec<(u32, Timestamp)>>,
+    phases: BTreeMap<String, String>,
+}
+
+/// The weight of the canary in a VirtualService: the destinations weir's subset or
+/// Flagger's `-canary` host names.
+fn canary_weight(vs: &DynamicObject) -> Option<u32> {
+    let routes = vs.data.pointer("/spec/http/0/route")?.as_array()?;
+    let canary = routes.iter().filter(|r| {
+        let d = &r["destination"];
+        d["subset"] == "canary" || d["host"].as_str().is_some_and(|h| h.ends_with("-canary"))
+    });
+    Some(canary.map(|r| r["weight"].as_u64().unwrap_or(0) as u32).sum())
+}
+
+fn watch(client: &Client, peer: Peer, seen: Arc<Mutex<Seen>>) -> Vec<tokio::task::JoinHandle<()>> {
+    let ns = peer.namespace();
+    let istio = ApiResource::from_gvk(&GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"));
+    let s = seen.clone();
+    let weights = watcher::watcher(
+        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &istio),
+        Default::default(),
+    )
+    .applied_objects()
+    .for_each(move |vs| {
+        if let Ok(vs) = vs
+            && let Some(w) = canary_weight(&vs)
+        {
+            let mut seen = s.lock().unwrap_or_else(|e| e.into_inner());
+            let changes = seen.weights.entry(vs.name_any()).or_default();
+            if changes.last().map(|c| c.0).unwrap_or(0) != w {
+                changes.push((w, Timestamp::now()));
+            }
+        }
+        futures::future::ready(())
+    });
+    let resource = peer.resource();
+    let phases = watcher::watcher(
+        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+        Default::default(),
+    )
+    .applied_objects()
+    .for_each(move |o| {
+        if let Ok(o) = o
+            && let Some(phase) = o.data.pointer("/status/phase").and_then(Value::as_str)
+        {
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.phases.insert(o.name_any(), phase.to_string());
+        }
+        futures::future::ready(())
+    });
+    vec![tokio::spawn(weights), tokio::spawn(phases)]
+}
+
+/// Requests the API server's audit log holds for `user`, received in [from, to]: all,
+/// writes, and how many of each verb and resource.
+fn audited_requests(
+    log: &Path,
+    user: &str,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<(u64, u64, BTreeMap<String, u64>), Error> {
+    let text = std::fs::read_to_string(log)?;
+    let (mut all, mut writes, mut kinds) = (0, 0, BTreeMap::new());
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if entry.pointer("/user/username").and_then(Value::as_str) != Some(user) {
+            continue;
+        }
+        let at = entry["requestReceivedTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        if !at.is_some_and(|t| t >= from && t <= to) {
+            continue;
+        }
+        all += 1;
+        if matches!(entry["verb"].as_str(), Some("create" | "update" | "patch" | "delete")) {
+            writes += 1;
+        }
+        let resource = entry
+            .pointer("/objectRef/resource")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        let sub = entry.pointer("/objectRef/subresource").and_then(Value::as_str);
+        let verb = entry["verb"].as_str().unwrap_or("?");
+        let kind = match sub {
+            Some(sub) => format!("{verb} {resource}/{sub}"),
+            None => format!("{verb} {resource}"),
+        };
+        *kinds.entry(kind).or_insert(0) += 1;
+    }
+    Ok((all, writes, kinds))
+}
+
+fn secs(from: Timestamp, to: Timestamp) -> f64 {
+    to.duration_since(from).as_secs_f64()
+}
+
+/// "median / p99 / max" of a list of seconds.
+fn spread(mut v: Vec<f64>) -> String {
+    if v.is_empty() {
+        return "—".into();
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!("{:.1} / {:.1} / {:.1} s", at(0.5), at(0.99), v[v.len() - 1])
+}
+
+async fn wait_until<F>(what: &str, limit: Duration, mut done: F) -> Result<(), Error>
+where
+    F: FnMut() -> bool,
+{
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            return Err(Error::Setup(format!("{what}: not within {limit:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
+/// One controller's turn, as the table shows it.
+struct Turn {
+    takeover: f64,
+    rss_idle: f64,
+    rss_peak: f64,
+    cpu_takeover: f64,
+    cpu_releases: f64,
+    requests_per_release: f64,
+    writes_per_release: f64,
+    /// Per release, by verb and resource, most first.
+    requests_by_kind: String,
+    promoted: usize,
+    rolled_back: usize,
+    first_shift: String,
+    lateness: String,
+    bad_rollback: Option<f64>,
+    bad_failed: u64,
+}
+
+struct Bed<'a> {
+    cluster: &'a LocalCluster,
+    client: Client,
+    prometheus: &'a str,
+    mesh: &'a meshsim::Mesh,
+    builds: &'a Builds,
+    settings: &'a Settings,
+}
+
+async fn create_apps(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<(), Error> {
+    let ns = peer.namespace();
+    devcluster::apply_yaml(
+        &bed.client,
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+    )
+    .await?;
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let yaml = peer.app(ns, &app_name(i), bed.settings);
+            let client = bed.client.clone();
+            async move { devcluster::apply_yaml(&client, &yaml).await.map(|_| ()) }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, Error>>()?;
+    let deployments: Api<Deployment> = Api::namespaced(bed.client.clone(), ns);
+    let start = Instant::now();
+    loop {
+        let ready = deployments
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|d| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1))
+            .count();
+        if ready >= n {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(900) {
+            return Err(Error::Setup(format!("{ready} of {n} apps available after 15 min")));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn app_name(i: usize) -> String {
+    format!("app-{i:04}")
+}
+
+async fn bump_all(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<BTreeMap<String, Timestamp>, Error> {
+    let deployments: Api<Deployment> = Api::namespaced(bed.client.clone(), peer.namespace());
+    let gap = bed.settings.step / n.max(1) as u32;
+    let start = Instant::now();
+    let mut bumped = BTreeMap::new();
+    for i in 0..n {
+        let image = if i == BAD_APP { "hello:2-crash" } else { "hello:2" };
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+        bumped.insert(app_name(i), Timestamp::now());
+        deployments
+            .patch(&app_name(i), &PatchParams::default(), &Patch::Strategic(patch))
+            .await?;
+        tokio::time::sleep_until((start + gap * (i as u32 + 1)).into()).await;
+    }
+    Ok(bumped)
+}
+
+async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
+    let ns = peer.namespace();
+    create_apps(bed, peer, n).await?;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let watches = watch(&bed.client, peer, seen.clone());
+    let started = Instant::now();
+    let process = peer.start(bed.cluster, bed.builds, bed.prometheus)?;
+    let pid = process.pid();
+    let peak = Arc::new(Mutex::new(0.0f64));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some((rss, _)) = devcluster::usage(pid) {
+                    let mut p = peak.lock().unwrap_or_else(|e| e.into_inner());
+                    *p = p.max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let phases = |seen: &Arc<Mutex<Seen>>| seen.lock().unwrap_or_else(|e| e.into_inner()).phases.clone();
+    wait_until("takeover", Duration::from_secs(1200), || {
+        let p = phases(&seen);
+        p.len() == n && p.values().all(|ph| peer.at_rest(ph))
+    })
+    .await?;
+    let takeover = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (rss_idle, cpu_takeover) = devcluster::usage(pid).unwrap_or_default();
+    let bad = app_name(BAD_APP);
+    let bad_before = bed.mesh_served(ns, &peer.canary_workload(&bad));
+
+    let from = Timestamp::now();
+    let bumped = bump_all(bed, peer, n).await?;
+    let limit = bed.settings.step * 12 + Duration::from_secs(600);
+    let finished = wait_until("every release over", limit, || {
+        let p = phases(&seen);
+        (0..n).all(|i| p.get(&app_name(i)).is_some_and(|ph| peer.outcome(ph).is_some()))
+    })
+    .await;
+    let to = Timestamp::now();
+    let (_, cpu_end) = devcluster::usage(pid).unwrap_or_default();
+    sampler.abort();
+    let rss_peak = *peak.lock().unwrap_or_else(|e| e.into_inner());
+    drop(process);
+    for w in watches {
+        w.abort();
+    }
+    if let Err(e) = finished {
+        eprintln!("{}: {e} (measuring what finished)", peer.name());
+    }
+    let (requests, writes, kinds) = audited_requests(&bed.cluster.audit_log(), ns, from, to)?;
+    let bad_after = bed.mesh_served(ns, &peer.canary_workload(&bad));
+    let (outcomes, first_shift, lateness, bad_rollback) = {
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        let outcomes: Vec<Option<bool>> = (0..n)
+            .map(|i| seen.phases.get(&app_name(i)).and_then(|p| peer.outcome(p)))
+            .collect();
+        let (first_shift, lateness) = timings(&seen, &bumped, bed.settings.step);
+        (
+            outcomes,
+            first_shift,
+            lateness,
+            rollback_time(&seen, &bad, bumped.get(&bad)),
+        )
+    };
+    let releases = outcomes.iter().filter(|o| o.is_some()).count().max(1) as f64;
+    let mut kinds: Vec<(String, u64)> = kinds.into_iter().collect();
+    kinds.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let requests_by_kind = kinds
+        .iter()
+        .map(|(k, n)| format!("{k} {:.1}", *n as f64 / releases))
+        .collect::<Vec<_>>()
+        .join(", ");
+    delete_namespace(&bed.client, ns).await?;
+    Ok(Turn {
+        takeover,
+        rss_idle,
+        rss_peak,
+        cpu_takeover,
+        cpu_releases: cpu_end - cpu_takeover,
+        requests_per_release: requests as f64 / releases,
+        writes_per_release: writes as f64 / releases,
+        requests_by_kind,
+        promoted: outcomes.iter().filter(|o| **o == Some(true)).count(),
+        rolled_back: outcomes.iter().filter(|o| **o == Some(false)).count(),
+        first_shift: spread(first_shift),
+        lateness: spread(lateness),
+        bad_rollback,
+        bad_failed: bad_after.1 - bad_before.1,
+    })
+}
+
+impl Bed<'_> {
+    fn mesh_served(&self, ns: &str, workload: &str) -> (u64, u64) {
+        let t = self.mesh.telemetry.lock().unwrap_or_else(|e| e.into_inner());
+        t.served(ns, workload)
+    }
+}
+
+/// Bump → first canary weight; and each step's lateness: the time between two weight
+/// increases beyond the step's length (both controllers start a step's clock when they
+/// write its weight).
+fn timings(seen: &Seen, bumped: &BTreeMap<String, Timestamp>, step: Duration) -> (Vec<f64>, Vec<f64>) {
+    let (mut first, mut late) = (vec![], vec![]);
+    for (app, bump) in bumped {
+        if app == &app_name(BAD_APP) {
+            continue;
+        }
+        let Some(changes) = seen.weights.get(app) else { continue };
+        let after: Vec<&(u32, Timestamp)> = changes.iter().filter(|(_, t)| t >= bump).collect();
+        if let Some((_, t)) = after.iter().find(|(w, _)| *w > 0) {
+            first.push(secs(*bump, *t));
+        }
+        for pair in after.windows(2) {
+            let ((w0, t0), (w1, t1)) = (pair[0], pair[1]);
+            if *w0 > 0 && w1 > w0 {
+                late.push(secs(*t0, *t1) - step.as_secs_f64());
+            }
+        }
+    }
+    (first, late)
+}
+
+/// Bump of the bad app → its canary weight back to 0 after it had some.
+fn rollback_time(seen: &Seen, app: &str, bump: Option<&Timestamp>) -> Option<f64> {
+    let bump = bump?;
+    let changes = seen.weights.get(app)?;
+    let mut had = false;
+    for (w, t) in changes.iter().filter(|(_, t)| t >= bump) {
+        had |= *w > 0;
+        if had && *w == 0 {
+            return Some(secs(*bump, *t));
+        }
+    }
+    None
+}
+
+async fn delete_namespace(client: &Client, ns: &str) -> Result<(), Error> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    // The controller is gone: its finalizers would hold the namespace forever.
+    let rollouts = ApiResource::from_gvk(&GroupVersionKind::gvk("weir.dev", "v1alpha1", "Rollout"));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &rollouts);
+    if let Ok(list) = api.list(&Default::default()).await {
+        for r in list.items {
+            let patch = json!({"metadata": {"finalizers": null}});
+            let _ = api
+                .patch(&r.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+        }
+    }
+    namespaces.delete(ns, &Default::default()).await?;
+    let start = Instant::now();
+    while namespaces.get_opt(ns).await?.is_some() {
+        if start.elapsed() > Duration::from_secs(600) {
+            return Err(Error::Setup(format!("namespace {ns} not gone within 10 min")));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
+fn builds() -> Result<Builds, Error> {
+    let out = std::process::Command::new("bash")
+        .arg(devcluster::repo_dir().join("testcluster/peers.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(Error::Setup(format!("testcluster/peers.sh failed ({})", out.status)));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(PathBuf::from)
+            .ok_or_else(|| Error::Setup(format!("testcluster/peers.sh printed no {key}")))
+    };
+    Ok(Builds {
+        flagger: value("FLAGGER")?,
+        flagger_crds: value("FLAGGER_CRDS")?,
+    })
+}
+
+fn print_table(n: usize, settings: &Settings, turns: &[(Peer, Turn)]) {
+    println!(
+        "\nweir vs Flagger: {n} canaries each, steps {STEPS:?} x {}s, one broken canary (30 % errors); Flagger threshold {}",
+        settings.step.as_secs(),
+        settings.threshold
+    );
+    let header: Vec<&str> = turns.iter().map(|(p, _)| p.name()).collect();
+    println!("| measure | {} |", header.join(" | "));
+    println!("|---|{}", "---:|".repeat(turns.len()));
+    let row = |what: &str, f: &dyn Fn(&Turn) -> String| {
+        let cells: Vec<String> = turns.iter().map(|(_, t)| f(t)).collect();
+        println!("| {what} | {} |", cells.join(" | "));
+    };
+    row("take every app over", &|t| format!("{:.0} s", t.takeover));
+    row("RSS idle (15 s after takeover)", &|t| format!("{:.1} MiB", t.rss_idle));
+    row("RSS peak", &|t| format!("{:.1} MiB", t.rss_peak));
+    row("CPU-seconds: takeover / releases", &|t| {
+        format!("{:.1} / {:.1}", t.cpu_takeover, t.cpu_releases)
+    });
+    row("API requests per release (writes)", &|t| {
+        format!("{:.1} ({:.1})", t.requests_per_release, t.writes_per_release)
+    });
+    row("promoted / rolled back", &|t| {
+        format!("{} / {}", t.promoted, t.rolled_back)
+    });
+    row("image bump → first traffic shift, median / p99 / max", &|t| {
+        t.first_shift.clone()
+    });
+    row("step longer than its length, median / p99 / max", &|t| {
+        t.lateness.clone()
+    });
+    row("broken canary: bump → traffic back on stable", &|t| {
+        t.bad_rollback
+            .map(|s| format!("{s:.0} s"))
+            .unwrap_or_else(|| "not rolled back".into())
+    });
+    row("broken canary: failed requests served", &|t| t.bad_failed.to_string());
+    for (peer, t) in turns {
+        println!("\n{} API requests per release: {}", peer.name(), t.requests_by_kind);
+    }
+}
+
+async fn run(settings: Settings) -> Result<(), Error> {
+    let builds = builds()?;
+    let bin = devcluster::binaries()?;
+    for &n in &settings.sizes {
+        let cluster = LocalCluster::start(&bin).await?;
+        let client = cluster.client().await?;
+        let repo = devcluster::repo_dir();
+        for file in [
+            repo.join("testcluster/istio-crds.yaml"),
+            repo.join("crds/rollout.yaml"),
+            builds.flagger_crds.clone(),
+        ] {
+            devcluster::apply_yaml(&client, &std::fs::read_to_string(file)?).await?;
+        }
+        let mut config = MeshConfig::from_yaml(&std::fs::read_to_string(repo.join("testcluster/mesh.yaml"))?)?;
+        config.rps = 100.0;
+        let listen: SocketAddr = "127.0.0.1:0".parse().map_err(|e| Error::Setup(format!("{e}")))?;
+        let mesh = meshsim::start(client.clone(), config, listen, 7).await?;
+        // Scraped every 5 s: thousands of workloads' histograms every second would load
+        // the shared cores more than either controller.
+        let prometheus = LocalPrometheus::start_every(&[mesh.addr.to_string()], Duration::from_secs(5))?;
+        let bed = Bed {
+            cluster: &cluster,
+            client,
+            prometheus: &prometheus.address,
+            mesh: &mesh,
+            builds: &builds,
+            settings: &settings,
+        };
+        let mut turns = Vec::new();
+        for peer in [Peer::Weir, Peer::Flagger] {
+            eprintln!("{}: {n} canaries ...", peer.name());
+            turns.push((peer, turn(&bed, peer, n).await?));
+        }
+        print_table(n, &settings, &turns);
+    }
+    Ok(())
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run(Settings::from_env())) {
+        eprintln!("peer bench failed: {e}");
+        std::process::exit(1);
+    }
+}
