@@ -677,15 +677,5 @@ async fn run(settings: Settings) -> Result<(), Error> {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    if let Err(e) = runtime.block_on(run(Settings::from_env())) {
-        eprintln!("peer bench failed: {e}");
-        std::process::exit(1);
-    }
+    devcluster::bench_main("peer bench", || run(Settings::from_env()));
 }

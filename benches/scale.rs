@@ -544,15 +544,5 @@ fn promoted(seen: &Seen, active: &[String]) -> usize {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    if let Err(e) = runtime.block_on(run(Sizes::from_env())) {
-        eprintln!("scale bench failed: {e}");
-        std::process::exit(1);
-    }
+    devcluster::bench_main("scale bench", || run(Sizes::from_env()));
 }

@@ -208,8 +208,8 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
 /// Observes what the decision needs: everything, when the spec can be planned; else as
 /// much as the names in the spec allow (a canary can still be withdrawn), or nothing.
 async fn observe_for(ctx: &Context, rollout: &Rollout, names: &Names, full: bool) -> Option<Observation> {
-    match kubernetes::observe(&ctx.client, &ctx.istio, rollout, names, None, &ctx.secrets_namespace).await {
-        Ok(obs) => Some(obs),
+    match kubernetes::fetch(&ctx.client, &ctx.istio, rollout, names, None, &ctx.secrets_namespace).await {
+        Ok(objects) => Some(kubernetes::observation(rollout, names, &objects)),
         Err(e) if !full => {
             warn!(rollout = %key_of(rollout), %e, "cannot observe the objects of an invalid Rollout");
             None

@@ -257,19 +257,6 @@ pub fn stripped_value(mut o: Value) -> Value {
 
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Observes one Rollout: reads its objects, then `observation`.
-pub async fn observe(
-    client: &Client,
-    istio_api: &IstioApi,
-    rollout: &Rollout,
-    names: &Names,
-    provider: Option<&Provider>,
-    secrets_ns: &str,
-) -> Result<Observation, Error> {
-    let objects = fetch(client, istio_api, rollout, names, provider, secrets_ns).await?;
-    Ok(observation(rollout, names, &objects))
-}
-
 /// The engine's `World` (and what `apply` needs) from a Rollout's objects. Problems the
 /// user must fix land in `world.traffic` as a precise message.
 pub fn observation(rollout: &Rollout, names: &Names, objects: &Objects) -> Observation {

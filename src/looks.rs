@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
 use kube::api::DynamicObject;
-use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
 use crate::api::{Phase, Rollout, RolloutStatus};
@@ -132,12 +132,7 @@ impl Kept {
                 };
                 match d {
                     None => *slot = None,
-                    Some(d)
-                        if later(
-                            d.resource_version().as_deref(),
-                            slot.as_ref().and_then(|s| s.meta().resource_version.as_deref()),
-                        ) =>
-                    {
+                    Some(d) if deployment_later(Some(d), slot.as_ref()) => {
                         *slot = Some(kubernetes::stripped(d.clone()))
                     }
                     Some(_) => return false,

@@ -642,6 +642,29 @@ impl Drop for LocalPrometheus {
     }
 }
 
+/// The `main` of a cluster bench: runs `bench` on a multi-threaded runtime under
+/// `cargo bench` (with `--bench`), and nothing under `cargo test --all-targets`; exits 1
+/// with the error when it fails.
+pub fn bench_main<F>(name: &str, bench: impl FnOnce() -> F)
+where
+    F: std::future::Future<Output = Result<(), Error>>,
+{
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: no tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(bench()) {
+        eprintln!("{name} failed: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// (RSS in MiB, CPU-seconds: user + system) of a running process, from /proc.
 pub fn usage(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
