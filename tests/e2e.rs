@@ -381,6 +381,9 @@ async fn controller_killed_mid_rollout_resumes(
     notify_inbox(env, ns).await?;
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
     wait_weight(&weights, 25, Duration::from_secs(60)).await?;
+    // The kill must land after Started was told: a kill between the status write and
+    // the delivery loses it by design (at most once), and that is not what this tests.
+    wait_told(gates, ns, "Started", Duration::from_secs(30)).await?;
     controller.lock().unwrap().kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     controller
@@ -852,14 +855,45 @@ impl Gates {
     }
 }
 
+/// Waits (at most `limit`) until the `inbox` receiver was told `kind` about `ns`.
+async fn wait_told(gates: &Gates, ns: &str, kind: &str, limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    while !gates.notifications(ns).iter().any(|k| k == kind) {
+        if start.elapsed() > limit {
+            let told = gates.notifications(ns);
+            return Err(format!("{ns}: {kind} not told within {limit:?}; told {told:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Sends the Rollout's notifications to the `inbox` receiver the admin declared.
 async fn notify_inbox(env: &Env, ns: &str) -> Result<(), String> {
     let patch = json!({"spec": {"notify": ["inbox"]}});
-    Api::<Rollout>::namespaced(env.client.clone(), ns)
+    let patched = Api::<Rollout>::namespaced(env.client.clone(), ns)
         .patch("backend", &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map(|_| ())
-        .map_err(|e| format!("{ns}: notify: {e}"))
+        .map_err(|e| format!("{ns}: notify: {e}"))?;
+    // A bump right after the patch could be decided on the Rollout as it was before
+    // it: wait until weir has observed the generation that names the receiver.
+    let generation = patched.metadata.generation.unwrap_or(0);
+    let start = Instant::now();
+    loop {
+        let seen = rollout(&env.client, ns)
+            .await
+            .status
+            .and_then(|s| s.observed_generation);
+        if seen >= Some(generation) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(format!(
+                "{ns}: weir did not observe generation {generation} within 30 s"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The answer status records for a webhook.
