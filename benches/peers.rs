@@ -254,48 +254,6 @@ fn watch(client: &Client, peer: Peer, seen: Arc<Mutex<Seen>>) -> Vec<tokio::task
     vec![tokio::spawn(weights), tokio::spawn(phases)]
 }
 
-/// Requests the API server's audit log holds for `user`, received in [from, to]: all,
-/// writes, and how many of each verb and resource.
-fn audited_requests(
-    log: &Path,
-    user: &str,
-    from: Timestamp,
-    to: Timestamp,
-) -> Result<(u64, u64, BTreeMap<String, u64>), Error> {
-    let text = std::fs::read_to_string(log)?;
-    let (mut all, mut writes, mut kinds) = (0, 0, BTreeMap::new());
-    for line in text.lines() {
-        let Ok(entry) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if entry.pointer("/user/username").and_then(Value::as_str) != Some(user) {
-            continue;
-        }
-        let at = entry["requestReceivedTimestamp"]
-            .as_str()
-            .and_then(|t| t.parse::<Timestamp>().ok());
-        if !at.is_some_and(|t| t >= from && t <= to) {
-            continue;
-        }
-        all += 1;
-        if matches!(entry["verb"].as_str(), Some("create" | "update" | "patch" | "delete")) {
-            writes += 1;
-        }
-        let resource = entry
-            .pointer("/objectRef/resource")
-            .and_then(Value::as_str)
-            .unwrap_or("?");
-        let sub = entry.pointer("/objectRef/subresource").and_then(Value::as_str);
-        let verb = entry["verb"].as_str().unwrap_or("?");
-        let kind = match sub {
-            Some(sub) => format!("{verb} {resource}/{sub}"),
-            None => format!("{verb} {resource}"),
-        };
-        *kinds.entry(kind).or_insert(0) += 1;
-    }
-    Ok((all, writes, kinds))
-}
-
 fn secs(from: Timestamp, to: Timestamp) -> f64 {
     to.duration_since(from).as_secs_f64()
 }
@@ -463,7 +421,7 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
     if let Err(e) = finished {
         eprintln!("{}: {e} (measuring what finished)", peer.name());
     }
-    let (requests, writes, kinds) = audited_requests(&bed.cluster.audit_log(), ns, from, to)?;
+    let (requests, writes, kinds) = devcluster::audited_requests(&bed.cluster.audit_log(), ns, from, to)?;
     let bad_after = bed.mesh_served(ns, &peer.canary_workload(&bad));
     let (outcomes, first_shift, lateness, bad_rollback) = {
         let seen = seen.lock().unwrap_or_else(|e| e.into_inner());

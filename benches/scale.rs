@@ -353,6 +353,9 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
 
     // Bump the progressing apps, spread over one step.
     let before = api_requests(&client).await?;
+    let (cluster_cpu_before, prometheus_cpu_before) = (cluster.cpu_seconds(), prometheus_cpu(&prometheus));
+    let reconciles_before = reconciles(&port).await;
+    let releases_from = Timestamp::now();
     let mut bumped = BTreeMap::new();
     let gap = sizes.step / sizes.active.max(1) as u32;
     let bumps_started = Instant::now();
@@ -375,8 +378,16 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
     )
     .await;
     let progress_time = progressed.elapsed();
+    let releases_to = Timestamp::now();
     let after = api_requests(&client).await?;
     let cpu_releases = cpu_seconds(pid) - cpu_at_takeover;
+    let mut cpu_of: BTreeMap<String, f64> = cluster.cpu_seconds();
+    for (name, used) in cpu_of.iter_mut() {
+        *used -= cluster_cpu_before.get(name).copied().unwrap_or(0.0);
+    }
+    cpu_of.insert("prometheus".into(), prometheus_cpu(&prometheus) - prometheus_cpu_before);
+    cpu_of.insert("weir".into(), cpu_releases);
+    let reconciles_after = reconciles(&port).await;
     sampler.abort();
     let peak_rss = *peak.lock().unwrap_or_else(|e| e.into_inner());
     if heaptrack.is_some() {
@@ -476,9 +487,57 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
         "| writes per step, between the first and the last step's weight (median / max) | {} |",
         per_step
     );
+    let wall = releases_to.duration_since(releases_from).as_secs_f64();
+    let cpu: Vec<String> = cpu_of.iter().map(|(name, used)| format!("{name} {used:.0}")).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "| CPU-seconds while they progress ({:.0} s × {cores} cores = {:.0}) | {} (all {:.0}) |",
+        wall,
+        wall * cores as f64,
+        cpu.join(", "),
+        cpu_of.values().sum::<f64>()
+    );
+    let (n, seconds) = (
+        reconciles_after.0 - reconciles_before.0,
+        reconciles_after.1 - reconciles_before.1,
+    );
+    println!(
+        "| weir's reconciles while they progress (mean time each) | {n:.0} ({:.0} ms) |",
+        seconds * 1000.0 / n.max(1.0)
+    );
+    let (_, _, kinds) = devcluster::audited_requests(&cluster.audit_log(), "peer-weir", releases_from, releases_to)?;
+    let kinds: Vec<String> = kinds
+        .iter()
+        .map(|(kind, n)| format!("{kind} {:.1}", *n as f64 / releases))
+        .collect();
+    println!(
+        "\nweir's API requests per release, while they progress: {}",
+        kinds.join(", ")
+    );
     drop(prometheus);
     drop(cluster);
     outcome
+}
+
+fn prometheus_cpu(prometheus: &LocalPrometheus) -> f64 {
+    prometheus.pid().and_then(devcluster::usage).map_or(0.0, |u| u.1)
+}
+
+/// weir's reconciles so far and the seconds they took, from its /metrics.
+async fn reconciles(port: &str) -> (f64, f64) {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = match reqwest::get(&url).await {
+        Ok(answer) => answer.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let value = |name: &str| {
+        let line = text.lines().find(|l| l.starts_with(name));
+        line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    };
+    (
+        value("weir_reconcile_seconds_count").unwrap_or(0.0),
+        value("weir_reconcile_seconds_sum").unwrap_or(0.0),
+    )
 }
 
 /// weir's writes for one Rollout's objects while it steps: after the VirtualService

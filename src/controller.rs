@@ -23,7 +23,7 @@ use crate::Error;
 use crate::api::{ROLLOUT_LABEL, Rollout, RolloutStatus};
 use crate::engine::{self, Action, AnalysisRequest, Decision, World, Write};
 use crate::events::EventPublisher;
-use crate::index::{Index, Named};
+use crate::index::{self, Index, Named, Versions};
 use crate::judge::Reading;
 use crate::kubernetes::{self, IstioApi, LAST_APPLIED_ANNOTATION, Objects, Observation};
 use crate::leader::Election;
@@ -678,7 +678,7 @@ async fn control(
     // (weir.dev/request, weir.dev/paused), the finalizers and the deletion wake a
     // reconcile: weir's own status writes do not, each decision says when to look again.
     let (reader, writer) = reflector::store();
-    let synced = ctx.clone();
+    let (synced, delivered) = (ctx.clone(), ctx.clone());
     let index = Arc::new(Index::default());
     let (indexed, previous) = (index.clone(), reader.clone());
     let rollout_changes = watcher::watcher(rollouts, watcher::Config::default().any_semantic())
@@ -703,6 +703,13 @@ async fn control(
             }
         })
         .reflect(writer)
+        .inspect(move |event| {
+            // After the store took it in: a reconcile from now on reads this status.
+            if let Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) = event {
+                let key = look_key(&r.namespace().unwrap_or_default(), &r.name_any());
+                delivered.looks.delivered(&key, r.status.as_ref());
+            }
+        })
         .touched_objects()
         .predicate_filter(what_wakes_a_reconcile, PredicateConfig::default());
     let controller = Controller::for_stream(rollout_changes, reader);
@@ -781,28 +788,42 @@ fn on_routing(ctx: &Context, index: &Index, named: Named, o: &DynamicObject, del
         .collect()
 }
 
-/// A watch of one kind of object as the Rollouts its changes wake. A watch that lists
-/// everything again has lost its place: every Rollout then reads its objects afresh.
+/// A watch of one kind of object as the Rollouts its changes wake. A watch that lost its
+/// place lists everything again: only what changed meanwhile wakes a Rollout, and
+/// objects deleted meanwhile wake the Rollouts that name them and every Rollout weir
+/// remembers (they read their objects afresh).
 fn triggers<K, F>(
     api: Api<K>,
+    named: Named,
+    index: Arc<Index>,
     ctx: Arc<Context>,
     wakes: F,
 ) -> impl futures::Stream<Item = ObjectRef<Rollout>> + Send + 'static
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-    F: Fn(&Context, &K, bool) -> Vec<ObjectRef<Rollout>> + Send + 'static,
+    F: Fn(&Context, &Index, &K, bool) -> Vec<ObjectRef<Rollout>> + Send + 'static,
 {
+    let mut versions = Versions::default();
+    let object_key = move |o: &K| index::key(named, &o.namespace().unwrap_or_default(), &o.name_any());
     watcher::watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .flat_map(move |event| {
             let woken = match event {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => wakes(&ctx, &o, false),
-                Ok(watcher::Event::Delete(o)) => wakes(&ctx, &o, true),
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    match versions.saw(object_key(&o), o.resource_version().as_deref()) {
+                        true => wakes(&ctx, &index, &o, false),
+                        false => Vec::new(),
+                    }
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    versions.deleted(object_key(&o));
+                    wakes(&ctx, &index, &o, true)
+                }
                 Ok(watcher::Event::Init) => {
-                    ctx.looks.forget_objects();
+                    versions.relisting();
                     Vec::new()
                 }
-                Ok(watcher::Event::InitDone) => Vec::new(),
+                Ok(watcher::Event::InitDone) => vanished(&ctx, &index, versions.vanished()),
                 Err(e) => {
                     tracing::debug!(%e, "watch");
                     Vec::new()
@@ -812,12 +833,26 @@ where
         })
 }
 
+/// The Rollouts woken by objects a relist found deleted meanwhile (`gone`).
+fn vanished(ctx: &Context, index: &Index, gone: Vec<u64>) -> Vec<ObjectRef<Rollout>> {
+    if gone.is_empty() {
+        return Vec::new();
+    }
+    ctx.looks.forget_objects();
+    let remembered = ctx.looks.remembered().into_iter();
+    let remembered = remembered.map(|(ns, name)| ObjectRef::new(&name).within(&ns));
+    gone.into_iter()
+        .flat_map(|k| index.naming_key(k))
+        .chain(remembered)
+        .collect()
+}
+
 fn deployment_triggers(
     api: Api<Deployment>,
     index: Arc<Index>,
     ctx: Arc<Context>,
 ) -> impl futures::Stream<Item = ObjectRef<Rollout>> + Send + 'static {
-    triggers(api, ctx, move |ctx, d, deleted| on_deployment(ctx, &index, d, deleted))
+    triggers(api, Named::Target, index, ctx, on_deployment)
 }
 
 fn routing_triggers(
@@ -826,8 +861,8 @@ fn routing_triggers(
     index: Arc<Index>,
     ctx: Arc<Context>,
 ) -> impl futures::Stream<Item = ObjectRef<Rollout>> + Send + 'static {
-    triggers(api, ctx, move |ctx, o, deleted| {
-        on_routing(ctx, &index, named, o, deleted)
+    triggers(api, named, index, ctx, move |ctx, index, o, deleted| {
+        on_routing(ctx, index, named, o, deleted)
     })
 }
 

@@ -35,6 +35,21 @@ struct Memory {
     /// Per Rollout, how many changes the watches brought: a reconcile that read its
     /// objects while one arrived must not keep what it read (the change may be missing).
     changes: HashMap<String, u64>,
+    /// Per Rollout (hash of its key), a hash of the decisive part of the status the
+    /// Rollout watch last delivered: about 20 bytes per Rollout.
+    delivered: HashMap<u64, u64>,
+}
+
+fn hash_of(bytes: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// What tells two statuses apart for `Looks::delivered`: their decisive parts.
+fn decisive_hash(status: &RolloutStatus) -> u64 {
+    hash_of(&serde_json::to_vec(&status.decisive_part()).unwrap_or_default())
 }
 
 struct Look {
@@ -170,9 +185,10 @@ impl Looks {
     /// weir last wrote is one the watch has not delivered yet: deciding from it again
     /// would restart the step's clock.
     pub fn resume(&self, key: &str, rollout: &Rollout, stored: &RolloutStatus, names: &Watched) -> Resumed {
-        let memory = lock(self);
+        let mut memory = lock(self);
         let uid = rollout.uid().unwrap_or_default();
-        let changes = memory.changes.get(key).copied().unwrap_or(0);
+        // Counted from now on, until `remember` (or the echo of the status) ends it.
+        let changes = *memory.changes.entry(key.to_string()).or_insert(0);
         match memory.looks.get(key) {
             Some(look) if look.uid == uid => Resumed {
                 status: look.decided.clone(),
@@ -201,14 +217,41 @@ impl Looks {
             Some(kept) => kept.take(change),
             None => true,
         };
-        if news {
-            *memory.changes.entry(key.to_string()).or_default() += 1;
+        // Counted only for a Rollout remembered or in a reconcile: counting every
+        // Rollout a change wakes would keep an entry for each of 10,000 idle ones.
+        if let Some(n) = memory.changes.get_mut(key).filter(|_| news) {
+            *n += 1;
         }
         news
     }
 
-    /// A watch listed everything again (it lost its place): what it missed in between is
-    /// unknown, so every Rollout reads its objects afresh.
+    /// The Rollout watch delivered `status` for the Rollout `key` (and the store holds
+    /// it). Once that is the status weir last wrote and the Rollout is at rest, nothing
+    /// needs remembering: a reconcile starts from the watch's copy again. (Without this,
+    /// each Rollout taken over would stay remembered until something woke it: maybe
+    /// never, 10,000 of them after a takeover.)
+    pub fn delivered(&self, key: &str, status: Option<&RolloutStatus>) {
+        let default = RolloutStatus::default();
+        let status = decisive_hash(status.unwrap_or(&default));
+        let mut memory = lock(self);
+        memory.delivered.insert(hash_of(key.as_bytes()), status);
+        let Some(look) = memory.looks.get(key) else { return };
+        if !under_analysis(&look.decided) && decisive_hash(&look.written) == status {
+            // `changes` stays: a reconcile of this Rollout may be in flight.
+            memory.looks.remove(key);
+        }
+    }
+
+    /// The Rollouts remembered, as (namespace, name).
+    pub fn remembered(&self) -> Vec<(String, String)> {
+        let memory = lock(self);
+        let keys = memory.looks.keys().filter_map(|k| k.split_once('/'));
+        keys.map(|(ns, name)| (ns.to_string(), name.to_string())).collect()
+    }
+
+    /// A watch found objects deleted while it was away (it lost its place and listed
+    /// everything again), and cannot say which Rollouts kept them: every Rollout reads
+    /// its objects afresh.
     pub fn forget_objects(&self) {
         let mut memory = lock(self);
         for look in memory.looks.values_mut() {
@@ -225,6 +268,7 @@ impl Looks {
         let mut memory = lock(self);
         memory.looks.remove(key);
         memory.changes.remove(key);
+        memory.delivered.remove(&hash_of(key.as_bytes()));
     }
 
     /// Remembers a decision while the Rollout is under analysis, and after it until the
@@ -233,13 +277,14 @@ impl Looks {
     pub fn remember(&self, key: &str, uid: &str, decided: &RolloutStatus, written: &RolloutStatus, memo: Memo) {
         let mut memory = lock(self);
         let changed_meanwhile = memory.changes.get(key).copied().unwrap_or(0) != memo.changes;
-        let under_analysis = matches!(
-            decided.phase,
-            Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Deleting
-        ) || decided.state.canary().is_some()
-            || matches!(decided.state, weir_core::state::State::Draining { .. });
-        if !under_analysis && written.decisive_part() == memo.stored.decisive_part() {
-            // Nothing kept, so nothing a change could make stale.
+        let under_analysis = under_analysis(decided);
+        let in_store = |status: &RolloutStatus| {
+            status.decisive_part() == memo.stored.decisive_part()
+                || memory.delivered.get(&hash_of(key.as_bytes())) == Some(&decisive_hash(status))
+        };
+        if !under_analysis && in_store(written) {
+            // The watch has what weir wrote (its echo may come before this call), and
+            // nothing is kept, so nothing a change could make stale.
             memory.looks.remove(key);
             memory.changes.remove(key);
             return;
@@ -274,6 +319,16 @@ impl Looks {
             kept.objects.record_if_later(applied);
         }
     }
+}
+
+/// A Rollout whose decisions read its objects again soon: the judge looks, a canary
+/// runs or drains, or the Rollout is being deleted.
+fn under_analysis(decided: &RolloutStatus) -> bool {
+    matches!(
+        decided.phase,
+        Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Deleting
+    ) || decided.state.canary().is_some()
+        || matches!(decided.state, weir_core::state::State::Draining { .. })
 }
 
 /// What a reconcile read, for `Looks::remember`.
@@ -359,5 +414,56 @@ mod tests {
         assert!(later(Some("10"), None));
         assert!(later(Some("b"), Some("a")), "opaque: newer unless equal");
         assert!(!later(Some("a"), Some("a")));
+    }
+
+    /// A reconcile that kept no objects, given `stored`.
+    fn nothing_read(stored: &RolloutStatus) -> Memo<'_> {
+        Memo {
+            stored,
+            kept: None,
+            changes: 0,
+        }
+    }
+
+    #[test]
+    fn a_rollout_at_rest_is_forgotten_once_the_watch_brings_what_weir_wrote() {
+        let looks = Looks::default();
+        let stored = RolloutStatus::default();
+        let written = RolloutStatus {
+            phase: Phase::Healthy,
+            message: "stable runs the template".into(),
+            ..RolloutStatus::default()
+        };
+        looks.remember("apps/web", "uid", &written, &written, nothing_read(&stored));
+        assert_eq!(looks.remembered(), [("apps".to_string(), "web".to_string())]);
+        looks.delivered("apps/web", Some(&stored));
+        assert_eq!(
+            looks.remembered().len(),
+            1,
+            "the watch has not brought the takeover yet"
+        );
+        let echo = RolloutStatus {
+            message: "a message is not decisive".into(),
+            ..written.clone()
+        };
+        looks.delivered("apps/web", Some(&echo));
+        assert!(looks.remembered().is_empty(), "at rest, and the watch has it");
+
+        // The echo of the write came before the reconcile that made it remembered.
+        let other = RolloutStatus {
+            phase: Phase::RolledBack,
+            ..RolloutStatus::default()
+        };
+        looks.delivered("apps/db", Some(&other));
+        looks.remember("apps/db", "uid", &other, &other, nothing_read(&stored));
+        assert!(looks.remembered().is_empty(), "the watch had it already");
+
+        let progressing = RolloutStatus {
+            phase: Phase::Progressing,
+            ..RolloutStatus::default()
+        };
+        looks.remember("apps/api", "uid", &progressing, &progressing, nothing_read(&stored));
+        looks.delivered("apps/api", Some(&progressing));
+        assert_eq!(looks.remembered().len(), 1, "under analysis: remembered");
     }
 }

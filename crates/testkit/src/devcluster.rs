@@ -6,6 +6,7 @@
 //! from the kernel if this process dies first (PR_SET_PDEATHSIG), so a killed test run
 //! leaves no stray servers behind.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::net::TcpListener;
@@ -433,6 +434,15 @@ impl LocalCluster {
         Ok(Client::try_from(config)?)
     }
 
+    /// CPU-seconds each component used so far, by name (etcd, the API server, ...).
+    pub fn cpu_seconds(&self) -> BTreeMap<String, f64> {
+        let used = self
+            .processes
+            .iter()
+            .map(|p| (p.name.clone(), usage(p.pid()).map_or(0.0, |u| u.1)));
+        used.collect()
+    }
+
     /// Fails if a component died, with the end of its log.
     pub fn check_alive(&mut self) -> Result<(), Error> {
         for p in &mut self.processes {
@@ -584,6 +594,11 @@ pub struct LocalPrometheus {
 }
 
 impl LocalPrometheus {
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
     /// Starts Prometheus scraping `targets` (host:port) every second.
     pub fn start(targets: &[String]) -> Result<LocalPrometheus, Error> {
         LocalPrometheus::start_every(targets, Duration::from_secs(1))
@@ -682,6 +697,50 @@ pub fn usage(pid: u32) -> Option<(f64, f64)> {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some((rss_kb / 1024.0, ticks / 100.0))
+}
+
+/// Requests the API server's audit log holds for `user`, received in [from, to]: all,
+/// writes, and how many of each verb and resource.
+pub fn audited_requests(
+    log: &Path,
+    user: &str,
+    from: jiff::Timestamp,
+    to: jiff::Timestamp,
+) -> Result<(u64, u64, BTreeMap<String, u64>), Error> {
+    let text = std::fs::read_to_string(log)?;
+    let (mut all, mut writes, mut kinds) = (0, 0, BTreeMap::new());
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if entry.pointer("/user/username").and_then(serde_json::Value::as_str) != Some(user) {
+            continue;
+        }
+        let at = entry["requestReceivedTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        if !at.is_some_and(|t| t >= from && t <= to) {
+            continue;
+        }
+        all += 1;
+        if matches!(entry["verb"].as_str(), Some("create" | "update" | "patch" | "delete")) {
+            writes += 1;
+        }
+        let resource = entry
+            .pointer("/objectRef/resource")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?");
+        let sub = entry
+            .pointer("/objectRef/subresource")
+            .and_then(serde_json::Value::as_str);
+        let verb = entry["verb"].as_str().unwrap_or("?");
+        let kind = match sub {
+            Some(sub) => format!("{verb} {resource}/{sub}"),
+            None => format!("{verb} {resource}"),
+        };
+        *kinds.entry(kind).or_insert(0) += 1;
+    }
+    Ok((all, writes, kinds))
 }
 
 pub fn which(name: &str) -> Option<PathBuf> {
