@@ -870,26 +870,27 @@ async fn wait_told(gates: &Gates, ns: &str, kind: &str, limit: Duration) -> Resu
 
 /// Sends the Rollout's notifications to the `inbox` receiver the admin declared.
 async fn notify_inbox(env: &Env, ns: &str) -> Result<(), String> {
-    let patch = json!({"spec": {"notify": ["inbox"]}});
-    let patched = Api::<Rollout>::namespaced(env.client.clone(), ns)
+    patch_spec(&env.client, ns, json!({"spec": {"notify": ["inbox"]}}), "notify").await
+}
+
+/// Merges `patch` into the Rollout `backend` and waits until weir has observed it: a
+/// bump right after the patch could otherwise be decided on the spec before it (the
+/// Deployment and Rollout watches are apart).
+async fn patch_spec(client: &Client, ns: &str, patch: serde_json::Value, what: &str) -> Result<(), String> {
+    let patched = Api::<Rollout>::namespaced(client.clone(), ns)
         .patch("backend", &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map_err(|e| format!("{ns}: notify: {e}"))?;
-    // A bump right after the patch could be decided on the Rollout as it was before
-    // it: wait until weir has observed the generation that names the receiver.
+        .map_err(|e| format!("{ns}: {what}: {e}"))?;
     let generation = patched.metadata.generation.unwrap_or(0);
     let start = Instant::now();
     loop {
-        let seen = rollout(&env.client, ns)
-            .await
-            .status
-            .and_then(|s| s.observed_generation);
+        let seen = rollout(client, ns).await.status.and_then(|s| s.observed_generation);
         if seen >= Some(generation) {
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(30) {
             return Err(format!(
-                "{ns}: weir did not observe generation {generation} within 30 s"
+                "{ns}: {what}: weir did not observe generation {generation} within 30 s"
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -913,7 +914,6 @@ async fn webhook_answer(client: &Client, ns: &str, name: &str) -> Option<String>
 async fn webhook_gates_hold_and_roll_back(env: &Env, f: &Failures, gates: &Gates) -> Result<(), String> {
     let ns = "e2e-gates";
     let (weights, no_ready_before) = setup(env, ns, &env.provider).await?;
-    let api = Api::<Rollout>::namespaced(env.client.clone(), ns);
     let webhooks = |smoke: &str, timeout: &str| {
         let url = |path: &str| format!("{}/{path}", gates.base);
         json!({"spec": {"webhooks": [
@@ -922,13 +922,7 @@ async fn webhook_gates_hold_and_roll_back(env: &Env, f: &Failures, gates: &Gates
             {"name": "tell-ci", "type": "post-rollout", "url": url("post")},
         ]}})
     };
-    api.patch(
-        "backend",
-        &PatchParams::default(),
-        &Patch::Merge(webhooks("slow-yes", "5s")),
-    )
-    .await
-    .map_err(|e| format!("{ns}: add webhooks: {e}"))?;
+    patch_spec(&env.client, ns, webhooks("slow-yes", "5s"), "add webhooks").await?;
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
     gates.wait_calls("slow-yes", 1, Duration::from_secs(30)).await?;
     let at_smoke = weights.lock().unwrap().clone();
@@ -963,13 +957,7 @@ async fn webhook_gates_hold_and_roll_back(env: &Env, f: &Failures, gates: &Gates
     let w = weights.lock().unwrap().clone();
     check(f, w == vec![0, 10, 25, 50, 100, 0], format!("{ns}: weights went {w:?}"));
     // The next release: its smoke test never answers; rolled back with no traffic.
-    api.patch(
-        "backend",
-        &PatchParams::default(),
-        &Patch::Merge(webhooks("never", "2s")),
-    )
-    .await
-    .map_err(|e| format!("{ns}: change webhooks: {e}"))?;
+    patch_spec(&env.client, ns, webhooks("never", "2s"), "change webhooks").await?;
     bump(&env.client, ns, "nginxdemos/hello:3.0").await;
     let r = wait_phase(&env.client, ns, &[Phase::RolledBack], Duration::from_secs(60)).await?;
     let reason = r
@@ -1030,9 +1018,7 @@ async fn a_night_with_a_window_a_report_and_conditions(env: &Env, f: &Failures, 
     );
     let api = Api::<Rollout>::namespaced(env.client.clone(), ns);
     let freeze = json!({"spec": {"releaseWindows": {"timeZone": "Europe/Berlin", "freeze": [format!("{from}/{to}")]}}});
-    api.patch("backend", &PatchParams::default(), &Patch::Merge(freeze))
-        .await
-        .map_err(|e| format!("{ns}: freeze: {e}"))?;
+    patch_spec(&env.client, ns, freeze, "freeze").await?;
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let waiting = rollout(&env.client, ns).await.status.unwrap_or_default();
