@@ -5,7 +5,9 @@
 //!   WEIR_PEERS_CANARIES=100,1000 cargo bench --bench peers
 //!
 //! For each size N and each controller: N apps in a namespace of their own (one
-//! Deployment each, one replica, 100 requests/s through its VirtualService); the
+//! Deployment each, one replica, `WEIR_PEERS_RPS` requests/s through its VirtualService,
+//! default 100: the bench prints how many were served, which at 1,000 apps on two cores
+//! is far fewer); the
 //! controller started out of cluster with its own identity, watching only that namespace;
 //! once it has taken every app over, every app is bumped (spread over one step), app 0
 //! to a version that fails 30 % of its requests. Both judge the same bounds (success rate
@@ -44,6 +46,8 @@ struct Settings {
     sizes: Vec<usize>,
     step: Duration,
     threshold: u32,
+    /// Requests per second the mesh simulator sends each app.
+    rps: f64,
 }
 
 impl Settings {
@@ -57,6 +61,7 @@ impl Settings {
                 .collect(),
             step: Duration::from_secs(var("WEIR_PEERS_STEP").and_then(|v| v.parse().ok()).unwrap_or(20)),
             threshold: var("WEIR_PEERS_THRESHOLD").and_then(|v| v.parse().ok()).unwrap_or(5),
+            rps: var("WEIR_PEERS_RPS").and_then(|v| v.parse().ok()).unwrap_or(100.0),
         }
     }
 }
@@ -85,6 +90,14 @@ impl Peer {
         match self {
             Peer::Weir => "peer-weir",
             Peer::Flagger => "peer-flagger",
+        }
+    }
+
+    /// The workload that serves the stable track's requests.
+    fn stable_workload(self, app: &str) -> String {
+        match self {
+            Peer::Weir => app.to_string(),
+            Peer::Flagger => format!("{app}-primary"),
         }
     }
 
@@ -299,12 +312,17 @@ struct Turn {
     lateness: String,
     bad_rollback: Option<f64>,
     bad_failed: u64,
+    /// Requests the mesh simulator served per app and second while they released.
+    served_per_app: f64,
+    /// CPU-seconds of the cluster's processes and Prometheus while they released.
+    cluster_cpu: String,
 }
 
 struct Bed<'a> {
     cluster: &'a LocalCluster,
     client: Client,
     prometheus: &'a str,
+    prometheus_pid: Option<u32>,
     mesh: &'a meshsim::Mesh,
     builds: &'a Builds,
     settings: &'a Settings,
@@ -402,6 +420,7 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
     let bad = app_name(BAD_APP);
     let bad_before = bed.mesh_served(ns, &peer.canary_workload(&bad));
 
+    let (served_before, cpu_before) = (bed.all_served(peer, n), bed.cpu_seconds());
     let from = Timestamp::now();
     let bumped = bump_all(bed, peer, n).await?;
     let limit = bed.settings.step * 12 + Duration::from_secs(600);
@@ -412,6 +431,12 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
     .await;
     let to = Timestamp::now();
     let (_, cpu_end) = devcluster::usage(pid).unwrap_or_default();
+    let served = (bed.all_served(peer, n) - served_before) as f64 / n as f64 / secs(from, to);
+    let cluster_cpu = bed
+        .cpu_seconds()
+        .into_iter()
+        .map(|(name, used)| format!("{name} {:.0}", used - cpu_before.get(&name).copied().unwrap_or(0.0)));
+    let cluster_cpu = cluster_cpu.collect::<Vec<_>>().join(", ");
     sampler.abort();
     let rss_peak = *peak.lock().unwrap_or_else(|e| e.into_inner());
     drop(process);
@@ -460,10 +485,29 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
         lateness: spread(lateness),
         bad_rollback,
         bad_failed: bad_after.1 - bad_before.1,
+        served_per_app: served,
+        cluster_cpu,
     })
 }
 
 impl Bed<'_> {
+    /// Requests the mesh simulator served the peer's `n` apps so far, both tracks.
+    fn all_served(&self, peer: Peer, n: usize) -> u64 {
+        let t = self.mesh.telemetry.lock().unwrap_or_else(|e| e.into_inner());
+        let ns = peer.namespace();
+        let apps = (0..n).map(app_name);
+        apps.map(|a| t.served(ns, &peer.stable_workload(&a)).0 + t.served(ns, &peer.canary_workload(&a)).0)
+            .sum()
+    }
+
+    /// CPU-seconds so far of each process of the cluster, and of Prometheus.
+    fn cpu_seconds(&self) -> BTreeMap<String, f64> {
+        let mut used = self.cluster.cpu_seconds();
+        let prometheus = self.prometheus_pid.and_then(devcluster::usage);
+        used.insert("prometheus".into(), prometheus.map_or(0.0, |u| u.1));
+        used
+    }
+
     fn mesh_served(&self, ns: &str, workload: &str) -> (u64, u64) {
         let t = self.mesh.telemetry.lock().unwrap_or_else(|e| e.into_inner());
         t.served(ns, workload)
@@ -590,8 +634,16 @@ fn print_table(n: usize, settings: &Settings, turns: &[(Peer, Turn)]) {
             .unwrap_or_else(|| "not rolled back".into())
     });
     row("broken canary: failed requests served", &|t| t.bad_failed.to_string());
+    row(
+        &format!(
+            "requests served per app per second while they release (set: {})",
+            settings.rps
+        ),
+        &|t| format!("{:.1}", t.served_per_app),
+    );
     for (peer, t) in turns {
         println!("\n{} API requests per release: {}", peer.name(), t.requests_by_kind);
+        println!("CPU-seconds while {} released: {}", peer.name(), t.cluster_cpu);
     }
 }
 
@@ -610,7 +662,7 @@ async fn run(settings: Settings) -> Result<(), Error> {
             devcluster::apply_yaml(&client, &std::fs::read_to_string(file)?).await?;
         }
         let mut config = MeshConfig::from_yaml(&std::fs::read_to_string(repo.join("testcluster/mesh.yaml"))?)?;
-        config.rps = 100.0;
+        config.rps = settings.rps;
         let listen: SocketAddr = "127.0.0.1:0".parse().map_err(|e| Error::Setup(format!("{e}")))?;
         let mesh = meshsim::start(client.clone(), config, listen, 7).await?;
         // Scraped every 5 s: thousands of workloads' histograms every second would load
@@ -620,6 +672,7 @@ async fn run(settings: Settings) -> Result<(), Error> {
             cluster: &cluster,
             client,
             prometheus: &prometheus.address,
+            prometheus_pid: prometheus.pid(),
             mesh: &mesh,
             builds: &builds,
             settings: &settings,

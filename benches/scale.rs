@@ -535,8 +535,8 @@ async fn reconciles(port: &str) -> (f64, f64) {
         line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
     };
     (
-        value("weir_reconcile_seconds_count").unwrap_or(0.0),
-        value("weir_reconcile_seconds_sum").unwrap_or(0.0),
+        value("weir_reconcile_duration_seconds_count").unwrap_or(0.0),
+        value("weir_reconcile_duration_seconds_sum").unwrap_or(0.0),
     )
 }
 
