@@ -236,6 +236,7 @@ fn watch(client: &Client, peer: Peer, seen: Arc<Mutex<Seen>>) -> Vec<tokio::task
         Api::<DynamicObject>::namespaced_with(client.clone(), ns, &istio),
         Default::default(),
     )
+    .default_backoff()
     .applied_objects()
     .for_each(move |vs| {
         if let Ok(vs) = vs
@@ -254,6 +255,7 @@ fn watch(client: &Client, peer: Peer, seen: Arc<Mutex<Seen>>) -> Vec<tokio::task
         Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
         Default::default(),
     )
+    .default_backoff()
     .applied_objects()
     .for_each(move |o| {
         if let Ok(o) = o

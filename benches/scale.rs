@@ -124,11 +124,14 @@ struct Seen {
     canary_ready: BTreeMap<String, Timestamp>,
 }
 
-fn watch_all(client: &Client, seen: Arc<Mutex<Seen>>) {
+/// The bench's own watches, until aborted (before the cluster stops: with its API server
+/// gone, a watch retries with backoff, and a runtime that shuts down waits for none).
+fn watch_all(client: &Client, seen: Arc<Mutex<Seen>>) -> Vec<tokio::task::JoinHandle<()>> {
     let vs_api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &istio("VirtualService"));
     let s = seen.clone();
-    tokio::spawn(
+    let vs = tokio::spawn(
         watcher::watcher(vs_api, watcher::Config::default())
+            .default_backoff()
             .applied_objects()
             .for_each(move |vs| {
                 if let Ok(vs) = vs {
@@ -145,11 +148,12 @@ fn watch_all(client: &Client, seen: Arc<Mutex<Seen>>) {
             }),
     );
     let s = seen.clone();
-    tokio::spawn(
+    let rollouts = tokio::spawn(
         watcher::watcher(
             Api::<Rollout>::namespaced(client.clone(), NS),
             watcher::Config::default(),
         )
+        .default_backoff()
         .applied_objects()
         .for_each(move |r| {
             if let Ok(r) = r
@@ -165,11 +169,12 @@ fn watch_all(client: &Client, seen: Arc<Mutex<Seen>>) {
         }),
     );
     let s = seen;
-    tokio::spawn(
+    let deployments = tokio::spawn(
         watcher::watcher(
             Api::<Deployment>::namespaced(client.clone(), NS),
             watcher::Config::default(),
         )
+        .default_backoff()
         .applied_objects()
         .for_each(move |d| {
             if let Ok(d) = d
@@ -187,6 +192,7 @@ fn watch_all(client: &Client, seen: Arc<Mutex<Seen>>) {
             futures::future::ready(())
         }),
     );
+    vec![vs, rollouts, deployments]
 }
 
 /// `apiserver_request_total` summed by verb and resource, from the API server's metrics.
@@ -294,7 +300,7 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
     .await?;
 
     let seen = Arc::new(Mutex::new(Seen::default()));
-    watch_all(&client, seen.clone());
+    let watches = watch_all(&client, seen.clone());
     let weir = std::path::Path::new(env!("CARGO_BIN_EXE_weir"));
     let port = devcluster::free_port()?.to_string();
     // weir's own identity: the API server's audit log records its requests alone.
@@ -399,6 +405,9 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
         tokio::time::sleep(Duration::from_secs(20)).await;
     }
     drop(process);
+    for w in watches {
+        w.abort();
+    }
 
     // Per Rollout: bump → canary scaled; canary ready → 10 %; step k due → step k+1 written.
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
