@@ -8,13 +8,14 @@
 //! A request routed to a destination without ready pods is answered 503 with response
 //! flag `UH`, as Envoy does, and counted, so tests can assert nothing was sent to nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -88,19 +89,20 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    fn record(&mut self, key: SeriesKey, latency_ms: f64) {
-        *self.requests.entry(key.clone()).or_default() += 1;
+    /// Counts a tick's requests of one series.
+    fn add(&mut self, key: SeriesKey, tally: &Tally) {
+        *self.requests.entry(key.clone()).or_default() += tally.requests;
         let (buckets, sum) = self
             .durations
             .entry(key)
             .or_insert_with(|| (vec![0; ISTIO_BUCKETS_MS.len() + 1], 0.0));
-        for (i, bound) in ISTIO_BUCKETS_MS.iter().enumerate() {
-            if latency_ms <= *bound {
-                buckets[i] += 1;
-            }
+        // Cumulative: a request counts in its own bucket and every wider one.
+        let mut below = 0;
+        for (bucket, n) in buckets.iter_mut().zip(tally.in_bucket) {
+            below += n;
+            *bucket += below;
         }
-        buckets[ISTIO_BUCKETS_MS.len()] += 1;
-        *sum += latency_ms;
+        *sum += tally.sum_ms;
     }
 
     /// Requests answered 503 because the destination had no ready pod, in a namespace.
@@ -233,9 +235,9 @@ pub async fn start(client: Client, config: MeshConfig, listen: SocketAddr, seed:
         let mut interval = tokio::time::interval(tick);
         loop {
             interval.tick().await;
-            let plan = world.routes();
+            let plan = world.routes(&config);
             if let Ok(mut t) = traffic.lock() {
-                send(&config, &plan, tick, &mut rng, &mut t);
+                send(&plan, config.rps, tick, &mut rng, &mut t);
             }
         }
     }));
@@ -249,12 +251,16 @@ struct World {
     services: Store<Service>,
 }
 
-/// A ready pod as the simulator routes to it.
+/// The ready pods a destination reaches that behave alike (same workload, version and
+/// image): requests are counted per group and tick, not one by one, so that 1,000 apps
+/// at 100 requests/s each cost the simulator little beside the cluster.
 #[derive(Clone, Debug)]
-struct Endpoint {
+struct Group {
     workload: String,
     version: String,
-    image: String,
+    profile: Profile,
+    /// How many of the destination's ready pods are in this group.
+    pods: u32,
 }
 
 /// One destination of a VirtualService's default route, resolved to its ready pods.
@@ -262,7 +268,7 @@ struct Destination {
     namespace: String,
     service: String,
     weight: u32,
-    endpoints: Vec<Endpoint>,
+    groups: Vec<Group>,
 }
 
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -287,10 +293,134 @@ fn ready(pod: &Pod) -> bool {
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// The cluster as one tick sees it, indexed so that resolving every route costs time in
+/// proportion to the objects, not to their square; it borrows the stores' objects.
+struct Snapshot<'a> {
+    /// Service selectors by (namespace, name).
+    selectors: HashMap<(&'a str, &'a str), &'a BTreeMap<String, String>>,
+    /// DestinationRule subsets by (namespace, host's short name).
+    subsets: HashMap<(&'a str, &'a str), &'a Value>,
+    /// Ready pods by namespace and by (namespace, label, value).
+    pods_in: HashMap<&'a str, Vec<&'a Pod>>,
+    pods_labelled: HashMap<(&'a str, &'a str, &'a str), Vec<&'a Pod>>,
+}
+
+/// What the stores held at the start of a tick.
+struct Stores {
+    services: Vec<Arc<Service>>,
+    drs: Vec<Arc<DynamicObject>>,
+    pods: Vec<Arc<Pod>>,
+}
+
+fn namespace_of(meta: &ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or_default()
+}
+
+impl<'a> Snapshot<'a> {
+    fn of(stores: &'a Stores) -> Snapshot<'a> {
+        let mut snapshot = Snapshot {
+            selectors: HashMap::new(),
+            subsets: HashMap::new(),
+            pods_in: HashMap::new(),
+            pods_labelled: HashMap::new(),
+        };
+        for svc in &stores.services {
+            let name = svc.metadata.name.as_deref().unwrap_or_default();
+            if let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) {
+                snapshot.selectors.insert((namespace_of(&svc.metadata), name), selector);
+            }
+        }
+        for dr in &stores.drs {
+            let host = dr
+                .data
+                .pointer("/spec/host")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let short = host.split('.').next().unwrap_or_default();
+            if let Some(subsets) = dr.data.pointer("/spec/subsets") {
+                // The first one found wins, as a linear search over the store would.
+                let key = (namespace_of(&dr.metadata), short);
+                snapshot.subsets.entry(key).or_insert(subsets);
+            }
+        }
+        for pod in stores.pods.iter().filter(|p| ready(p)) {
+            let ns = namespace_of(&pod.metadata);
+            for (k, v) in pod.labels() {
+                let key = (ns, k.as_str(), v.as_str());
+                snapshot.pods_labelled.entry(key).or_default().push(pod);
+            }
+            snapshot.pods_in.entry(ns).or_default().push(pod);
+        }
+        snapshot
+    }
+
+    /// The selector of a destination: its Service's, narrowed by its subset's labels;
+    /// `None` when the Service or subset is unknown (Envoy answers 503: nothing ready).
+    fn selector(&self, ns: &str, service: &str, subset: Option<&str>) -> Option<BTreeMap<String, String>> {
+        // A Service without a selector has no endpoints Kubernetes manages.
+        let mut selector = (*self.selectors.get(&(ns, service))?).clone();
+        if let Some(subset) = subset {
+            let subsets = self.subsets.get(&(ns, service))?;
+            let labels = subsets
+                .as_array()?
+                .iter()
+                .find(|s| s.get("name").and_then(Value::as_str) == Some(subset))?
+                .get("labels")?;
+            selector.extend(serde_json::from_value::<BTreeMap<String, String>>(labels.clone()).ok()?);
+        }
+        Some(selector)
+    }
+
+    /// The ready pods a destination reaches, grouped by how they behave.
+    fn groups(&self, config: &MeshConfig, ns: &str, service: &str, subset: Option<&str>) -> Vec<Group> {
+        let Some(selector) = self.selector(ns, service, subset) else {
+            return vec![];
+        };
+        let candidates = match selector.iter().next() {
+            Some((k, v)) => self.pods_labelled.get(&(ns, k.as_str(), v.as_str())),
+            None => self.pods_in.get(ns),
+        };
+        let mut groups: Vec<Group> = vec![];
+        for pod in candidates
+            .into_iter()
+            .flatten()
+            .filter(|p| selects(&selector, p.labels()))
+        {
+            let labels = pod.labels();
+            let version = labels.get("weir.dev/track").or_else(|| labels.get("version"));
+            let image = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.clone());
+            let group = Group {
+                workload: workload_of(pod),
+                version: version.cloned().unwrap_or_else(|| "unknown".into()),
+                profile: config.profile_for_image(&image.unwrap_or_default()),
+                pods: 1,
+            };
+            let same = |g: &&mut Group| {
+                g.workload == group.workload && g.version == group.version && g.profile == group.profile
+            };
+            match groups.iter_mut().find(same) {
+                Some(g) => g.pods += 1,
+                None => groups.push(group),
+            }
+        }
+        groups
+    }
+}
+
 impl World {
     /// For every VirtualService: its default route (the first HTTP route without `match`)
     /// resolved to weighted destinations and their ready pods.
-    fn routes(&self) -> Vec<Vec<Destination>> {
+    fn routes(&self, config: &MeshConfig) -> Vec<Vec<Destination>> {
+        let stores = Stores {
+            services: self.services.state(),
+            drs: self.drs.state(),
+            pods: self.pods.state(),
+        };
+        let snapshot = Snapshot::of(&stores);
         let mut out = vec![];
         for vs in self.vss.state() {
             let ns = vs.namespace().unwrap_or_default();
@@ -321,7 +451,7 @@ impl World {
                         .map(|w| w as u32)
                         .unwrap_or(if lone { 100 } else { 0 });
                     Destination {
-                        endpoints: self.endpoints(&ns, &service, subset),
+                        groups: snapshot.groups(config, &ns, &service, subset),
                         namespace: ns.clone(),
                         service,
                         weight,
@@ -332,117 +462,113 @@ impl World {
         }
         out
     }
+}
 
-    fn endpoints(&self, ns: &str, service: &str, subset: Option<&str>) -> Vec<Endpoint> {
-        let Some(svc) = self
-            .services
-            .state()
-            .into_iter()
-            .find(|s| s.namespace().as_deref() == Some(ns) && s.name_any() == service)
-        else {
-            return vec![];
-        };
-        let mut selector = svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
-        if let Some(subset) = subset {
-            let dr = self.drs.state().into_iter().find(|d| {
-                d.namespace().as_deref() == Some(ns)
-                    && d.data
-                        .pointer("/spec/host")
-                        .and_then(Value::as_str)
-                        .and_then(|h| h.split('.').next())
-                        == Some(service)
-            });
-            let labels = dr
-                .as_ref()
-                .and_then(|d| d.data.pointer("/spec/subsets").and_then(Value::as_array).cloned())
-                .and_then(|subsets| {
-                    subsets
-                        .into_iter()
-                        .find(|s| s.get("name").and_then(Value::as_str) == Some(subset))
-                })
-                .and_then(|s| s.get("labels").cloned());
-            match labels.and_then(|l| serde_json::from_value::<BTreeMap<String, String>>(l).ok()) {
-                Some(l) => selector.extend(l),
-                // A subset Envoy does not know answers 503 NR; for our purpose: nothing ready.
-                None => return vec![],
-            }
-        }
-        self.pods
-            .state()
-            .iter()
-            .filter(|p| p.namespace().as_deref() == Some(ns) && ready(p) && selects(&selector, p.labels()))
-            .map(|p| Endpoint {
-                workload: workload_of(p),
-                version: p
-                    .labels()
-                    .get("weir.dev/track")
-                    .or_else(|| p.labels().get("version"))
-                    .cloned()
-                    .unwrap_or_else(|| "unknown".into()),
-                image: p
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.containers.first())
-                    .and_then(|c| c.image.clone())
-                    .unwrap_or_default(),
-            })
-            .collect()
+/// Requests of one series counted in a tick.
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    /// Per Istio bucket bound (not cumulative), then the sum of latencies in ms.
+    in_bucket: [u64; ISTIO_BUCKETS_MS.len() + 1],
+    sum_ms: f64,
+}
+
+impl Tally {
+    fn add(&mut self, latency_ms: f64) {
+        self.requests += 1;
+        let bucket = ISTIO_BUCKETS_MS.iter().position(|b| latency_ms <= *b);
+        self.in_bucket[bucket.unwrap_or(ISTIO_BUCKETS_MS.len())] += 1;
+        self.sum_ms += latency_ms;
     }
 }
 
-fn send(config: &MeshConfig, routes: &[Vec<Destination>], tick: Duration, rng: &mut StdRng, t: &mut Telemetry) {
+/// Sends one tick's requests through every route and counts them.
+fn send(routes: &[Vec<Destination>], rps: f64, tick: Duration, rng: &mut StdRng, t: &mut Telemetry) {
     for dests in routes {
         let total: u32 = dests.iter().map(|d| d.weight).sum();
         if total == 0 {
             continue;
         }
-        let n = Poisson::new(config.rps * tick.as_secs_f64())
+        let n = Poisson::new(rps * tick.as_secs_f64())
             .map(|p| p.sample(rng) as u64)
             .unwrap_or(0);
+        // Per destination, per group and outcome (200, 500); index `groups.len()`: no pod.
+        let mut tallies: Vec<Vec<[Tally; 2]>> = dests
+            .iter()
+            .map(|d| (0..=d.groups.len()).map(|_| Default::default()).collect())
+            .collect();
         for _ in 0..n {
-            let mut pick = rng.random_range(0..total);
-            let Some(dest) = dests.iter().find(|d| {
-                if pick < d.weight {
-                    true
-                } else {
-                    pick -= d.weight;
-                    false
-                }
-            }) else {
+            let (d, dest) = pick_destination(dests, rng.random_range(0..total));
+            let pods: u32 = dest.groups.iter().map(|g| g.pods).sum();
+            if pods == 0 {
+                tallies[d][dest.groups.len()][1].add(0.1);
                 continue;
-            };
-            if dest.endpoints.is_empty() {
-                let key = SeriesKey {
+            }
+            let (g, group) = pick_group(&dest.groups, rng.random_range(0..pods));
+            let (latency, failed) = outcome(&group.profile, rng);
+            tallies[d][g][usize::from(failed)].add(latency);
+        }
+        for (dest, tallies) in dests.iter().zip(tallies) {
+            record_tallies(dest, tallies, t);
+        }
+    }
+}
+
+fn pick_destination(dests: &[Destination], mut pick: u32) -> (usize, &Destination) {
+    for (i, d) in dests.iter().enumerate() {
+        if pick < d.weight {
+            return (i, d);
+        }
+        pick -= d.weight;
+    }
+    (dests.len() - 1, &dests[dests.len() - 1])
+}
+
+fn pick_group(groups: &[Group], mut pick: u32) -> (usize, &Group) {
+    for (i, g) in groups.iter().enumerate() {
+        if pick < g.pods {
+            return (i, g);
+        }
+        pick -= g.pods;
+    }
+    (groups.len() - 1, &groups[groups.len() - 1])
+}
+
+/// A request's latency in ms (log-normal with the profile's p50 and p99) and whether it
+/// failed.
+fn outcome(profile: &Profile, rng: &mut StdRng) -> (f64, bool) {
+    let sigma = ((profile.p99_ms / profile.p50_ms).ln() / 2.326).max(1e-6);
+    let latency = LogNormal::new(profile.p50_ms.ln(), sigma)
+        .map(|d| d.sample(rng))
+        .unwrap_or(profile.p50_ms);
+    (latency, rng.random_bool(profile.error_ratio.clamp(0.0, 1.0)))
+}
+
+fn record_tallies(dest: &Destination, tallies: Vec<[Tally; 2]>, t: &mut Telemetry) {
+    for (g, outcomes) in tallies.into_iter().enumerate() {
+        for (failed, tally) in outcomes.into_iter().enumerate() {
+            if tally.requests == 0 {
+                continue;
+            }
+            let key = match dest.groups.get(g) {
+                Some(group) => SeriesKey {
+                    namespace: dest.namespace.clone(),
+                    workload: group.workload.clone(),
+                    version: group.version.clone(),
+                    service: dest.service.clone(),
+                    code: if failed == 1 { 500 } else { 200 },
+                    flags: "-",
+                },
+                None => SeriesKey {
                     namespace: dest.namespace.clone(),
                     workload: "unknown".into(),
                     version: "unknown".into(),
                     service: dest.service.clone(),
                     code: 503,
                     flags: "UH",
-                };
-                t.record(key, 0.1);
-                continue;
-            }
-            let ep = &dest.endpoints[rng.random_range(0..dest.endpoints.len())];
-            let profile = config.profile_for_image(&ep.image);
-            let sigma = ((profile.p99_ms / profile.p50_ms).ln() / 2.326).max(1e-6);
-            let latency = LogNormal::new(profile.p50_ms.ln(), sigma)
-                .map(|d| d.sample(rng))
-                .unwrap_or(profile.p50_ms);
-            let code = if rng.random_bool(profile.error_ratio.clamp(0.0, 1.0)) {
-                500
-            } else {
-                200
+                },
             };
-            let key = SeriesKey {
-                namespace: dest.namespace.clone(),
-                workload: ep.workload.clone(),
-                version: ep.version.clone(),
-                service: dest.service.clone(),
-                code,
-                flags: "-",
-            };
-            t.record(key, latency);
+            t.add(key, &tally);
         }
     }
 }
@@ -473,12 +599,60 @@ mod tests {
             code,
             flags,
         };
-        t.record(key(200, "-"), 42.0);
-        t.record(key(503, "UH"), 0.1);
+        let one = |latency_ms| {
+            let mut tally = Tally::default();
+            tally.add(latency_ms);
+            tally
+        };
+        t.add(key(200, "-"), &one(42.0));
+        t.add(key(503, "UH"), &one(0.1));
         let text = t.render();
         assert!(text.contains(r#"istio_requests_total{reporter="destination",source_workload="frontend",destination_workload="backend",destination_workload_namespace="dev""#));
         assert!(text.contains(r#"le="50"} 1"#) && text.contains(r#"le="25"} 0"#) && text.contains(r#"le="+Inf"} 1"#));
         assert_eq!(t.no_ready_pods("dev"), 1);
         assert_eq!(t.served("dev", "backend"), (2, 1));
+    }
+
+    #[test]
+    fn a_tick_splits_requests_by_weight_and_counts_those_sent_to_nothing() {
+        let group = |workload: &str, error_ratio| Group {
+            workload: workload.into(),
+            version: workload.into(),
+            profile: Profile {
+                error_ratio,
+                p50_ms: 20.0,
+                p99_ms: 80.0,
+            },
+            pods: 2,
+        };
+        let dest = |service: &str, weight, groups| Destination {
+            namespace: "dev".into(),
+            service: service.into(),
+            weight,
+            groups,
+        };
+        let routes = vec![
+            vec![
+                dest("web-stable", 90, vec![group("web", 0.0)]),
+                dest("web-canary", 10, vec![group("web-canary", 1.0)]),
+            ],
+            vec![dest("db", 100, vec![])],
+        ];
+        let (mut t, mut rng) = (Telemetry::default(), StdRng::seed_from_u64(1));
+        for _ in 0..100 {
+            send(&routes, 100.0, Duration::from_millis(100), &mut rng, &mut t);
+        }
+        let (stable, canary) = (t.served("dev", "web"), t.served("dev", "web-canary"));
+        let all = stable.0 + canary.0;
+        assert!((900..1100).contains(&all), "about 100/s for 10 s: {all}");
+        assert!((50..150).contains(&canary.0), "about 10 %: {canary:?}");
+        assert_eq!((stable.1, canary.1), (0, canary.0), "errors follow the profile");
+        assert!(t.no_ready_pods("dev") > 900, "db has no pods: each request is a 503 UH");
+        let text = t.render();
+        let count = format!(
+            r#"destination_workload="web",destination_workload_namespace="dev",destination_version="web",destination_service="web-stable.dev.svc.cluster.local",response_code="200",response_flags="-",le="+Inf"}} {}"#,
+            stable.0
+        );
+        assert!(text.contains(&count), "+Inf counts every request");
     }
 }
