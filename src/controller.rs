@@ -290,7 +290,6 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
         Ok(written) => written,
         Err((written, e)) => {
             let memo = Memo {
-                stored: &stored,
                 kept: None,
                 changes: resumed.changes,
             };
@@ -299,7 +298,6 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
         }
     };
     let memo = Memo {
-        stored: &stored,
         kept,
         changes: resumed.changes,
     };
@@ -331,7 +329,6 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
     match execute(ctx, &rollout, obs.as_ref(), None, &decision, &resumed.written, now).await {
         Ok(written) => {
             let memo = Memo {
-                stored: &stored,
                 kept: None,
                 changes: resumed.changes,
             };
@@ -568,17 +565,13 @@ pub struct Options {
 /// A hash of what a reconcile must see: the spec (generation), the annotations (requests
 /// from a person), the finalizers and the deletion. Not the status: weir wrote it.
 fn what_wakes_a_reconcile(r: &Rollout) -> Option<u64> {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    r.meta().generation.hash(&mut h);
-    r.annotations().hash(&mut h);
-    r.finalizers().hash(&mut h);
-    r.meta()
-        .deletion_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .hash(&mut h);
-    Some(h.finish())
+    let deletion = r.meta().deletion_timestamp.as_ref().map(|t| t.0.to_string());
+    Some(index::hash_of(&(
+        r.meta().generation,
+        r.annotations(),
+        r.finalizers(),
+        deletion,
+    )))
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.

@@ -40,19 +40,20 @@ struct Entries {
 
 /// The key of an object in the index and in `Versions`.
 pub fn key(named: Named, namespace: &str, name: &str) -> u64 {
-    hash(named, namespace, name)
+    hash_of(&(named, namespace, name))
 }
 
-fn hash(named: Named, namespace: &str, name: &str) -> u64 {
+/// A 64-bit hash, for what weir keeps as a hash instead of a copy.
+pub fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
     let mut h = DefaultHasher::new();
-    (named, namespace, name).hash(&mut h);
+    value.hash(&mut h);
     h.finish()
 }
 
 /// The entries of one Rollout.
 fn entries(r: &Rollout) -> Vec<Entry> {
     let ns = r.namespace().unwrap_or_default();
-    let key: Arc<str> = Arc::from(format!("{ns}/{}", r.name_any()));
+    let rollout: Arc<str> = Arc::from(format!("{ns}/{}", r.name_any()));
     let routing = &r.spec.traffic_routing.istio;
     let mut named = vec![
         (Named::Target, r.spec.target_ref.name.as_str()),
@@ -63,7 +64,7 @@ fn entries(r: &Rollout) -> Vec<Entry> {
     }
     named
         .into_iter()
-        .map(|(kind, name)| (hash(kind, &ns, name), key.clone()))
+        .map(|(kind, name)| (key(kind, &ns, name), rollout.clone()))
         .collect()
 }
 
@@ -100,7 +101,7 @@ impl Index {
 
     /// The Rollouts that name this object.
     pub fn naming(&self, named: Named, namespace: &str, name: &str) -> Vec<ObjectRef<Rollout>> {
-        self.naming_key(hash(named, namespace, name))
+        self.naming_key(key(named, namespace, name))
     }
 
     /// The Rollouts that name the object of this `key`.
@@ -137,11 +138,7 @@ struct Seen {
 /// an opaque one as its hash.
 fn version_number(version: Option<&str>) -> u64 {
     let version = version.unwrap_or_default();
-    version.parse().unwrap_or_else(|_| {
-        let mut h = DefaultHasher::new();
-        version.hash(&mut h);
-        h.finish()
-    })
+    version.parse().unwrap_or_else(|_| hash_of(version))
 }
 
 impl Versions {

@@ -18,6 +18,7 @@ use kube::api::DynamicObject;
 use serde_json::Value;
 
 use crate::api::{Phase, Rollout, RolloutStatus};
+use crate::index;
 use crate::kubernetes::{self, Applied, Objects};
 use crate::plan::Names;
 
@@ -31,25 +32,28 @@ pub struct Looks(Mutex<Memory>);
 
 #[derive(Default)]
 struct Memory {
-    looks: HashMap<String, Look>,
-    /// Per Rollout, how many changes the watches brought: a reconcile that read its
-    /// objects while one arrived must not keep what it read (the change may be missing).
-    changes: HashMap<String, u64>,
-    /// Per Rollout (hash of its key), a hash of the decisive part of the status the
-    /// Rollout watch last delivered: about 20 bytes per Rollout.
-    delivered: HashMap<u64, u64>,
+    /// Boxed: a `Look` is ~7 KB inline, and a map keeps the room of the most entries it
+    /// ever held (a takeover remembers thousands for a moment).
+    looks: HashMap<String, Box<Look>>,
+    /// The Rollouts remembered or in a reconcile: only theirs are followed.
+    followed: HashMap<String, Followed>,
 }
 
-fn hash_of(bytes: &[u8]) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
+/// What the watches brought of one Rollout while it is remembered or in a reconcile.
+#[derive(Default)]
+struct Followed {
+    /// How many changes of its objects: a reconcile that read its objects while one
+    /// arrived must not keep what it read (the change may be missing).
+    changes: u64,
+    /// The decisive part (hashed) of the status the store holds: what the Rollout watch
+    /// delivered last, or the copy the reconcile was given.
+    stored: u64,
+    reconciling: bool,
 }
 
 /// What tells two statuses apart for `Looks::delivered`: their decisive parts.
 fn decisive_hash(status: &RolloutStatus) -> u64 {
-    hash_of(&serde_json::to_vec(&status.decisive_part()).unwrap_or_default())
+    index::hash_of(&serde_json::to_vec(&status.decisive_part()).unwrap_or_default())
 }
 
 struct Look {
@@ -104,7 +108,7 @@ pub struct Resumed {
     pub written: RolloutStatus,
     /// The Rollout's objects as last known, when still fresh.
     pub kept: Option<Kept>,
-    /// `Memory::changes` when the reconcile began.
+    /// `Followed::changes` when the reconcile began.
     pub changes: u64,
 }
 
@@ -140,16 +144,14 @@ impl Kept {
         let objects = &mut self.objects;
         match *change {
             Change::Deployment(name, d) => {
-                let slot = match name {
-                    n if n == self.names.target => &mut objects.target,
-                    n if n == self.names.canary => &mut objects.canary,
+                let (slot, keep): (_, fn(Deployment) -> Deployment) = match name {
+                    n if n == self.names.target => (&mut objects.target, kubernetes::stripped),
+                    n if n == self.names.canary => (&mut objects.canary, kubernetes::canary_kept),
                     _ => return true,
                 };
                 match d {
                     None => *slot = None,
-                    Some(d) if deployment_later(Some(d), slot.as_ref()) => {
-                        *slot = Some(kubernetes::stripped(d.clone()))
-                    }
+                    Some(d) if deployment_later(Some(d), slot.as_ref()) => *slot = Some(keep(d.clone())),
                     Some(_) => return false,
                 }
             }
@@ -174,6 +176,26 @@ impl Kept {
     }
 }
 
+impl Memory {
+    fn forget_look(&mut self, key: &str) {
+        self.looks.remove(key);
+        shrink_when_sparse(&mut self.looks);
+    }
+
+    fn unfollow(&mut self, key: &str) {
+        self.followed.remove(key);
+        shrink_when_sparse(&mut self.followed);
+    }
+}
+
+/// Gives back the room a burst (a takeover, many releases at once) left unused: a map
+/// does not shrink by itself.
+fn shrink_when_sparse<V>(map: &mut HashMap<String, V>) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 fn lock(looks: &Looks) -> std::sync::MutexGuard<'_, Memory> {
     looks.0.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -187,8 +209,15 @@ impl Looks {
     pub fn resume(&self, key: &str, rollout: &Rollout, stored: &RolloutStatus, names: &Watched) -> Resumed {
         let mut memory = lock(self);
         let uid = rollout.uid().unwrap_or_default();
-        // Counted from now on, until `remember` (or the echo of the status) ends it.
-        let changes = *memory.changes.entry(key.to_string()).or_insert(0);
+        // Followed from now on, until `remember` (or the echo of the status) ends it. A
+        // delivery the Rollout watch brought while it was followed is at least as recent
+        // as the copy the reconcile was given.
+        let followed = memory.followed.entry(key.to_string()).or_insert_with(|| Followed {
+            stored: decisive_hash(stored),
+            ..Followed::default()
+        });
+        followed.reconciling = true;
+        let changes = followed.changes;
         match memory.looks.get(key) {
             Some(look) if look.uid == uid => Resumed {
                 status: look.decided.clone(),
@@ -217,10 +246,10 @@ impl Looks {
             Some(kept) => kept.take(change),
             None => true,
         };
-        // Counted only for a Rollout remembered or in a reconcile: counting every
-        // Rollout a change wakes would keep an entry for each of 10,000 idle ones.
-        if let Some(n) = memory.changes.get_mut(key).filter(|_| news) {
-            *n += 1;
+        // Counted only for a Rollout followed: counting every Rollout a change wakes
+        // would keep an entry for each of 10,000 idle ones.
+        if let Some(followed) = memory.followed.get_mut(key).filter(|_| news) {
+            followed.changes += 1;
         }
         news
     }
@@ -231,14 +260,21 @@ impl Looks {
     /// each Rollout taken over would stay remembered until something woke it: maybe
     /// never, 10,000 of them after a takeover.)
     pub fn delivered(&self, key: &str, status: Option<&RolloutStatus>) {
-        let default = RolloutStatus::default();
-        let status = decisive_hash(status.unwrap_or(&default));
         let mut memory = lock(self);
-        memory.delivered.insert(hash_of(key.as_bytes()), status);
-        let Some(look) = memory.looks.get(key) else { return };
-        if !under_analysis(&look.decided) && decisive_hash(&look.written) == status {
-            // `changes` stays: a reconcile of this Rollout may be in flight.
-            memory.looks.remove(key);
+        // Most deliveries are of Rollouts not followed (at a takeover, 10,000 of them):
+        // those cost one lookup.
+        let Some(followed) = memory.followed.get_mut(key) else {
+            return;
+        };
+        followed.stored = decisive_hash(status.unwrap_or(&RolloutStatus::default()));
+        let (stored, reconciling) = (followed.stored, followed.reconciling);
+        let at_rest = |look: &Look| !under_analysis(&look.decided) && decisive_hash(&look.written) == stored;
+        if memory.looks.get(key).is_some_and(|look| at_rest(look)) {
+            memory.forget_look(key);
+            // A reconcile in flight still needs its count of changes.
+            if !reconciling {
+                memory.unfollow(key);
+            }
         }
     }
 
@@ -258,17 +294,16 @@ impl Looks {
             look.objects = None;
         }
         // Reconciles in flight read before the list: what they read is not kept.
-        for n in memory.changes.values_mut() {
-            *n += 1;
+        for followed in memory.followed.values_mut() {
+            followed.changes += 1;
         }
     }
 
     /// Forgets a Rollout (deleted).
     pub fn forget(&self, key: &str) {
         let mut memory = lock(self);
-        memory.looks.remove(key);
-        memory.changes.remove(key);
-        memory.delivered.remove(&hash_of(key.as_bytes()));
+        memory.forget_look(key);
+        memory.unfollow(key);
     }
 
     /// Remembers a decision while the Rollout is under analysis, and after it until the
@@ -276,24 +311,25 @@ impl Looks {
     /// stored status would decide the same transition again (a takeover taken twice).
     pub fn remember(&self, key: &str, uid: &str, decided: &RolloutStatus, written: &RolloutStatus, memo: Memo) {
         let mut memory = lock(self);
-        let changed_meanwhile = memory.changes.get(key).copied().unwrap_or(0) != memo.changes;
+        let followed = memory.followed.entry(key.to_string()).or_default();
+        followed.reconciling = false;
+        let changed_meanwhile = followed.changes != memo.changes;
+        let in_store = followed.stored == decisive_hash(written);
         let under_analysis = under_analysis(decided);
-        let in_store = |status: &RolloutStatus| {
-            status.decisive_part() == memo.stored.decisive_part()
-                || memory.delivered.get(&hash_of(key.as_bytes())) == Some(&decisive_hash(status))
-        };
-        if !under_analysis && in_store(written) {
-            // The watch has what weir wrote (its echo may come before this call), and
+        if !under_analysis && in_store {
+            // The store has what weir wrote (its echo may come before this call), and
             // nothing is kept, so nothing a change could make stale.
-            memory.looks.remove(key);
-            memory.changes.remove(key);
+            memory.forget_look(key);
+            memory.unfollow(key);
             return;
         }
-        let fresh = || Look {
-            uid: uid.to_string(),
-            decided: RolloutStatus::default(),
-            written: RolloutStatus::default(),
-            objects: None,
+        let fresh = || {
+            Box::new(Look {
+                uid: uid.to_string(),
+                decided: RolloutStatus::default(),
+                written: RolloutStatus::default(),
+                objects: None,
+            })
         };
         let look = memory.looks.entry(key.to_string()).or_insert_with(fresh);
         if look.uid != uid {
@@ -332,9 +368,7 @@ fn under_analysis(decided: &RolloutStatus) -> bool {
 }
 
 /// What a reconcile read, for `Looks::remember`.
-pub struct Memo<'a> {
-    /// The status of the Rollout the reconcile was given (the watch's copy).
-    pub stored: &'a RolloutStatus,
+pub struct Memo {
     /// The objects as they are after the reconcile's writes; `None` when unknown (a
     /// write failed).
     pub kept: Option<Kept>,
@@ -348,7 +382,7 @@ impl Objects {
     pub fn record(&mut self, applied: Applied) {
         match applied {
             Applied::Target(d) => self.target = Some(kubernetes::stripped(d)),
-            Applied::Canary(d) => self.canary = d.map(kubernetes::stripped),
+            Applied::Canary(d) => self.canary = d.map(kubernetes::canary_kept),
             Applied::VirtualService(o) => self.virtual_service = Some(kubernetes::stripped_value(o)),
         }
     }
@@ -416,13 +450,30 @@ mod tests {
         assert!(!later(Some("a"), Some("a")));
     }
 
-    /// A reconcile that kept no objects, given `stored`.
-    fn nothing_read(stored: &RolloutStatus) -> Memo<'_> {
-        Memo {
-            stored,
+    /// The start of a reconcile of the Rollout `key` ("namespace/name"), given `stored`.
+    fn resume(looks: &Looks, key: &str, stored: &RolloutStatus) -> Resumed {
+        let (ns, name) = key.split_once('/').expect("namespace/name");
+        let rollout: Rollout = serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": name, "namespace": ns, "uid": "uid"},
+            "spec": {"targetRef": {"kind": "Deployment", "name": name},
+                     "trafficRouting": {"istio": {"virtualService": {"name": name}}},
+                     "steps": [{"weight": 50}], "analysis": {"metrics": []}}
+        }))
+        .expect("a Rollout");
+        let watched = Watched::of(&rollout, &Names::of(&rollout.spec), None);
+        looks.resume(key, &rollout, stored, &watched)
+    }
+
+    /// A reconcile of `key` that was given `stored`, kept no objects and decided and
+    /// wrote `decided`.
+    fn reconcile(looks: &Looks, key: &str, stored: &RolloutStatus, decided: &RolloutStatus) {
+        let resumed = resume(looks, key, stored);
+        let memo = Memo {
             kept: None,
-            changes: 0,
-        }
+            changes: resumed.changes,
+        };
+        looks.remember(key, "uid", decided, decided, memo);
     }
 
     #[test]
@@ -434,7 +485,7 @@ mod tests {
             message: "stable runs the template".into(),
             ..RolloutStatus::default()
         };
-        looks.remember("apps/web", "uid", &written, &written, nothing_read(&stored));
+        reconcile(&looks, "apps/web", &stored, &written);
         assert_eq!(looks.remembered(), [("apps".to_string(), "web".to_string())]);
         looks.delivered("apps/web", Some(&stored));
         assert_eq!(
@@ -448,22 +499,37 @@ mod tests {
         };
         looks.delivered("apps/web", Some(&echo));
         assert!(looks.remembered().is_empty(), "at rest, and the watch has it");
-
-        // The echo of the write came before the reconcile that made it remembered.
-        let other = RolloutStatus {
-            phase: Phase::RolledBack,
-            ..RolloutStatus::default()
-        };
-        looks.delivered("apps/db", Some(&other));
-        looks.remember("apps/db", "uid", &other, &other, nothing_read(&stored));
-        assert!(looks.remembered().is_empty(), "the watch had it already");
+        assert!(lock(&looks).followed.is_empty(), "nothing followed once forgotten");
 
         let progressing = RolloutStatus {
             phase: Phase::Progressing,
             ..RolloutStatus::default()
         };
-        looks.remember("apps/api", "uid", &progressing, &progressing, nothing_read(&stored));
+        reconcile(&looks, "apps/api", &stored, &progressing);
         looks.delivered("apps/api", Some(&progressing));
         assert_eq!(looks.remembered().len(), 1, "under analysis: remembered");
+    }
+
+    #[test]
+    fn an_echo_that_comes_before_the_reconcile_ends_counts() {
+        let looks = Looks::default();
+        let stored = RolloutStatus::default();
+        let rolled_back = RolloutStatus {
+            phase: Phase::RolledBack,
+            ..RolloutStatus::default()
+        };
+        let resumed = resume(&looks, "apps/db", &stored);
+        // The reconcile wrote; the watch brings the write before `remember`.
+        looks.delivered("apps/db", Some(&rolled_back));
+        assert!(lock(&looks).followed.contains_key("apps/db"), "still in a reconcile");
+        let memo = Memo {
+            kept: None,
+            changes: resumed.changes,
+        };
+        looks.remember("apps/db", "uid", &rolled_back, &rolled_back, memo);
+        assert!(looks.remembered().is_empty(), "the watch had it already");
+        assert!(lock(&looks).followed.is_empty());
+        looks.delivered("apps/other", Some(&rolled_back));
+        assert!(lock(&looks).followed.is_empty(), "a Rollout not followed is not kept");
     }
 }
