@@ -304,7 +304,18 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
     ctx.looks.remember(&key, &uid, &decision.status, &written, memo);
     ctx.webhooks.ask(&rollout, &decision.asks);
     ctx.telemetry.record(&rollout, &status, &decision.status, now);
-    Ok(Requeue::requeue(decision.requeue_after))
+    Ok(Requeue::requeue(spread(decision.requeue_after, &uid)))
+}
+
+/// An idle Rollout's resync, put off by a fraction of it that is fixed per Rollout (from
+/// its uid): the Rollouts a takeover reconciled within a few minutes come back spread
+/// over a third of the resync period, not all at once.
+fn spread(requeue_after: Duration, uid: &str) -> Duration {
+    if requeue_after < engine::IDLE_RESYNC {
+        return requeue_after;
+    }
+    let third = engine::IDLE_RESYNC.as_millis() as u64 / 3;
+    requeue_after + Duration::from_millis(index::hash_of(uid) % third.max(1))
 }
 
 /// The finalizer's cleanup: all traffic back on stable (written as an intent first),
@@ -862,6 +873,22 @@ fn routing_triggers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_resyncs_are_spread_and_steps_are_not() {
+        let step = Duration::from_secs(5);
+        assert_eq!(spread(step, "a"), step, "a look due is never put off");
+        let idle = engine::IDLE_RESYNC;
+        let spread_of = |uid: &str| spread(idle, uid) - idle;
+        assert_eq!(spread_of("a"), spread_of("a"), "fixed per Rollout");
+        let offsets: Vec<Duration> = (0..100).map(|i| spread_of(&format!("uid-{i}"))).collect();
+        assert!(offsets.iter().all(|o| *o < idle / 3));
+        let (min, max) = (offsets.iter().min(), offsets.iter().max());
+        assert!(
+            max.zip(min).is_some_and(|(max, min)| *max - *min > idle / 4),
+            "spread over the third"
+        );
+    }
 
     #[test]
     fn ready_once_synced_and_unhealthy_only_when_reconciles_stop_ending() {
