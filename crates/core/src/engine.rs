@@ -191,11 +191,10 @@ pub struct AnalysisRequest {
 }
 
 /// Resync when nothing is due: watches bring every change sooner, so this is a safety
-/// net only; Argo Rollouts' default resync is the same. A resync of an idle Rollout reads
-/// its objects (four GETs): at 10,000 Rollouts every 5 minutes that was 130 GETs/s on
-/// the API server, beside the releases. The controller spreads each Rollout's resync
-/// over up to a third more (`controller::spread`), so a takeover's thousands do not come
-/// back in one wave.
+/// net only (Argo Rollouts' default resync is the same). A resync of an idle Rollout
+/// reads its objects (four GETs): at 10,000 Rollouts every 5 minutes, as before, that
+/// was 130 GETs/s on the API server beside the releases. The controller resyncs idle
+/// Rollouts by a sweep, evenly over this period, not with a timer each.
 pub const IDLE_RESYNC: Duration = Duration::from_secs(15 * 60);
 /// While the Deployment rolls out (promotion), look again this often besides its watch events.
 const ROLLOUT_POLL: Duration = Duration::from_secs(30);
