@@ -184,7 +184,7 @@ pub fn pause_requested(rollout: &Rollout) -> bool {
 
 /// The objects one Rollout depends on, as read from the API server (or kept current by
 /// the watches, see `controller::Looks`). `None`: not found.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Objects {
     pub target: Option<Deployment>,
     pub canary: Option<Deployment>,

@@ -309,7 +309,7 @@ impl Sample {
 }
 
 /// Credentials from the Rollout's Secret.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Auth {
     #[default]
     None,
