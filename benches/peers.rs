@@ -273,16 +273,6 @@ fn secs(from: Timestamp, to: Timestamp) -> f64 {
     to.duration_since(from).as_secs_f64()
 }
 
-/// "median / p99 / max" of a list of seconds.
-fn spread(mut v: Vec<f64>) -> String {
-    if v.is_empty() {
-        return "—".into();
-    }
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    format!("{:.1} / {:.1} / {:.1} s", at(0.5), at(0.99), v[v.len() - 1])
-}
-
 async fn wait_until<F>(what: &str, limit: Duration, mut done: F) -> Result<(), Error>
 where
     F: FnMut() -> bool,
@@ -318,6 +308,8 @@ struct Turn {
     served_per_app: f64,
     /// CPU-seconds of the cluster's processes and Prometheus while they released.
     cluster_cpu: String,
+    /// The API server's time per request of the controller (but watches).
+    server_time: String,
 }
 
 struct Bed<'a> {
@@ -448,7 +440,8 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
     if let Err(e) = finished {
         eprintln!("{}: {e} (measuring what finished)", peer.name());
     }
-    let (requests, writes, kinds) = devcluster::audited_requests(&bed.cluster.audit_log(), ns, from, to)?;
+    let audited = devcluster::audited_requests(&bed.cluster.audit_log(), ns, from, to)?;
+    let (requests, writes, kinds) = (audited.all, audited.writes, audited.kinds);
     let bad_after = bed.mesh_served(ns, &peer.canary_workload(&bad));
     let (outcomes, first_shift, lateness, bad_rollback) = {
         let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -483,12 +476,13 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
         requests_by_kind,
         promoted: outcomes.iter().filter(|o| **o == Some(true)).count(),
         rolled_back: outcomes.iter().filter(|o| **o == Some(false)).count(),
-        first_shift: spread(first_shift),
-        lateness: spread(lateness),
+        first_shift: devcluster::spread_of(first_shift, "s"),
+        lateness: devcluster::spread_of(lateness, "s"),
         bad_rollback,
         bad_failed: bad_after.1 - bad_before.1,
         served_per_app: served,
         cluster_cpu,
+        server_time: devcluster::spread_of(audited.server_ms, "ms"),
     })
 }
 
@@ -636,6 +630,9 @@ fn print_table(n: usize, settings: &Settings, turns: &[(Peer, Turn)]) {
             .unwrap_or_else(|| "not rolled back".into())
     });
     row("broken canary: failed requests served", &|t| t.bad_failed.to_string());
+    row("the API server's time per request, median / p99 / max", &|t| {
+        t.server_time.clone()
+    });
     row(
         &format!(
             "requests served per app per second while they release (set: {})",

@@ -230,20 +230,10 @@ fn millis(from: Timestamp, to: Timestamp) -> f64 {
     to.duration_since(from).as_secs_f64() * 1000.0
 }
 
-/// "median / p99 / max (n)" of a list of milliseconds.
-fn spread(mut v: Vec<f64>) -> String {
-    if v.is_empty() {
-        return "no samples".into();
-    }
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    format!(
-        "{:.0} / {:.0} / {:.0} ms (n={})",
-        at(0.5),
-        at(0.99),
-        v[v.len() - 1],
-        v.len()
-    )
+/// "median / p99 / max ms (n)" of a list of milliseconds.
+fn spread(v: Vec<f64>) -> String {
+    let n = v.len();
+    format!("{} (n={n})", devcluster::spread_of(v, "ms"))
 }
 
 async fn wait_until<F, Fut>(what: &str, limit: Duration, mut done: F) -> Result<(), weir_testkit::Error>
@@ -514,8 +504,13 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
         "| weir's reconciles while they progress (mean time each) | {n:.0} ({:.0} ms) |",
         seconds * 1000.0 / n.max(1.0)
     );
-    let (_, _, kinds) = devcluster::audited_requests(&cluster.audit_log(), "peer-weir", releases_from, releases_to)?;
-    let kinds: Vec<String> = kinds
+    let audited = devcluster::audited_requests(&cluster.audit_log(), "peer-weir", releases_from, releases_to)?;
+    println!(
+        "| the API server's time per request of weir, but watches (audit log; median / p99 / max) | {} |",
+        devcluster::spread_of(audited.server_ms, "ms")
+    );
+    let kinds: Vec<String> = audited
+        .kinds
         .iter()
         .map(|(kind, n)| format!("{kind} {:.1}", *n as f64 / releases))
         .collect();

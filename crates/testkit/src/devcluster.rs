@@ -699,16 +699,24 @@ pub fn usage(pid: u32) -> Option<(f64, f64)> {
     Some((rss_kb / 1024.0, ticks / 100.0))
 }
 
-/// Requests the API server's audit log holds for `user`, received in [from, to]: all,
-/// writes, and how many of each verb and resource.
-pub fn audited_requests(
-    log: &Path,
-    user: &str,
-    from: jiff::Timestamp,
-    to: jiff::Timestamp,
-) -> Result<(u64, u64, BTreeMap<String, u64>), Error> {
+/// What the API server's audit log holds of one identity's requests over a time.
+#[derive(Default)]
+pub struct Audited {
+    pub all: u64,
+    pub writes: u64,
+    /// How many of each verb and resource ("get deployments", "patch rollouts/status").
+    pub kinds: BTreeMap<String, u64>,
+    /// The API server's time for each request but watches (received → response
+    /// complete), in ms: what a controller waits on the API server.
+    pub server_ms: Vec<f64>,
+}
+
+/// Requests the API server's audit log holds for `user`, received in [from, to].
+pub fn audited_requests(log: &Path, user: &str, from: jiff::Timestamp, to: jiff::Timestamp) -> Result<Audited, Error> {
     let text = std::fs::read_to_string(log)?;
-    let (mut all, mut writes, mut kinds) = (0, 0, BTreeMap::new());
+    let mut audited = Audited::default();
+    let time =
+        |entry: &serde_json::Value, field: &str| entry[field].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
     for line in text.lines() {
         let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -716,15 +724,19 @@ pub fn audited_requests(
         if entry.pointer("/user/username").and_then(serde_json::Value::as_str) != Some(user) {
             continue;
         }
-        let at = entry["requestReceivedTimestamp"]
-            .as_str()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-        if !at.is_some_and(|t| t >= from && t <= to) {
+        let received = time(&entry, "requestReceivedTimestamp");
+        let Some(received) = received.filter(|t| *t >= from && *t <= to) else {
             continue;
+        };
+        audited.all += 1;
+        let verb = entry["verb"].as_str().unwrap_or("?");
+        if matches!(verb, "create" | "update" | "patch" | "delete") {
+            audited.writes += 1;
         }
-        all += 1;
-        if matches!(entry["verb"].as_str(), Some("create" | "update" | "patch" | "delete")) {
-            writes += 1;
+        if let Some(done) = time(&entry, "stageTimestamp").filter(|_| verb != "watch") {
+            audited
+                .server_ms
+                .push(done.duration_since(received).as_secs_f64() * 1000.0);
         }
         let resource = entry
             .pointer("/objectRef/resource")
@@ -733,14 +745,25 @@ pub fn audited_requests(
         let sub = entry
             .pointer("/objectRef/subresource")
             .and_then(serde_json::Value::as_str);
-        let verb = entry["verb"].as_str().unwrap_or("?");
         let kind = match sub {
             Some(sub) => format!("{verb} {resource}/{sub}"),
             None => format!("{verb} {resource}"),
         };
-        *kinds.entry(kind).or_insert(0) += 1;
+        *audited.kinds.entry(kind).or_insert(0) += 1;
     }
-    Ok((all, writes, kinds))
+    Ok(audited)
+}
+
+/// "median / p99 / max unit" of a list; milliseconds whole, anything else to a tenth.
+pub fn spread_of(mut v: Vec<f64>, unit: &str) -> String {
+    if v.is_empty() {
+        return "—".into();
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    let digits = if unit == "ms" { 0 } else { 1 };
+    let (median, p99, max) = (at(0.5), at(0.99), v[v.len() - 1]);
+    format!("{median:.digits$} / {p99:.digits$} / {max:.digits$} {unit}")
 }
 
 pub fn which(name: &str) -> Option<PathBuf> {
