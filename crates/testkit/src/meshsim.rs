@@ -498,13 +498,13 @@ fn send(routes: &[Vec<Destination>], rps: f64, tick: Duration, rng: &mut StdRng,
             .map(|d| (0..=d.groups.len()).map(|_| Default::default()).collect())
             .collect();
         for _ in 0..n {
-            let (d, dest) = pick_destination(dests, rng.random_range(0..total));
+            let (d, dest) = pick(dests, |d| d.weight, rng.random_range(0..total));
             let pods: u32 = dest.groups.iter().map(|g| g.pods).sum();
             if pods == 0 {
                 tallies[d][dest.groups.len()][1].add(0.1);
                 continue;
             }
-            let (g, group) = pick_group(&dest.groups, rng.random_range(0..pods));
+            let (g, group) = pick(&dest.groups, |g| g.pods, rng.random_range(0..pods));
             let (latency, failed) = outcome(&group.profile, rng);
             tallies[d][g][usize::from(failed)].add(latency);
         }
@@ -514,24 +514,16 @@ fn send(routes: &[Vec<Destination>], rps: f64, tick: Duration, rng: &mut StdRng,
     }
 }
 
-fn pick_destination(dests: &[Destination], mut pick: u32) -> (usize, &Destination) {
-    for (i, d) in dests.iter().enumerate() {
-        if pick < d.weight {
-            return (i, d);
+/// The item a draw `pick` in [0, total weight) falls on, and its index; `items` is
+/// not empty.
+fn pick<T>(items: &[T], weight: fn(&T) -> u32, mut pick: u32) -> (usize, &T) {
+    for (i, item) in items.iter().enumerate() {
+        if pick < weight(item) {
+            return (i, item);
         }
-        pick -= d.weight;
+        pick -= weight(item);
     }
-    (dests.len() - 1, &dests[dests.len() - 1])
-}
-
-fn pick_group(groups: &[Group], mut pick: u32) -> (usize, &Group) {
-    for (i, g) in groups.iter().enumerate() {
-        if pick < g.pods {
-            return (i, g);
-        }
-        pick -= g.pods;
-    }
-    (groups.len() - 1, &groups[groups.len() - 1])
+    (items.len() - 1, &items[items.len() - 1])
 }
 
 /// A request's latency in ms (log-normal with the profile's p50 and p99) and whether it
