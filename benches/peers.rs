@@ -6,8 +6,8 @@
 //!
 //! For each size N and each controller: N apps in a namespace of their own (one
 //! Deployment each, one replica, `WEIR_PEERS_RPS` requests/s through its VirtualService,
-//! default 100: the bench prints how many were served, which at 1,000 apps on two cores
-//! is far fewer); the
+//! default 100: the bench prints how many were served, all of them at 1,000 apps on two
+//! cores since the simulator counts per tick); the
 //! controller started out of cluster with its own identity, watching only that namespace;
 //! once it has taken every app over, every app is bumped (spread over one step), app 0
 //! to a version that fails 30 % of its requests. Both judge the same bounds (success rate
