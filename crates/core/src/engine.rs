@@ -156,8 +156,9 @@ pub struct Decision {
     pub actions: Vec<Action>,
     pub status: RolloutStatus,
     pub events: Vec<Event>,
-    /// When to look again if nothing is watched changes.
-    pub requeue_after: Duration,
+    /// When to look again if nothing watched changes; `None`: nothing is due (a timer
+    /// per idle Rollout would be waste: the controller resyncs idle ones by a sweep).
+    pub requeue_after: Option<Duration>,
     /// Deletion only: traffic is on stable, the canary drained, the Deployment let go of;
     /// the finalizer may be removed.
     pub released: bool,
@@ -190,12 +191,6 @@ pub struct AnalysisRequest {
     pub interval: Duration,
 }
 
-/// Resync when nothing is due: watches bring every change sooner, so this is a safety
-/// net only (Argo Rollouts' default resync is the same). A resync of an idle Rollout
-/// reads its objects (four GETs): at 10,000 Rollouts every 5 minutes, as before, that
-/// was 130 GETs/s on the API server beside the releases. The controller resyncs idle
-/// Rollouts by a sweep, evenly over this period, not with a timer each.
-pub const IDLE_RESYNC: Duration = Duration::from_secs(15 * 60);
 /// While the Deployment rolls out (promotion), look again this often besides its watch events.
 const ROLLOUT_POLL: Duration = Duration::from_secs(30);
 /// The condition that says whether a release window lets the rollout go on.
@@ -402,10 +397,7 @@ impl Decider {
             _ => None,
         };
         s.state = self.state;
-        let requeue_after = self
-            .wake
-            .map(|t| until(self.now, t).max(Duration::from_millis(100)))
-            .unwrap_or(IDLE_RESYNC);
+        let requeue_after = self.wake.map(|t| until(self.now, t).max(Duration::from_millis(100)));
         Decision {
             actions: self.actions,
             status: self.status,

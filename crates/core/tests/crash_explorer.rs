@@ -86,7 +86,8 @@ fn run(index: usize, crash_before_write: Option<usize>, outage: Duration) -> Run
         (scenario.during)(&mut sim);
         let wait = sim.reconcile();
         sim.cluster_settles();
-        sim.now += jiff::SignedDuration::try_from(wait.min(Duration::from_secs(5))).unwrap();
+        let wait = wait.map_or(Duration::from_secs(5), |w| w.min(Duration::from_secs(5)));
+        sim.now += jiff::SignedDuration::try_from(wait).unwrap();
     }
     let mut weights = sim.weights_written.clone();
     weights.dedup();

@@ -75,6 +75,18 @@ fn looks_between_steps_write_nothing() {
 }
 
 #[test]
+fn a_rollout_at_rest_asks_for_no_timer_and_one_under_analysis_does() {
+    let mut sim = Sim::new(&spec(""));
+    assert_eq!(sim.reconcile(), None, "at rest: nothing is due until something changes");
+    sim.bump(NEW);
+    sim.run_until(minutes(5), |s| s.status.current_step.is_some());
+    let due = sim.reconcile().expect("under analysis, a look is due");
+    assert!(due <= minutes(1), "looked at again within the step: {due:?}");
+    sim.run_until(minutes(30), phase_is(Phase::Succeeded));
+    assert_eq!(sim.reconcile(), None, "promoted: nothing is due");
+}
+
+#[test]
 fn the_sequential_judge_ends_healthy_steps_early_but_not_before_min_dwell() {
     let mut sim = Sim::new(&spec("  sequential: {minDwell: 30s}"));
     sim.bump(NEW);

@@ -305,7 +305,8 @@ impl Sim {
 
     /// One reconcile: decide from the status in memory (the stored one after a restart),
     /// then make the decision's writes in order, unless the controller is killed first.
-    pub fn reconcile(&mut self) -> Duration {
+    /// Returns when the engine asks to look again (`None`: nothing due).
+    pub fn reconcile(&mut self) -> Option<Duration> {
         if !self.memory {
             self.status = self.stored.clone();
         }
@@ -323,7 +324,7 @@ impl Sim {
                 self.memory = false;
                 self.hooks_called.clear();
                 self.hook_answers.clear();
-                return Duration::from_secs(1);
+                return Some(Duration::from_secs(1));
             }
             self.writes_made += 1;
             match write {
@@ -476,7 +477,7 @@ impl Sim {
             if done(self) {
                 break;
             }
-            let wait = wait.min(Duration::from_secs(5));
+            let wait = wait.map_or(Duration::from_secs(5), |w| w.min(Duration::from_secs(5)));
             self.now += jiff::SignedDuration::try_from(wait).unwrap();
         }
     }
