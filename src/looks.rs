@@ -94,12 +94,29 @@ impl Packed {
 }
 
 /// Changes the kept objects of `look` with `change`; its answer, or `None` when nothing
-/// is kept (or what was kept could not be read back, and is dropped).
-fn change_kept<R>(look: &mut Look, change: impl FnOnce(&mut Kept) -> R) -> Option<R> {
-    let mut kept = look.objects.as_ref()?.kept();
-    let answer = kept.as_mut().map(change);
-    look.objects = kept.and_then(Packed::of);
-    answer
+/// is kept (or what was kept could not be read back, and is dropped). Packed again only
+/// when `changed` says the answer changed them: most watched changes are echoes.
+fn change_kept<R>(look: &mut Look, change: impl FnOnce(&mut Kept) -> R, changed: impl FnOnce(&R) -> bool) -> Option<R> {
+    let Some(mut kept) = look.objects.as_ref()?.kept() else {
+        look.objects = None;
+        return None;
+    };
+    let answer = change(&mut kept);
+    if changed(&answer) {
+        look.objects = Packed::of(kept);
+    }
+    Some(answer)
+}
+
+/// What a watched change was to a Rollout's kept objects.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Taken {
+    /// A newer version of a kept object, now kept.
+    In,
+    /// The version kept or an older one: an echo of weir's own write, no news.
+    Echo,
+    /// Not one of the kept objects.
+    Other,
 }
 
 /// A Rollout's objects and what they were read for.
@@ -179,19 +196,19 @@ impl Kept {
     /// Takes a watched change in, when it is one of these objects and newer than the one
     /// kept. Says whether it was new: an echo of weir's own write (the version its answer
     /// already brought) or an older version is not.
-    fn take(&mut self, change: &Change) -> bool {
+    fn take(&mut self, change: &Change) -> Taken {
         let objects = &mut self.objects;
         match *change {
             Change::Deployment(name, d) => {
                 let (slot, keep): (_, fn(Deployment) -> Deployment) = match name {
                     n if n == self.names.target => (&mut objects.target, kubernetes::stripped),
                     n if n == self.names.canary => (&mut objects.canary, kubernetes::canary_kept),
-                    _ => return true,
+                    _ => return Taken::Other,
                 };
                 match d {
                     None => *slot = None,
                     Some(d) if deployment_later(Some(d), slot.as_ref()) => *slot = Some(keep(d.clone())),
-                    Some(_) => return false,
+                    Some(_) => return Taken::Echo,
                 }
             }
             Change::VirtualService(name, o) | Change::DestinationRule(name, o) => {
@@ -200,18 +217,18 @@ impl Kept {
                     Change::DestinationRule(..) if Some(name) == self.names.destination_rule.as_deref() => {
                         &mut objects.destination_rule
                     }
-                    _ => return true,
+                    _ => return Taken::Other,
                 };
                 match o {
                     None => *slot = None,
                     Some(o) if later(o.resource_version().as_deref(), slot.as_ref().and_then(version_of)) => {
                         *slot = routing_value(o)
                     }
-                    Some(_) => return false,
+                    Some(_) => return Taken::Echo,
                 }
             }
         }
-        true
+        Taken::In
     }
 }
 
@@ -284,8 +301,8 @@ impl Looks {
         let news = memory
             .looks
             .get_mut(key)
-            .and_then(|look| change_kept(look, |kept| kept.take(change)))
-            .unwrap_or(true);
+            .and_then(|look| change_kept(look, |kept| kept.take(change), |t| *t == Taken::In))
+            .is_none_or(|t| t != Taken::Echo);
         // Counted only for a Rollout followed: counting every Rollout a change wakes
         // would keep an entry for each of 10,000 idle ones.
         if let Some(followed) = memory.followed.get_mut(key).filter(|_| news) {
@@ -393,7 +410,7 @@ impl Looks {
     /// watch is then no news (it wakes nothing).
     pub fn record(&self, key: &str, applied: &Applied) {
         if let Some(look) = lock(self).looks.get_mut(key) {
-            change_kept(look, |kept| kept.objects.record_if_later(applied));
+            change_kept(look, |kept| kept.objects.record_if_later(applied), |newer| *newer);
         }
     }
 }
@@ -428,8 +445,9 @@ impl Objects {
         }
     }
 
-    /// Like `record`, unless the watch already brought a later version.
-    fn record_if_later(&mut self, applied: &Applied) {
+    /// Like `record`, unless the watch already brought a later version; says whether it
+    /// recorded.
+    fn record_if_later(&mut self, applied: &Applied) -> bool {
         let newer = match applied {
             Applied::Target(d) => deployment_later(Some(d), self.target.as_ref()),
             Applied::Canary(Some(d)) => deployment_later(Some(d), self.canary.as_ref()),
@@ -439,6 +457,7 @@ impl Objects {
         if newer {
             self.record(applied.clone());
         }
+        newer
     }
 }
 
