@@ -25,10 +25,11 @@ image:
 krew:
 	./image/krew.sh
 
-# weir beside Flagger on one local cluster (benches/peers.rs); not part of `make test`.
+# weir beside Flagger and Argo Rollouts on one local cluster (benches/peers.rs); not part
+# of `make test`.
 # Sizes: WEIR_PEERS_CANARIES=100,1000 make peers. Everything is built first (the network
 # is needed for that); the bench then runs in a network namespace of its own that has
-# only loopback, since Flagger's metrics server listens on every interface.
+# only loopback, since Flagger's and Argo's servers listen on every interface.
 peers:
 	./testcluster/prepare.sh --no-build
 	./testcluster/build.sh >/dev/null

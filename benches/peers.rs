@@ -1,22 +1,24 @@
-//! weir beside Flagger on the same local cluster, the same Prometheus and the same mesh
-//! simulator traffic, one after the other in one run. `make peers` runs it (it builds
-//! Flagger first; see `testcluster/peers.sh`), or:
+//! weir beside Flagger and Argo Rollouts on the same local cluster, the same Prometheus
+//! and the same mesh simulator traffic, one after the other in one run. `make peers`
+//! runs it (it builds both peers first; see `testcluster/peers.sh`), or:
 //!
 //!   WEIR_PEERS_CANARIES=100,1000 cargo bench --bench peers
 //!
-//! For each size N and each controller: N apps in a namespace of their own (one
-//! Deployment each, one replica, `WEIR_PEERS_RPS` requests/s through its VirtualService,
-//! default 100: the bench prints how many were served, all of them at 1,000 apps on two
-//! cores since the simulator counts per tick); the
-//! controller started out of cluster with its own identity, watching only that namespace;
-//! once it has taken every app over, every app is bumped (spread over one step), app 0
-//! to a version that fails 30 % of its requests. Both judge the same bounds (success rate
-//! ≥ 99 %, p99 ≤ 500 ms) over steps 10/25/50/100 % of `WEIR_PEERS_STEP` (default 20 s);
-//! Flagger with `threshold` `WEIR_PEERS_THRESHOLD` (default 5, its tutorials' value) and
-//! metric windows of 1 m, weir with its default judge. The namespace is deleted before
-//! the next controller's turn, so each runs against the same load.
+//! (`WEIR_PEERS=weir,flagger,argo` picks the controllers and their order.) For each size
+//! N and each controller: N apps in a namespace of their own (one Deployment each, one
+//! replica, `WEIR_PEERS_RPS` requests/s through its VirtualService, default 100: the
+//! bench prints how many were served); the controller started out of cluster with its
+//! own identity, watching only that namespace; once it has taken every app over, every
+//! app is bumped (spread over one step), app 0 to a version that fails 30 % of its
+//! requests. All judge the same bounds (success rate ≥ 99 %, p99 ≤ 500 ms) over steps
+//! 10/25/50/100 % of `WEIR_PEERS_STEP` (default 20 s): Flagger with `threshold`
+//! `WEIR_PEERS_THRESHOLD` (default 5, its tutorials' value) and metric windows of 1 m;
+//! Argo Rollouts taking the Deployment over by `workloadRef`, routing by the same
+//! DestinationRule subsets, with an inline analysis after each step (1-m windows, its
+//! default `failureLimit` 0); weir with its default judge. The namespace is deleted
+//! before the next controller's turn, so each runs against the same load.
 //!
-//! Measured from outside both: RSS (from /proc), CPU-seconds (utime + stime), API
+//! Measured from outside all three: RSS (from /proc), CPU-seconds (utime + stime), API
 //! requests (the API server's audit log, per identity), weights (a watch of the
 //! VirtualServices), failed requests (the mesh simulator's count for the canary's
 //! workload). Without `--bench` (as `cargo test --all-targets` runs it) it does nothing.
@@ -48,6 +50,8 @@ struct Settings {
     threshold: u32,
     /// Requests per second the mesh simulator sends each app.
     rps: f64,
+    /// The controllers measured, in this order.
+    peers: Vec<Peer>,
 }
 
 impl Settings {
@@ -62,6 +66,11 @@ impl Settings {
             step: Duration::from_secs(var("WEIR_PEERS_STEP").and_then(|v| v.parse().ok()).unwrap_or(20)),
             threshold: var("WEIR_PEERS_THRESHOLD").and_then(|v| v.parse().ok()).unwrap_or(5),
             rps: var("WEIR_PEERS_RPS").and_then(|v| v.parse().ok()).unwrap_or(100.0),
+            peers: var("WEIR_PEERS")
+                .unwrap_or_else(|| "weir,flagger,argo".into())
+                .split(',')
+                .filter_map(|s| Peer::ALL.into_iter().find(|p| p.key() == s.trim()))
+                .collect(),
         }
     }
 }
@@ -70,19 +79,35 @@ impl Settings {
 enum Peer {
     Weir,
     Flagger,
+    Argo,
 }
 
 /// Where the peers' binaries are (testcluster/peers.sh).
 struct Builds {
     flagger: PathBuf,
     flagger_crds: PathBuf,
+    argo: PathBuf,
+    /// A directory of CRD manifests.
+    argo_crds: PathBuf,
 }
 
 impl Peer {
+    const ALL: [Peer; 3] = [Peer::Weir, Peer::Flagger, Peer::Argo];
+
+    /// How `WEIR_PEERS` names it.
+    fn key(self) -> &'static str {
+        match self {
+            Peer::Weir => "weir",
+            Peer::Flagger => "flagger",
+            Peer::Argo => "argo",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Peer::Weir => "weir",
             Peer::Flagger => "Flagger v1.44.0",
+            Peer::Argo => "Argo Rollouts v1.10.2",
         }
     }
 
@@ -90,23 +115,29 @@ impl Peer {
         match self {
             Peer::Weir => "peer-weir",
             Peer::Flagger => "peer-flagger",
+            Peer::Argo => "peer-argo",
         }
     }
 
-    /// The workload that serves the stable track's requests.
-    fn stable_workload(self, app: &str) -> String {
+    /// The workloads that serve an app's requests, both tracks.
+    fn workloads(self, app: &str) -> Vec<String> {
         match self {
-            Peer::Weir => app.to_string(),
-            Peer::Flagger => format!("{app}-primary"),
+            Peer::Weir => vec![app.to_string(), format!("{app}-canary")],
+            Peer::Flagger => vec![format!("{app}-primary"), app.to_string()],
+            // Both ReplicaSets belong to the Rollout: one workload, two versions.
+            Peer::Argo => vec![app.to_string()],
         }
     }
 
-    /// The workload that serves the canary's requests.
-    fn canary_workload(self, app: &str) -> String {
+    /// What serves the canary's requests: a workload, and a version of it when the
+    /// workload serves both tracks.
+    fn canary(self, app: &str) -> (String, Option<&'static str>) {
         match self {
-            Peer::Weir => format!("{app}-canary"),
+            Peer::Weir => (format!("{app}-canary"), None),
             // Flagger's canary is the user's own Deployment; `-primary` serves stable.
-            Peer::Flagger => app.to_string(),
+            Peer::Flagger => (app.to_string(), None),
+            // Labelled by the Rollout's `canaryMetadata`.
+            Peer::Argo => (app.to_string(), Some("canary")),
         }
     }
 
@@ -142,31 +173,72 @@ impl Peer {
                 deployment(&format!("app: {app}")),
                 settings.threshold
             ),
+            Peer::Argo => format!(
+                "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: {ns}}}\nspec: {{selector: {{app: {app}}}, ports: [{{name: http, port: 80}}]}}\n\
+                 ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {app}, namespace: {ns}}}\n\
+                 spec: {{host: {app}, subsets: [{{name: stable}}, {{name: canary}}]}}\n\
+                 ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {app}, namespace: {ns}}}\n\
+                 spec: {{hosts: [{app}], http: [{{name: primary, route: [{{destination: {{host: {app}, subset: stable}}, weight: 100}}, {{destination: {{host: {app}, subset: canary}}, weight: 0}}]}}]}}\n\
+                 ---\n{}\n",
+                deployment(&format!("app: {app}")),
+                argo_rollout(ns, app, settings)
+            ),
         }
     }
 
-    /// Every app taken over and at rest, by its status phase.
+    /// Objects the apps of a namespace share, as YAML.
+    fn shared(self, ns: &str, prometheus: &str) -> Option<String> {
+        (self == Peer::Argo).then(|| argo_analysis(ns, prometheus))
+    }
+
+    /// The phase of a release as its status tells it. Argo's `Healthy` is both "at rest"
+    /// and "promoted": told apart by the stable ReplicaSet's hash, which promotion changes.
+    fn phase_of(self, o: &DynamicObject) -> Option<String> {
+        let status = o.data.get("status")?;
+        let phase = status.get("phase")?.as_str()?;
+        if self != Peer::Argo {
+            return Some(phase.to_string());
+        }
+        if status.get("abort").and_then(Value::as_bool) == Some(true) {
+            return Some("Aborted".into());
+        }
+        let stable = status.get("stableRS").and_then(Value::as_str);
+        match (phase, stable) {
+            ("Healthy", Some(rs)) if status.get("currentPodHash").and_then(Value::as_str) == Some(rs) => {
+                Some(format!("Healthy {rs}"))
+            }
+            ("Healthy", _) => Some("Progressing".into()),
+            _ => Some(phase.to_string()),
+        }
+    }
+
+    /// Every app taken over and at rest, by its phase (`phase_of`).
     fn at_rest(self, phase: &str) -> bool {
         match self {
             Peer::Weir => phase == "Healthy",
             Peer::Flagger => phase == "Initialized",
+            Peer::Argo => phase.starts_with("Healthy "),
         }
     }
 
-    /// A release over: Some(true) promoted, Some(false) rolled back.
-    fn outcome(self, phase: &str) -> Option<bool> {
+    /// A release over: Some(true) promoted, Some(false) rolled back; `rest` is the
+    /// phase the app had before the bump.
+    fn outcome(self, phase: &str, rest: Option<&str>) -> Option<bool> {
         match (self, phase) {
             (Peer::Weir, "Succeeded") | (Peer::Flagger, "Succeeded") => Some(true),
-            (Peer::Weir, "RolledBack") | (Peer::Flagger, "Failed") => Some(false),
+            (Peer::Weir, "RolledBack") | (Peer::Flagger, "Failed") | (Peer::Argo, "Aborted") => Some(false),
+            (Peer::Argo, p) if p.starts_with("Healthy ") && Some(p) != rest => Some(true),
             _ => None,
         }
     }
 
     fn resource(self) -> ApiResource {
-        match self {
-            Peer::Weir => ApiResource::from_gvk(&GroupVersionKind::gvk("weir.dev", "v1alpha1", "Rollout")),
-            Peer::Flagger => ApiResource::from_gvk(&GroupVersionKind::gvk("flagger.app", "v1beta1", "Canary")),
-        }
+        let (group, version, kind) = match self {
+            Peer::Weir => ("weir.dev", "v1alpha1", "Rollout"),
+            Peer::Flagger => ("flagger.app", "v1beta1", "Canary"),
+            Peer::Argo => ("argoproj.io", "v1alpha1", "Rollout"),
+        };
+        ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
     }
 
     fn start(self, cluster: &LocalCluster, builds: &Builds, prometheus: &str) -> Result<Process, Error> {
@@ -205,8 +277,106 @@ impl Peer {
                 ],
                 cluster.dir(),
             ),
+            // Its health and metrics servers listen on every interface too (see above).
+            Peer::Argo => devcluster::spawn(
+                "argo-rollouts",
+                &builds.argo,
+                &[
+                    format!("--kubeconfig={}", kubeconfig.display()),
+                    "--namespaced".into(),
+                    format!("--namespace={ns}"),
+                    "--leader-elect=false".into(),
+                    format!("--healthzPort={}", devcluster::free_port()?),
+                    format!("--metricsPort={}", devcluster::free_port()?),
+                    "--istio-api-version=v1".into(),
+                    "--loglevel=info".into(),
+                ],
+                cluster.dir(),
+            ),
         }
     }
+}
+
+/// An Argo Rollout that takes the app's Deployment over (`workloadRef`, as Argo's
+/// migration guide does; the bump still patches the Deployment) and routes by the
+/// DestinationRule's subsets, as weir does: steps 10/25/50/100 %, each held one step
+/// length and then judged by an analysis (inline, so that no step is taken without a
+/// passing one, as weir and Flagger do; a background analysis would not hold the steps).
+fn argo_rollout(ns: &str, app: &str, settings: &Settings) -> String {
+    let pause = json!({"pause": {"duration": format!("{}s", settings.step.as_secs())}});
+    let analysis = json!({"analysis": {
+        "templates": [{"templateName": "success-and-latency"}],
+        "args": [{"name": "app", "value": app}],
+    }});
+    let steps: Vec<Value> = STEPS
+        .iter()
+        .flat_map(|w| [json!({"setWeight": w}), pause.clone(), analysis.clone()])
+        .collect();
+    let rollout = json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": app, "namespace": ns},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": app}},
+            "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app, "scaleDown": "onsuccess"},
+            "progressDeadlineSeconds": 600,
+            "strategy": {"canary": {
+                // Tells the two tracks' pods apart in Istio's `destination_version`.
+                "canaryMetadata": {"labels": {"version": "canary"}},
+                "stableMetadata": {"labels": {"version": "stable"}},
+                "trafficRouting": {"istio": {
+                    "virtualService": {"name": app, "routes": ["primary"]},
+                    "destinationRule": {"name": app, "canarySubsetName": "canary", "stableSubsetName": "stable"},
+                }},
+                "steps": steps,
+            }},
+        },
+    });
+    rollout.to_string()
+}
+
+/// The bounds the others judge, as an Argo AnalysisTemplate: each metric measured once,
+/// over the last minute of the canary's requests (Flagger's window); one failed
+/// measurement fails the step and aborts the release (Argo's default `failureLimit` 0:
+/// Flagger's `threshold` has no equivalent for an inline analysis).
+fn argo_analysis(ns: &str, prometheus: &str) -> String {
+    let canary = format!(
+        "reporter=\"destination\",destination_workload_namespace=\"{ns}\",destination_workload=\"{{{{args.app}}}}\",destination_version=\"canary\""
+    );
+    let metric = |name: &str, query: String, condition: &str| {
+        json!({
+            "name": name,
+            "count": 1,
+            "successCondition": condition,
+            "provider": {"prometheus": {"address": prometheus, "query": query}},
+        })
+    };
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "success-and-latency", "namespace": ns},
+        "spec": {
+            "args": [{"name": "app"}],
+            "metrics": [
+                metric(
+                    "request-success-rate",
+                    format!(
+                        "sum(rate(istio_requests_total{{{canary},response_code!~\"5.*\"}}[1m])) / sum(rate(istio_requests_total{{{canary}}}[1m]))"
+                    ),
+                    "result[0] >= 0.99",
+                ),
+                metric(
+                    "request-duration",
+                    format!(
+                        "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{{{canary}}}[1m])) by (le))"
+                    ),
+                    "result[0] <= 500",
+                ),
+            ],
+        },
+    })
+    .to_string()
 }
 
 /// What the bench's watches saw of one namespace, each stamped when it arrived.
@@ -259,10 +429,10 @@ fn watch(client: &Client, peer: Peer, seen: Arc<Mutex<Seen>>) -> Vec<tokio::task
     .applied_objects()
     .for_each(move |o| {
         if let Ok(o) = o
-            && let Some(phase) = o.data.pointer("/status/phase").and_then(Value::as_str)
+            && let Some(phase) = peer.phase_of(&o)
         {
             let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-            seen.phases.insert(o.name_any(), phase.to_string());
+            seen.phases.insert(o.name_any(), phase);
         }
         futures::future::ready(())
     });
@@ -329,6 +499,9 @@ async fn create_apps(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<(), Error> {
         &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
     )
     .await?;
+    if let Some(yaml) = peer.shared(ns, bed.prometheus) {
+        devcluster::apply_yaml(&bed.client, &yaml).await?;
+    }
     futures::stream::iter(0..n)
         .map(|i| {
             let yaml = peer.app(ns, &app_name(i), bed.settings);
@@ -409,10 +582,11 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
     })
     .await?;
     let takeover = started.elapsed().as_secs_f64();
+    let rest = phases(&seen);
     tokio::time::sleep(Duration::from_secs(15)).await;
     let (rss_idle, cpu_takeover) = devcluster::usage(pid).unwrap_or_default();
     let bad = app_name(BAD_APP);
-    let bad_before = bed.mesh_served(ns, &peer.canary_workload(&bad));
+    let bad_before = bed.canary_served(peer, &bad);
 
     let (served_before, cpu_before) = (bed.all_served(peer, n), bed.cpu_seconds());
     let from = Timestamp::now();
@@ -420,7 +594,11 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
     let limit = bed.settings.step * 12 + Duration::from_secs(600);
     let finished = wait_until("every release over", limit, || {
         let p = phases(&seen);
-        (0..n).all(|i| p.get(&app_name(i)).is_some_and(|ph| peer.outcome(ph).is_some()))
+        (0..n).all(|i| {
+            let app = app_name(i);
+            p.get(&app)
+                .is_some_and(|ph| peer.outcome(ph, rest.get(&app).map(String::as_str)).is_some())
+        })
     })
     .await;
     let to = Timestamp::now();
@@ -442,11 +620,15 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
     }
     let audited = devcluster::audited_requests(&bed.cluster.audit_log(), ns, from, to)?;
     let (requests, writes, kinds) = (audited.all, audited.writes, audited.kinds);
-    let bad_after = bed.mesh_served(ns, &peer.canary_workload(&bad));
+    let bad_after = bed.canary_served(peer, &bad);
     let (outcomes, first_shift, lateness, bad_rollback) = {
         let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
         let outcomes: Vec<Option<bool>> = (0..n)
-            .map(|i| seen.phases.get(&app_name(i)).and_then(|p| peer.outcome(p)))
+            .map(|i| {
+                let app = app_name(i);
+                let rest = rest.get(&app).map(String::as_str);
+                seen.phases.get(&app).and_then(|p| peer.outcome(p, rest))
+            })
             .collect();
         let (first_shift, lateness) = timings(&seen, &bumped, bed.settings.step);
         (
@@ -464,7 +646,7 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
         .map(|(k, n)| format!("{k} {:.1}", *n as f64 / releases))
         .collect::<Vec<_>>()
         .join(", ");
-    delete_namespace(&bed.client, ns).await?;
+    delete_namespace(&bed.client, peer).await?;
     Ok(Turn {
         takeover,
         rss_idle,
@@ -492,8 +674,7 @@ impl Bed<'_> {
         let t = self.mesh.telemetry.lock().unwrap_or_else(|e| e.into_inner());
         let ns = peer.namespace();
         let apps = (0..n).map(app_name);
-        apps.map(|a| t.served(ns, &peer.stable_workload(&a)).0 + t.served(ns, &peer.canary_workload(&a)).0)
-            .sum()
+        apps.flat_map(|a| peer.workloads(&a)).map(|w| t.served(ns, &w).0).sum()
     }
 
     /// CPU-seconds so far of each process of the cluster, and of Prometheus.
@@ -504,9 +685,11 @@ impl Bed<'_> {
         used
     }
 
-    fn mesh_served(&self, ns: &str, workload: &str) -> (u64, u64) {
+    /// (requests, 5xx) the canary of `app` served so far.
+    fn canary_served(&self, peer: Peer, app: &str) -> (u64, u64) {
         let t = self.mesh.telemetry.lock().unwrap_or_else(|e| e.into_inner());
-        t.served(ns, workload)
+        let (workload, version) = peer.canary(app);
+        t.served_by(peer.namespace(), &workload, version)
     }
 }
 
@@ -548,11 +731,11 @@ fn rollback_time(seen: &Seen, app: &str, bump: Option<&Timestamp>) -> Option<f64
     None
 }
 
-async fn delete_namespace(client: &Client, ns: &str) -> Result<(), Error> {
+async fn delete_namespace(client: &Client, peer: Peer) -> Result<(), Error> {
+    let ns = peer.namespace();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     // The controller is gone: its finalizers would hold the namespace forever.
-    let rollouts = ApiResource::from_gvk(&GroupVersionKind::gvk("weir.dev", "v1alpha1", "Rollout"));
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &rollouts);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &peer.resource());
     if let Ok(list) = api.list(&Default::default()).await {
         for r in list.items {
             let patch = json!({"metadata": {"finalizers": null}});
@@ -590,12 +773,14 @@ fn builds() -> Result<Builds, Error> {
     Ok(Builds {
         flagger: value("FLAGGER")?,
         flagger_crds: value("FLAGGER_CRDS")?,
+        argo: value("ARGO")?,
+        argo_crds: value("ARGO_CRDS")?,
     })
 }
 
 fn print_table(n: usize, settings: &Settings, turns: &[(Peer, Turn)]) {
     println!(
-        "\nweir vs Flagger: {n} canaries each, steps {STEPS:?} x {}s, one broken canary (30 % errors); Flagger threshold {}",
+        "\nweir and its peers: {n} canaries each, steps {STEPS:?} x {}s, one broken canary (30 % errors); Flagger threshold {}",
         settings.step.as_secs(),
         settings.threshold
     );
@@ -653,11 +838,15 @@ async fn run(settings: Settings) -> Result<(), Error> {
         let cluster = LocalCluster::start(&bin).await?;
         let client = cluster.client().await?;
         let repo = devcluster::repo_dir();
-        for file in [
+        let argo_crds = std::fs::read_dir(&builds.argo_crds)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().is_some_and(|f| f != "kustomization.yaml"));
+        let crds = [
             repo.join("testcluster/istio-crds.yaml"),
             repo.join("crds/rollout.yaml"),
             builds.flagger_crds.clone(),
-        ] {
+        ];
+        for file in crds.into_iter().chain(argo_crds) {
             devcluster::apply_yaml(&client, &std::fs::read_to_string(file)?).await?;
         }
         let mut config = MeshConfig::from_yaml(&std::fs::read_to_string(repo.join("testcluster/mesh.yaml"))?)?;
@@ -677,7 +866,7 @@ async fn run(settings: Settings) -> Result<(), Error> {
             settings: &settings,
         };
         let mut turns = Vec::new();
-        for peer in [Peer::Weir, Peer::Flagger] {
+        for &peer in &settings.peers {
             eprintln!("{}: {n} canaries ...", peer.name());
             turns.push((peer, turn(&bed, peer, n).await?));
         }

@@ -116,10 +116,15 @@ impl Telemetry {
 
     /// (requests, 5xx) served by a workload.
     pub fn served(&self, namespace: &str, workload: &str) -> (u64, u64) {
-        let of = self
-            .requests
-            .iter()
-            .filter(|(k, _)| k.namespace == namespace && k.workload == workload);
+        self.served_by(namespace, workload, None)
+    }
+
+    /// (requests, 5xx) served by a workload's pods of one version (`version` label), or
+    /// all of them.
+    pub fn served_by(&self, namespace: &str, workload: &str, version: Option<&str>) -> (u64, u64) {
+        let of = self.requests.iter().filter(|(k, _)| {
+            k.namespace == namespace && k.workload == workload && version.is_none_or(|v| k.version == v)
+        });
         of.fold((0, 0), |(n, e), (k, c)| (n + c, e + if k.code >= 500 { *c } else { 0 }))
     }
 
@@ -275,8 +280,14 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The workload a pod belongs to, as Istio names it: its ReplicaSet without the template
+/// hash (a Deployment's, or an Argo Rollout's: the two name the hash label apart).
 fn workload_of(pod: &Pod) -> String {
-    let hash = pod.labels().get("pod-template-hash").cloned().unwrap_or_default();
+    let labels = pod.labels();
+    let hash = labels
+        .get("pod-template-hash")
+        .or_else(|| labels.get("rollouts-pod-template-hash"));
+    let hash = hash.cloned().unwrap_or_default();
     pod.owner_references()
         .iter()
         .find(|o| o.kind == "ReplicaSet")
@@ -578,6 +589,27 @@ mod tests {
         assert_eq!(c.profile_for_image("nginxdemos/hello:0.4-bad").error_ratio, 0.05);
         assert_eq!(c.profile_for_image("registry:5000/hello:bad").error_ratio, 0.05);
         assert_eq!(c.profile_for_image("nginxdemos/hello:0.4").error_ratio, 0.001);
+    }
+
+    #[test]
+    fn a_pods_workload_is_its_replica_sets_name_without_the_template_hash() {
+        let pod = |hash_label: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {
+                    "name": "web-7d9f-x1",
+                    "labels": {hash_label: "7d9f"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f", "uid": "u"}],
+                },
+            }))
+            .unwrap()
+        };
+        assert_eq!(workload_of(&pod("pod-template-hash")), "web", "a Deployment's");
+        assert_eq!(
+            workload_of(&pod("rollouts-pod-template-hash")),
+            "web",
+            "an Argo Rollout's"
+        );
+        assert_eq!(workload_of(&pod("other")), "web-7d9f", "a bare ReplicaSet's");
     }
 
     #[test]
