@@ -194,8 +194,8 @@ fn routing_value(o: &DynamicObject) -> Option<Value> {
 
 impl Kept {
     /// Takes a watched change in, when it is one of these objects and newer than the one
-    /// kept. Says whether it was new: an echo of weir's own write (the version its answer
-    /// already brought) or an older version is not.
+    /// kept, and says which it was: an echo of weir's own write (the version its answer
+    /// already brought) or an older version is no news.
     fn take(&mut self, change: &Change) -> Taken {
         let objects = &mut self.objects;
         match *change {
