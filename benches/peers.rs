@@ -151,18 +151,27 @@ impl Peer {
                  \x20   spec: {{containers: [{{name: app, image: \"hello:1\"}}]}}\n"
             )
         };
+        // Service, DestinationRule (its subsets given) and VirtualService, as weir and Argo
+        // route: by subset, all on stable.
+        let routing = |subsets: &str| {
+            format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: {ns}}}\nspec: {{selector: {{app: {app}}}, ports: [{{name: http, port: 80}}]}}\n\
+                 ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {app}, namespace: {ns}}}\n\
+                 spec: {{host: {app}, subsets: {subsets}}}\n\
+                 ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {app}, namespace: {ns}}}\n\
+                 spec: {{hosts: [{app}], http: [{{name: primary, route: [{{destination: {{host: {app}, subset: stable}}, weight: 100}}, {{destination: {{host: {app}, subset: canary}}, weight: 0}}]}}]}}\n"
+            )
+        };
         match self {
             Peer::Weir => format!(
-                "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: {ns}}}\nspec: {{selector: {{app: {app}}}, ports: [{{name: http, port: 80}}]}}\n\
-                 ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {app}, namespace: {ns}}}\n\
-                 spec: {{host: {app}, subsets: [{{name: stable, labels: {{weir.dev/track: stable}}}}, {{name: canary, labels: {{weir.dev/track: canary}}}}]}}\n\
-                 ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {app}, namespace: {ns}}}\n\
-                 spec: {{hosts: [{app}], http: [{{route: [{{destination: {{host: {app}, subset: stable}}, weight: 100}}, {{destination: {{host: {app}, subset: canary}}, weight: 0}}]}}]}}\n\
-                 ---\napiVersion: weir.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: {app}, namespace: {ns}}}\n\
+                "{}{}---\napiVersion: weir.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: {app}, namespace: {ns}}}\n\
                  spec:\n  targetRef: {{kind: Deployment, name: {app}}}\n  trafficRouting: {{istio: {{virtualService: {{name: {app}}}, destinationRule: {{name: {app}, stableSubset: stable, canarySubset: canary}}}}}}\n\
                  \x20 steps: [{{weight: 10}}, {{weight: 25}}, {{weight: 50}}, {{weight: 100}}]\n  progressDeadline: 10m\n  scaleDownDelay: 1s\n\
                  \x20 analysis:\n    interval: {step}\n    metrics:\n      - {{name: request-success-rate, min: 99}}\n      - {{name: request-duration, quantile: 0.99, max: 500ms}}\n",
-                deployment(&format!("app: {app}, weir.dev/track: stable"))
+                deployment(&format!("app: {app}, weir.dev/track: stable")),
+                routing(
+                    "[{name: stable, labels: {weir.dev/track: stable}}, {name: canary, labels: {weir.dev/track: canary}}]"
+                )
             ),
             Peer::Flagger => format!(
                 "{}---\napiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {{name: {app}, namespace: {ns}}}\n\
@@ -173,14 +182,11 @@ impl Peer {
                 deployment(&format!("app: {app}")),
                 settings.threshold
             ),
+            // Argo labels the subsets with its ReplicaSets' hashes itself.
             Peer::Argo => format!(
-                "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: {ns}}}\nspec: {{selector: {{app: {app}}}, ports: [{{name: http, port: 80}}]}}\n\
-                 ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {app}, namespace: {ns}}}\n\
-                 spec: {{host: {app}, subsets: [{{name: stable}}, {{name: canary}}]}}\n\
-                 ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {app}, namespace: {ns}}}\n\
-                 spec: {{hosts: [{app}], http: [{{name: primary, route: [{{destination: {{host: {app}, subset: stable}}, weight: 100}}, {{destination: {{host: {app}, subset: canary}}, weight: 0}}]}}]}}\n\
-                 ---\n{}\n",
+                "{}{}---\n{}\n",
                 deployment(&format!("app: {app}")),
+                routing("[{name: stable}, {name: canary}]"),
                 argo_rollout(ns, app, settings)
             ),
         }
