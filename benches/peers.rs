@@ -20,8 +20,9 @@
 //!
 //! Measured from outside all three: RSS (from /proc), CPU-seconds (utime + stime), API
 //! requests (the API server's audit log, per identity), weights (a watch of the
-//! VirtualServices), failed requests (the mesh simulator's count for the canary's
-//! workload). Without `--bench` (as `cargo test --all-targets` runs it) it does nothing.
+//! VirtualServices), the canary's readiness (a watch of what each controller reads for
+//! it: weir's and Flagger's canary Deployment, Argo's canary ReplicaSet), failed requests
+//! (the mesh simulator's count for the canary's workload). Without `--bench` (as `cargo test --all-targets` runs it) it does nothing.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -247,6 +248,43 @@ impl Peer {
         ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
     }
 
+    /// What the controller reads to know its canary is ready: weir's and Flagger's canary
+    /// Deployment, Argo's canary ReplicaSet.
+    fn canary_workload(self) -> ApiResource {
+        match self {
+            Peer::Weir | Peer::Flagger => ApiResource::erase::<Deployment>(&()),
+            Peer::Argo => ApiResource::erase::<ReplicaSet>(&()),
+        }
+    }
+
+    /// The app whose canary `o` (of `canary_workload`) is, if it runs the bumped image and
+    /// has an available pod of it.
+    fn ready_canary_of(self, o: &DynamicObject) -> Option<String> {
+        let name = o.name_any();
+        let app = match self {
+            Peer::Weir => name.strip_suffix("-canary")?.to_string(),
+            // The user's own Deployment is Flagger's canary; `-primary` is stable.
+            Peer::Flagger if name.ends_with("-primary") => return None,
+            Peer::Flagger => name,
+            Peer::Argo => {
+                let hash = o.labels().get("rollouts-pod-template-hash")?;
+                name.strip_suffix(&format!("-{hash}"))?.to_string()
+            }
+        };
+        let image = o.data.pointer("/spec/template/spec/containers/0/image")?.as_str()?;
+        let count = |field: &str| {
+            o.data
+                .pointer(&format!("/status/{field}"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        // A Deployment's counts are of its new template only once it observed it.
+        let observed = o.data.pointer("/status/observedGeneration").and_then(Value::as_i64);
+        let current = self == Peer::Argo || observed == o.metadata.generation;
+        let updated = self == Peer::Argo || count("updatedReplicas") >= 1;
+        (image.starts_with("hello:2") && current && updated && count("availableReplicas") >= 1).then_some(app)
+    }
+
     fn start(self, cluster: &LocalCluster, builds: &Builds, prometheus: &str) -> Result<Process, Error> {
         let kubeconfig = cluster.kubeconfig_as(self.namespace())?;
         let ns = self.namespace();
@@ -396,6 +434,8 @@ struct Seen {
     /// Canary weight changes per app.
     weights: BTreeMap<String, Vec<(u32, Timestamp)>>,
     phases: BTreeMap<String, String>,
+    /// When each app's canary was first ready (`Peer::ready_canary_of`).
+    canary_ready: BTreeMap<String, Timestamp>,
 }
 
 /// The weight of the canary in a VirtualService: the destinations weir's subset or
@@ -432,6 +472,7 @@ fn watch(client: &Client, peer: Peer, seen: Arc<Mutex<Seen>>) -> Vec<tokio::task
         futures::future::ready(())
     });
     let resource = peer.resource();
+    let p = seen.clone();
     let phases = watcher::watcher(
         Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
         Default::default(),
@@ -442,12 +483,27 @@ fn watch(client: &Client, peer: Peer, seen: Arc<Mutex<Seen>>) -> Vec<tokio::task
         if let Ok(o) = o
             && let Some(phase) = peer.phase_of(&o)
         {
-            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            let mut seen = p.lock().unwrap_or_else(|e| e.into_inner());
             seen.phases.insert(o.name_any(), phase);
         }
         futures::future::ready(())
     });
-    vec![tokio::spawn(weights), tokio::spawn(phases)]
+    let canaries = watcher::watcher(
+        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &peer.canary_workload()),
+        Default::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(move |o| {
+        if let Ok(o) = o
+            && let Some(app) = peer.ready_canary_of(&o)
+        {
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.canary_ready.entry(app).or_insert_with(Timestamp::now);
+        }
+        futures::future::ready(())
+    });
+    vec![tokio::spawn(weights), tokio::spawn(phases), tokio::spawn(canaries)]
 }
 
 fn secs(from: Timestamp, to: Timestamp) -> f64 {
@@ -482,6 +538,8 @@ struct Turn {
     promoted: usize,
     rolled_back: usize,
     first_shift: String,
+    to_ready: String,
+    ready_to_shift: String,
     lateness: String,
     bad_rollback: Option<f64>,
     bad_failed: u64,
@@ -548,21 +606,29 @@ fn app_name(i: usize) -> String {
     format!("app-{i:04}")
 }
 
+/// Bumps every app, spread evenly over one step: each patch at its own time, without
+/// waiting for the ones before it (one after another they spread over minutes at 1,000
+/// through a loaded API server). Returns when each app's patch was sent.
 async fn bump_all(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<BTreeMap<String, Timestamp>, Error> {
     let deployments: Api<Deployment> = Api::namespaced(bed.client.clone(), peer.namespace());
     let gap = bed.settings.step / n.max(1) as u32;
-    let start = Instant::now();
-    let mut bumped = BTreeMap::new();
-    for i in 0..n {
-        let image = if i == BAD_APP { "hello:2-crash" } else { "hello:2" };
-        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
-        bumped.insert(app_name(i), Timestamp::now());
-        deployments
-            .patch(&app_name(i), &PatchParams::default(), &Patch::Strategic(patch))
-            .await?;
-        tokio::time::sleep_until((start + gap * (i as u32 + 1)).into()).await;
-    }
-    Ok(bumped)
+    let start = tokio::time::Instant::now();
+    let bump = |i: usize| {
+        let deployments = deployments.clone();
+        async move {
+            tokio::time::sleep_until(start + gap * i as u32).await;
+            let image = if i == BAD_APP { "hello:2-crash" } else { "hello:2" };
+            let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+            let sent = Timestamp::now();
+            deployments
+                .patch(&app_name(i), &PatchParams::default(), &Patch::Strategic(patch))
+                .await?;
+            Ok::<_, Error>((app_name(i), sent))
+        }
+    };
+    // In time order, so at most this many wait for their time or their answer at once.
+    let bumped = futures::stream::iter(0..n).map(bump).buffered(64);
+    bumped.collect::<Vec<_>>().await.into_iter().collect()
 }
 
 async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
@@ -632,7 +698,7 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
     let audited = devcluster::audited_requests(&bed.cluster.audit_log(), ns, from, to)?;
     let (requests, writes, kinds) = (audited.all, audited.writes, audited.kinds);
     let bad_after = bed.canary_served(peer, &bad);
-    let (outcomes, first_shift, lateness, bad_rollback) = {
+    let (outcomes, timings, bad_rollback) = {
         let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
         let outcomes: Vec<Option<bool>> = (0..n)
             .map(|i| {
@@ -641,11 +707,9 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
                 seen.phases.get(&app).and_then(|p| peer.outcome(p, rest))
             })
             .collect();
-        let (first_shift, lateness) = timings(&seen, &bumped, bed.settings.step);
         (
             outcomes,
-            first_shift,
-            lateness,
+            timings(&seen, &bumped, bed.settings.step),
             rollback_time(&seen, &bad, bumped.get(&bad)),
         )
     };
@@ -669,8 +733,10 @@ async fn turn(bed: &Bed<'_>, peer: Peer, n: usize) -> Result<Turn, Error> {
         requests_by_kind,
         promoted: outcomes.iter().filter(|o| **o == Some(true)).count(),
         rolled_back: outcomes.iter().filter(|o| **o == Some(false)).count(),
-        first_shift: devcluster::spread_of(first_shift, "s"),
-        lateness: devcluster::spread_of(lateness, "s"),
+        first_shift: devcluster::spread_of(timings.first_shift, "s"),
+        to_ready: devcluster::spread_of(timings.to_ready, "s"),
+        ready_to_shift: devcluster::spread_of(timings.ready_to_shift, "s"),
+        lateness: devcluster::spread_of(timings.lateness, "s"),
         bad_rollback,
         bad_failed: bad_after.1 - bad_before.1,
         served_per_app: served,
@@ -704,28 +770,43 @@ impl Bed<'_> {
     }
 }
 
-/// Bump → first canary weight; and each step's lateness: the time between two weight
-/// increases beyond the step's length (both controllers start a step's clock when they
-/// write its weight).
-fn timings(seen: &Seen, bumped: &BTreeMap<String, Timestamp>, step: Duration) -> (Vec<f64>, Vec<f64>) {
-    let (mut first, mut late) = (vec![], vec![]);
+/// Per app but the broken one, from the bench's watches.
+#[derive(Default)]
+struct Timings {
+    /// Bump → first canary weight.
+    first_shift: Vec<f64>,
+    /// The same split where the canary became ready: bump → ready (the controller's
+    /// reaction and the cluster's work on the canary's pod), ready → first weight.
+    to_ready: Vec<f64>,
+    ready_to_shift: Vec<f64>,
+    /// The time between two weight increases beyond the step's length (every controller
+    /// starts a step's clock when it writes its weight).
+    lateness: Vec<f64>,
+}
+
+fn timings(seen: &Seen, bumped: &BTreeMap<String, Timestamp>, step: Duration) -> Timings {
+    let mut t = Timings::default();
     for (app, bump) in bumped {
         if app == &app_name(BAD_APP) {
             continue;
         }
         let Some(changes) = seen.weights.get(app) else { continue };
         let after: Vec<&(u32, Timestamp)> = changes.iter().filter(|(_, t)| t >= bump).collect();
-        if let Some((_, t)) = after.iter().find(|(w, _)| *w > 0) {
-            first.push(secs(*bump, *t));
+        if let Some((_, first)) = after.iter().find(|(w, _)| *w > 0) {
+            t.first_shift.push(secs(*bump, *first));
+            if let Some(ready) = seen.canary_ready.get(app) {
+                t.to_ready.push(secs(*bump, *ready));
+                t.ready_to_shift.push(secs(*ready, *first));
+            }
         }
         for pair in after.windows(2) {
             let ((w0, t0), (w1, t1)) = (pair[0], pair[1]);
             if *w0 > 0 && w1 > w0 {
-                late.push(secs(*t0, *t1) - step.as_secs_f64());
+                t.lateness.push(secs(*t0, *t1) - step.as_secs_f64());
             }
         }
     }
-    (first, late)
+    t
 }
 
 /// Bump of the bad app → its canary weight back to 0 after it had some.
@@ -817,6 +898,13 @@ fn print_table(n: usize, settings: &Settings, turns: &[(Peer, Turn)]) {
     row("image bump → first traffic shift, median / p99 / max", &|t| {
         t.first_shift.clone()
     });
+    row("  of which bump → canary ready, median / p99 / max", &|t| {
+        t.to_ready.clone()
+    });
+    row(
+        "  of which canary ready → first traffic shift, median / p99 / max",
+        &|t| t.ready_to_shift.clone(),
+    );
     row("step longer than its length, median / p99 / max", &|t| {
         t.lateness.clone()
     });
