@@ -17,7 +17,7 @@ use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::api::{ROLLOUT_LABEL, Rollout, RolloutStatus};
@@ -200,9 +200,18 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
     ctx.health.ended();
     result.map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => finalizer_write_failed(e),
         other => Error::Invariant(other.to_string()),
     })
+}
+
+/// The finalizer patch tests the finalizers weir read before changing them; a 422 is
+/// that test failing (the patch is weir's own, always well-formed).
+fn finalizer_write_failed(e: kube::Error) -> Error {
+    match e {
+        kube::Error::Api(s) if s.code == 422 => Error::FinalizersChanged,
+        e => Error::Kube(e),
+    }
 }
 
 /// Observes what the decision needs: everything, when the spec can be planned; else as
@@ -543,13 +552,19 @@ pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> 
     if let Error::NotReleasedYet(wait) = error {
         return Requeue::requeue(*wait);
     }
-    warn!(rollout = %key_of(&rollout), %error, "reconcile failed; retrying");
     ctx.telemetry
         .reconciles
         .get_or_create(&ResultLabels { result: "error".into() })
         .inc();
-    // Conflicts and blips clear fast; a retry within a second keeps steps on time.
-    Requeue::requeue(Duration::from_millis(if error.is_conflict() { 200 } else { 2000 }))
+    // A conflict is a race with a change weir has not seen yet, not a failure: it clears
+    // as soon as the watch brings the change, so it is retried fast and said quietly.
+    if error.is_conflict() {
+        debug!(rollout = %key_of(&rollout), %error, "deciding again on a fresh read");
+        return Requeue::requeue(Duration::from_millis(200));
+    }
+    warn!(rollout = %key_of(&rollout), %error, "reconcile failed; retrying");
+    // Blips clear fast; a retry within a few seconds keeps steps near their time.
+    Requeue::requeue(Duration::from_secs(2))
 }
 
 async fn serve_http(addr: SocketAddr, ctx: Arc<Context>) -> Result<(), Error> {

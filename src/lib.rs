@@ -54,16 +54,22 @@ pub enum Error {
     /// cleanup comes back after this long.
     #[error("still handing back traffic and the Deployment; again in {0:?}")]
     NotReleasedYet(std::time::Duration),
+    /// The Rollout's finalizers on the server were not the ones weir read: the finalizer
+    /// patch's `test` failed, mostly because weir's cache had not yet seen weir's own
+    /// finalizer write when the next reconcile began. Decided again once it has.
+    #[error("the Rollout's finalizers changed since weir read them")]
+    FinalizersChanged,
 }
 
 impl Error {
-    /// Someone else changed the object between our read and our write: the API's
-    /// 409 Conflict (reason `Conflict`), or a JSON Patch whose `test` operation failed,
-    /// which the API server answers 422 with reason `Invalid` and a `testPatch` cause
-    /// (or, on older servers, 409): re-observe and decide again.
+    /// The object changed between weir's read and its write: the API's 409 Conflict
+    /// (reason `Conflict`), or the finalizer patch's failed `test` (`FinalizersChanged`;
+    /// the API server answers that 422 `Invalid`, which for any other write is a real
+    /// error). Re-observe and decide again.
     pub fn is_conflict(&self) -> bool {
         match self {
             Error::Kube(kube::Error::Api(s)) => s.code == 409 || s.reason == "Conflict",
+            Error::FinalizersChanged => true,
             _ => false,
         }
     }
