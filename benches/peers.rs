@@ -22,7 +22,8 @@
 //! requests (the API server's audit log, per identity), weights (a watch of the
 //! VirtualServices), the canary's readiness (a watch of what each controller reads for
 //! it: weir's and Flagger's canary Deployment, Argo's canary ReplicaSet), failed requests
-//! (the mesh simulator's count for the canary's workload). Without `--bench` (as `cargo test --all-targets` runs it) it does nothing.
+//! (the mesh simulator's count for the canary's workload). Without `--bench` (as
+//! `cargo test --all-targets` runs it) it does nothing.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
