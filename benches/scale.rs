@@ -481,6 +481,11 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
         all / steps_done
     );
     println!("| GETs (Deployments, VS, DR) per release | {:.0} |", reads / releases);
+    let own = gets_of_releases(&cluster.audit_log(), &active, releases_from, releases_to)?;
+    println!(
+        "| of which of the releasing Rollouts' own objects (audit log; the rest: idle Rollouts' resync) | {:.0} |",
+        own as f64 / releases
+    );
     let per_step = writes_per_step(&cluster.audit_log(), &active)?;
     println!(
         "| writes per step, between the first and the last step's weight (median / max) | {} |",
@@ -542,6 +547,38 @@ async fn reconciles(port: &str) -> (f64, f64) {
         value("weir_reconcile_duration_seconds_count").unwrap_or(0.0),
         value("weir_reconcile_duration_seconds_sum").unwrap_or(0.0),
     )
+}
+
+/// weir's GETs of the progressing Rollouts' own objects (target, canary, VirtualService
+/// and DestinationRule, all named after the app) between `from` and `to`, from the audit
+/// log, which records weir's requests alone.
+fn gets_of_releases(
+    log: &std::path::Path,
+    active: &[String],
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<u64, weir_testkit::Error> {
+    let active: std::collections::BTreeSet<&str> = active.iter().map(String::as_str).collect();
+    let mut gets = 0;
+    for line in std::fs::read_to_string(log)?.lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let at = e["requestReceivedTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        if e["verb"] != "get" || !at.is_some_and(|t| t >= from && t <= to) {
+            continue;
+        }
+        let name = e
+            .pointer("/objectRef/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default();
+        if active.contains(name.trim_end_matches("-canary")) {
+            gets += 1;
+        }
+    }
+    Ok(gets)
 }
 
 /// weir's writes for one Rollout's objects while it steps: after the VirtualService
