@@ -294,6 +294,25 @@ pub fn ramp_down(plan: &Plan, at: &CanaryAt, stable_available: i32) -> u32 {
     }
 }
 
+/// Where a step that passed at 0-based `index` goes: the next step, the same step when
+/// it passed below its weight (`spec.steps` changed mid-step: the weight is raised and
+/// judged again), or `None`: promotion.
+fn next_step(plan: &Plan, at: &CanaryAt, index: usize) -> Option<usize> {
+    let index = index.min(plan.last_step());
+    match at.weight < plan.step(index).weight {
+        true => Some(index),
+        false => (index < plan.last_step()).then_some(index + 1),
+    }
+}
+
+/// The release window a step that passed at `index` goes through.
+fn gate_after(plan: &Plan, at: &CanaryAt, index: usize) -> Gate {
+    match next_step(plan, at, index) {
+        Some(_) => Gate::Advance,
+        None => Gate::Promote,
+    }
+}
+
 /// Decide what to do for one Rollout.
 pub fn decide(
     plan: Result<&Plan, &[String]>,
@@ -429,10 +448,10 @@ impl Decider {
     fn set_weight(&mut self, weight: u32) {
         let earlier = self
             .actions
-            .iter()
-            .position(|a| matches!(a, Action::SetCanaryWeight(_)));
+            .iter_mut()
+            .find(|a| matches!(a, Action::SetCanaryWeight(_)));
         match earlier {
-            Some(i) => self.actions[i] = Action::SetCanaryWeight(weight),
+            Some(action) => *action = Action::SetCanaryWeight(weight),
             None if self.world_weight.is_some_and(|w| w != weight || self.routes_disagree) => {
                 self.actions.push(Action::SetCanaryWeight(weight))
             }
@@ -730,6 +749,8 @@ impl Decider {
         if at.weight > 0 && world.canary.as_ref().is_none_or(|c| c.pods.available == 0) {
             self.withdraw_from_lost_pods(&at);
         }
+        self.fit_to_steps(plan);
+        let Some(at) = self.at() else { return };
         if request == Some("promote") {
             let index = at.step as usize;
             self.event(
@@ -759,6 +780,53 @@ impl Decider {
             State::Scaling { .. } => self.scale(plan, target, world),
             _ => self.analyse(plan, target, world),
         }
+    }
+
+    /// `spec.steps` may change at any point of a release. The step in progress keeps its
+    /// index; past the new end it becomes the new last step. A weight in place above that
+    /// step's weight is lowered at once and the step starts over (taking traffic away needs
+    /// no verdict); a weight below it is raised only once the step's analysis passed at
+    /// the weight in place (`advance` stays on the step). So an edit never raises a weight
+    /// without a passing verdict and never reads a step that is not there.
+    fn fit_to_steps(&mut self, plan: &Plan) {
+        let Some(mut at) = self.at() else { return };
+        let index = (at.step as usize).min(plan.last_step());
+        let weight = plan.step(index).weight;
+        if index == at.step as usize && at.weight <= weight {
+            return;
+        }
+        let lowered = at.weight > weight;
+        let note = format!(
+            "spec.steps changed: the release is at step {}/{} ({weight}%){}",
+            index + 1,
+            plan.steps.len(),
+            match lowered {
+                true => format!("; canary weight lowered from {}% and the step starts over", at.weight),
+                false => String::new(),
+            }
+        );
+        at.step = index as u32;
+        if lowered {
+            at.weight = weight;
+        }
+        self.event(false, "StepsChanged", note);
+        // A lowered step starts over at its weight, analysed from now: the weight in place
+        // never passed there, so it is raised again only after a pass.
+        self.state = match self.state.clone() {
+            State::Paused { analysing, .. } => State::Paused {
+                at,
+                analysing: analysing || lowered,
+            },
+            State::Analysing { started, .. } if !lowered => State::Analysing { at, started },
+            State::Scaling { since, drain_until, .. } if !lowered => State::Scaling { at, since, drain_until },
+            _ => {
+                self.set_weight(at.weight);
+                let a = self.status.analysis.get_or_insert_with(AnalysisStatus::default);
+                a.passed_at = None;
+                a.next_check_at = Some(ts(after(self.now, plan.tick)));
+                State::Analysing { at, started: self.now }
+            }
+        };
     }
 
     /// The template went back to stable: the canary is cancelled and drains.
@@ -862,7 +930,7 @@ impl Decider {
     fn size_canary(&mut self, plan: &Plan, target: &TargetState) -> i32 {
         let Some(mut at) = self.at() else { return 1 };
         at.reference_replicas = at.reference_replicas.max(target.pods.desired);
-        let step = plan.steps[(at.step as usize).min(plan.steps.len() - 1)];
+        let step = plan.step(at.step as usize);
         let needed = Plan::canary_replicas(at.reference_replicas, step.weight);
         self.set_at(at);
         needed
@@ -878,7 +946,7 @@ impl Decider {
         let index = self.at().map(|a| a.step as usize).unwrap_or(0);
         let clock = StepClock {
             elapsed: until(since, self.now),
-            duration: plan.steps[index.min(plan.steps.len() - 1)].duration,
+            duration: plan.step(index).duration,
         };
         let judgement = self.judge(plan, readings, clock);
         let against = matches!(judgement.verdict, Verdict::Breach { .. } | Verdict::Error);
@@ -903,7 +971,7 @@ impl Decider {
         if let Some(reason) = self.rollback_requested(plan, &at, since) {
             return self.rollback(plan, target, None, None, String::new(), reason);
         }
-        let step = plan.steps[(at.step as usize).min(plan.steps.len() - 1)];
+        let step = plan.step(at.step as usize);
         let canary = world.canary.clone().unwrap_or_default();
         let drain_until = drain_until.map(|t| self.drain_from_now_if_weighted(t));
         if let Some(drain_until) = drain_until.filter(|t| *t > self.now)
@@ -980,7 +1048,7 @@ impl Decider {
             (Some(asking), _) => format!("step {step}/{steps}: canary pods ready, no traffic yet; {asking}"),
             (None, true) => format!(
                 "step {step}/{steps}: waiting for canary pods ({available} of {needed} available) before sending {}% of traffic",
-                plan.steps[(at.step as usize).min(steps - 1)].weight
+                plan.step(at.step as usize).weight
             ),
             (None, false) => {
                 format!("step {step}/{steps}: weir restarted; it raises no weight before a fresh look of the judge")
@@ -998,7 +1066,7 @@ impl Decider {
         let at = CanaryAt { weight, ..at };
         let first_look = match plan.judge {
             JudgeKind::Sequential => plan.tick,
-            JudgeKind::Threshold => plan.steps[at.step as usize].duration,
+            JudgeKind::Threshold => plan.step(at.step as usize).duration,
         };
         if let Some(a) = self.status.analysis.as_mut() {
             a.next_check_at = Some(ts(after(self.now, first_look)));
@@ -1041,11 +1109,14 @@ impl Decider {
             return self.rollback(plan, target, None, None, String::new(), reason);
         }
         let index = at.step as usize;
-        let step = plan.steps[index];
+        let step = plan.step(index);
         let due = after(started, step.duration);
         let deadline = after(due, plan.progress_deadline);
         let Some(readings) = &world.readings else {
             self.keep_weight(at.weight);
+            if self.restart_if_raised(plan, &at) {
+                return;
+            }
             let next = self
                 .status
                 .analysis
@@ -1059,18 +1130,53 @@ impl Decider {
             duration: step.duration,
         };
         let judgement = self.judge(plan, readings, clock);
-        if !matches!(judgement.verdict, Verdict::Breach { .. } | Verdict::Error) {
+        let against = matches!(judgement.verdict, Verdict::Breach { .. } | Verdict::Error);
+        if !against {
             self.status.judged_here = true;
         }
         self.keep_weight(at.weight);
+        if !against && self.restart_if_raised(plan, &at) {
+            return;
+        }
         let note = format!(
             "step {}/{} ({}%): {}",
             index + 1,
             plan.steps.len(),
-            step.weight,
+            at.weight,
             judgement.reason
         );
         self.act_on(plan, target, world, judgement, note, (due, deadline));
+    }
+
+    /// A step whose weight was not in place (weir restarted between writing the status
+    /// and writing the weight, and raises no weight before a fresh look) begins when the
+    /// weight is written: its clock restarts, so no look taken at the lower weight passes
+    /// the step.
+    fn restart_if_raised(&mut self, plan: &Plan, at: &CanaryAt) -> bool {
+        let raised = self.world_weight.is_some_and(|w| w < at.weight)
+            && self.actions.contains(&Action::SetCanaryWeight(at.weight));
+        if raised {
+            let first_look = match plan.judge {
+                JudgeKind::Sequential => plan.tick,
+                JudgeKind::Threshold => plan.step(at.step as usize).duration,
+            };
+            if let Some(a) = self.status.analysis.as_mut() {
+                a.next_check_at = Some(ts(after(self.now, first_look)));
+                a.passed_at = None;
+            }
+            self.wake_at(after(self.now, first_look));
+            self.status.message = format!(
+                "step {}/{}: canary weight {}% written again after a restart; the step's analysis starts now",
+                at.step + 1,
+                plan.steps.len(),
+                at.weight
+            );
+            self.state = State::Analysing {
+                at: at.clone(),
+                started: self.now,
+            };
+        }
+        raised
     }
 
     fn act_on(
@@ -1152,17 +1258,13 @@ impl Decider {
     /// A passed step gives way to the next step (or promotion) if its window is open;
     /// otherwise it waits.
     fn advance_within_windows(&mut self, plan: &Plan, target: &TargetState, world: &World, index: usize) {
-        let gate = if index + 1 < plan.steps.len() {
-            Gate::Advance
-        } else {
-            Gate::Promote
-        };
+        let Some(at) = self.at() else { return };
+        let gate = gate_after(plan, &at, index);
         let what = format!("step {}/{} passed", index + 1, plan.steps.len());
         if self.window_closed(plan, gate, &what) {
             return self.wait_for_window(plan, index, Some(gate));
         }
-        let Some(at) = self.at() else { return };
-        match self.hooks_say(plan, hooks::confirmation(plan, index), &at.canary, index as u32 + 1) {
+        match self.hooks_say(plan, hooks::confirmation(gate), &at.canary, index as u32 + 1) {
             Said::Yes => self.advance(plan, target, world, index),
             Said::No(reason) => self.rollback(plan, target, None, None, String::new(), reason),
             Said::Waiting(asking) => {
@@ -1317,9 +1419,9 @@ impl Decider {
             a.metrics.clear();
         }
         let Some(at) = self.at() else { return };
-        if index + 1 < plan.steps.len() {
+        if let Some(next) = next_step(plan, &at, index) {
             let next = CanaryAt {
-                step: index as u32 + 1,
+                step: next as u32,
                 ..at
             };
             self.state = State::Scaling {

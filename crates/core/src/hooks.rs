@@ -120,7 +120,7 @@ pub fn plan(field: &str, hooks: &[Webhook], errors: &mut Vec<String>) -> Vec<Hoo
         if !crate::plan::is_object_name(&hook.name) {
             errors.push(format!("{at}.name: {:?} is not a valid name", hook.name));
         }
-        if hooks[..i].iter().any(|h| h.name == hook.name) {
+        if hooks.iter().take(i).any(|h| h.name == hook.name) {
             errors.push(format!("{at}.name: {:?} appears twice", hook.name));
         }
         if let Err(e) = url_parts(&hook.url) {

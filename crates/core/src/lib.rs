@@ -8,6 +8,10 @@
 //! * `judge` — verdicts from metric readings.
 //! * `engine` — plan + status + observed world + `now` → actions, new status, Events.
 
+// Nothing a Rollout author writes may panic weir: spec-derived collections are read
+// with `get`, never indexed (issue 23's crash loop was `plan.steps[at.step]`).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
 pub mod engine;
 pub mod hooks;
 pub mod judge;

@@ -71,6 +71,25 @@ pub struct PlannedStep {
     pub duration: Duration,
 }
 
+impl Plan {
+    /// The step at 0-based `index`; past the end, the last step. `spec.steps` may shrink
+    /// while a release is at a later step (an edit, a GitOps sync): a release never reads
+    /// a step that is not there. A plan always has a step; a hand-built empty one reads
+    /// as a single step to 100 %.
+    pub fn step(&self, index: usize) -> PlannedStep {
+        let fallback = PlannedStep {
+            weight: 100,
+            duration: Duration::ZERO,
+        };
+        self.steps.get(index).or(self.steps.last()).copied().unwrap_or(fallback)
+    }
+
+    /// The index of the last step (0 for a hand-built plan without steps).
+    pub fn last_step(&self) -> usize {
+        self.steps.len().saturating_sub(1)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SequentialConfig {
     pub alpha: f64,
@@ -510,7 +529,7 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
     }
     let mut metrics: Vec<MetricPlan> = Vec::new();
     for (i, metric) in spec.analysis.metrics.iter().enumerate() {
-        if spec.analysis.metrics[..i].iter().any(|m| m.name == metric.name) {
+        if spec.analysis.metrics.iter().take(i).any(|m| m.name == metric.name) {
             errors.push(format!("{}.name: {} appears twice", metric_field(i), metric.name));
         }
         if let Some(m) = metric_plan(i, metric, &mut errors) {

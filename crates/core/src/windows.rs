@@ -80,7 +80,9 @@ fn parse_days(text: &str) -> Result<[bool; 7], String> {
         // A range may wrap past Sunday (Fri-Mon).
         let mut d = a;
         loop {
-            days[d] = true;
+            if let Some(day) = days.get_mut(d) {
+                *day = true;
+            }
             if d == b {
                 break;
             }
@@ -134,11 +136,12 @@ impl Window {
 
     fn contains(&self, local: DateTime) -> bool {
         let (day, t) = (day_index(local.weekday()), local.time());
+        let on = |day: usize| self.days.get(day % 7).copied().unwrap_or(false);
         match self.to {
-            None => self.days[day] && t >= self.from,
-            Some(to) if to > self.from => self.days[day] && t >= self.from && t < to,
+            None => on(day) && t >= self.from,
+            Some(to) if to > self.from => on(day) && t >= self.from && t < to,
             // Past midnight: the evening of a listed day, or the morning after one.
-            Some(to) => (self.days[day] && t >= self.from) || (self.days[(day + 6) % 7] && t < to),
+            Some(to) => (on(day) && t >= self.from) || (on(day + 6) && t < to),
         }
     }
 }

@@ -974,3 +974,57 @@ fn the_history_keeps_each_release_and_how_it_ended() {
     assert_eq!(condition(&sim, "Promoted").as_deref(), Some("False"));
     assert_eq!(sim.status.history[1].revision, NEW);
 }
+
+/// The spec the fixture has, with other steps.
+fn with_steps(steps: &str) -> plan::Plan {
+    let mut spec = spec("");
+    spec.steps = serde_yaml::from_str(steps).unwrap();
+    plan::plan(&spec).unwrap()
+}
+
+#[test]
+fn steps_shrunk_below_the_current_step_lower_the_weight_and_judge_the_new_last_step() {
+    // The crash loop of issue 23: a release at step 3 of 4 (50 %) whose steps are edited
+    // down to one entry. The release goes on at the new last step: the weight comes
+    // down to it at once, that step is analysed from the start, then promoted.
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    sim.run_until(minutes(30), |s| s.weight == 50);
+    sim.plan = with_steps("[{weight: 10}]");
+    sim.run_until(minutes(30), phase_is(Phase::Succeeded));
+    assert_eq!(sim.weights_written, vec![10, 25, 50, 10, 0]);
+    let changed = sim.events.iter().find(|e| e.reason == "StepsChanged").unwrap();
+    assert!(
+        changed.note.contains("step 1/1 (10%); canary weight lowered from 50%"),
+        "{}",
+        changed.note
+    );
+    let promoted_after = sim.events.iter().position(|e| e.reason == "Promoting").unwrap();
+    let lowered_at = sim.events.iter().position(|e| e.reason == "StepsChanged").unwrap();
+    let passed = sim.events[lowered_at..promoted_after]
+        .iter()
+        .any(|e| e.note.contains("step passed"));
+    assert!(passed, "the lowered step passed before the promotion");
+}
+
+#[test]
+fn a_step_whose_weight_is_raised_mid_step_is_raised_only_after_it_passes_where_it_is() {
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    sim.run_until(minutes(30), |s| s.weight == 25);
+    // Step 2 now asks 40 %; steps grow to five.
+    sim.plan = with_steps("[{weight: 10}, {weight: 40}, {weight: 50}, {weight: 75}, {weight: 100}]");
+    sim.run_until(minutes(60), phase_is(Phase::Succeeded));
+    assert_eq!(sim.weights_written, vec![10, 25, 40, 50, 75, 100, 0]);
+    let passes: Vec<&str> = sim
+        .events
+        .iter()
+        .filter(|e| e.note.contains("step passed"))
+        .map(|e| e.note.as_str())
+        .collect();
+    assert!(passes.iter().any(|n| n.contains("step 2/5 (40%)")), "{passes:#?}");
+    assert!(
+        passes.iter().any(|n| n.contains("(25%)")),
+        "25 % passed before 40 %: {passes:#?}"
+    );
+}

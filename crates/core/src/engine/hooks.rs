@@ -140,7 +140,8 @@ impl Decider {
     /// `weir promote` is a person's yes: the confirmations of the step it passes are
     /// recorded as said, so status shows who let the canary go on.
     pub(super) fn confirmed_by_request(&mut self, plan: &Plan, revision: &str, index: usize) {
-        let kind = confirmation(plan, index);
+        let Some(at) = self.at() else { return };
+        let kind = confirmation(gate_after(plan, &at, index));
         for hook in plan.hooks_of(kind) {
             let key = HookKey {
                 hook: hook.name.clone(),
@@ -195,11 +196,11 @@ impl Decider {
     }
 }
 
-/// The confirmation that lets a passed step (0-based `index`) go on.
-pub(super) fn confirmation(plan: &Plan, index: usize) -> WebhookKind {
-    match index + 1 < plan.steps.len() {
-        true => WebhookKind::ConfirmStep,
-        false => WebhookKind::ConfirmPromotion,
+/// The confirmation that lets a passed step go on through `gate`.
+pub(super) fn confirmation(gate: Gate) -> WebhookKind {
+    match gate {
+        Gate::Promote => WebhookKind::ConfirmPromotion,
+        _ => WebhookKind::ConfirmStep,
     }
 }
 

@@ -135,6 +135,8 @@ pub struct Sim {
     /// The controller's memory of calls: made (by key) and answered.
     pub hooks_called: Vec<HookKey>,
     pub hook_answers: Vec<HookAnswer>,
+    /// The status the last decision came to, whether or not it was written.
+    pub decided: RolloutStatus,
 }
 
 impl Sim {
@@ -191,6 +193,7 @@ impl Sim {
             hook_calls: vec![],
             hooks_called: vec![],
             hook_answers: vec![],
+            decided: RolloutStatus::default(),
         };
         sim.reconcile();
         assert_eq!(sim.status.phase, Phase::Healthy, "{}", sim.status.message);
@@ -315,6 +318,7 @@ impl Sim {
             true => engine::release(&self.status, &world, self.plan.scale_down_delay, self.now),
             false => engine::decide(Ok(&self.plan), Some(1), &self.status, &world, self.now),
         };
+        self.decided = d.status.clone();
         let writes = d.writes(&self.stored);
         self.writes.push((d.actions.clone(), writes.len()));
         for write in writes {
