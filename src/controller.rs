@@ -3,12 +3,14 @@
 //! plan (pure) → observe (reads) → metrics (Prometheus) → decide (pure) → apply (writes)
 //! → Events → status.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::DynamicObject;
@@ -17,7 +19,7 @@ use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::Error;
 use crate::api::{ROLLOUT_LABEL, Rollout, RolloutStatus};
@@ -71,7 +73,13 @@ pub struct Health {
     last_end: Mutex<Option<Instant>>,
     /// With leader election: 1 while a standby, 2 once leading; 0 without.
     role: AtomicU8,
+    /// Rollouts whose last reconciles panicked, and how many times in a row.
+    panics: Mutex<HashMap<String, u32>>,
 }
+
+/// The first retry after a panic; it doubles with each panic in a row, up to `PANIC_RETRY_MAX`.
+const PANIC_RETRY: Duration = Duration::from_secs(1);
+const PANIC_RETRY_MAX: Duration = Duration::from_secs(300);
 
 const STANDBY: u8 = 1;
 const LEADER: u8 = 2;
@@ -98,6 +106,23 @@ impl Health {
             (_, false) => Err("the Rollout watch has not synced yet".into()),
             (LEADER, true) => Ok("leader"),
             (_, true) => Ok("ok"),
+        }
+    }
+
+    /// Counts a panic of `key`'s reconcile; returns when to try it again.
+    fn panicked(&self, key: &str) -> Duration {
+        let mut panics = self.panics.lock().unwrap_or_else(|e| e.into_inner());
+        let count = panics.entry(key.to_string()).or_insert(0);
+        *count = count.saturating_add(1);
+        PANIC_RETRY
+            .saturating_mul(1 << (*count - 1).min(16))
+            .min(PANIC_RETRY_MAX)
+    }
+
+    fn recovered(&self, key: &str) {
+        let mut panics = self.panics.lock().unwrap_or_else(|e| e.into_inner());
+        if !panics.is_empty() {
+            panics.remove(key);
         }
     }
 
@@ -188,16 +213,75 @@ pub const FINALIZER: &str = "weir.dev/cleanup";
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
     ctx.health.started();
+    let result = guarded(&ctx, &rollout, decide_and_act(rollout.clone(), &ctx)).await;
+    ctx.telemetry.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+    ctx.health.ended();
+    result
+}
+
+/// Defence in depth behind the total engine: a reconcile that panics anyway (a bug) is
+/// caught here instead of taking the process down — kube's Controller would re-raise
+/// it, and a restarted weir would meet the same Rollout first and die again, leaving
+/// every namespace without a judge. The panic is told on that Rollout (its status
+/// message and a Warning Event) and retried with a backoff that doubles up to 5
+/// minutes; every other Rollout goes on.
+pub async fn guarded(
+    ctx: &Context,
+    rollout: &Rollout,
+    work: impl Future<Output = Result<Requeue, Error>>,
+) -> Result<Requeue, Error> {
+    let key = key_of(rollout);
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => {
+            if result.is_ok() {
+                ctx.health.recovered(&key);
+            }
+            result
+        }
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            let retry = ctx.health.panicked(&key);
+            error!(rollout = %key, %message, ?retry, "reconcile panicked; weir goes on with the other Rollouts");
+            report_panic(ctx, rollout, &message, retry).await;
+            Err(Error::Panicked { message, retry })
+        }
+    }
+}
+
+/// Tells a caught panic on its Rollout: the status message (the rest of the status as
+/// stored) and a Warning Event. Best effort: the retry comes whatever these answer.
+async fn report_panic(ctx: &Context, rollout: &Rollout, message: &str, retry: Duration) {
+    let note = format!(
+        "weir failed while deciding this Rollout (a bug in weir, please report it): {message}; retried in {}",
+        humantime::format_duration(retry)
+    );
+    let mut status = rollout.status.clone().unwrap_or_default();
+    status.message = note.clone();
+    if let Err(err) = kubernetes::write_status(&ctx.client, rollout, &status).await {
+        warn!(rollout = %key_of(rollout), %err, "writing the status of a panicked reconcile failed");
+    }
+    let event = engine::Event {
+        warning: true,
+        reason: "ReconcilePanicked".into(),
+        note,
+    };
+    publish(ctx, rollout, &event).await;
+}
+
+/// The finalizer's two ways: a live Rollout is decided on, a deleted one released.
+async fn decide_and_act(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
     let result = finalizer(&api, FINALIZER, rollout, |event| async {
         match event {
-            FinalizerEvent::Apply(rollout) => reconcile_rollout(rollout, &ctx).await,
-            FinalizerEvent::Cleanup(rollout) => release_rollout(rollout, &ctx).await,
+            FinalizerEvent::Apply(rollout) => reconcile_rollout(rollout, ctx).await,
+            FinalizerEvent::Cleanup(rollout) => release_rollout(rollout, ctx).await,
         }
     })
     .await;
-    ctx.telemetry.reconcile_seconds.observe(started.elapsed().as_secs_f64());
-    ctx.health.ended();
     result.map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => finalizer_write_failed(e),
@@ -551,6 +635,9 @@ fn key_of(rollout: &Rollout) -> String {
 pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Requeue {
     if let Error::NotReleasedYet(wait) = error {
         return Requeue::requeue(*wait);
+    }
+    if let Error::Panicked { retry, .. } = error {
+        return Requeue::requeue(*retry);
     }
     ctx.telemetry
         .reconciles

@@ -388,17 +388,19 @@ async fn range(
     results
         .iter()
         .map(|r| {
-            let workload = r["metric"]["destination_workload"]
-                .as_str()
+            let workload = r
+                .pointer("/metric/destination_workload")
+                .and_then(serde_json::Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            let points = r["values"]
-                .as_array()
+            let points = r
+                .get("values")
+                .and_then(serde_json::Value::as_array)
                 .map(|vs| {
                     vs.iter()
                         .filter_map(|v| {
-                            let t = v[0].as_f64()?;
-                            let value: f64 = v[1].as_str()?.parse().ok()?;
+                            let t = v.get(0)?.as_f64()?;
+                            let value: f64 = v.get(1)?.as_str()?.parse().ok()?;
                             value.is_finite().then(|| (t - start.as_second() as f64, value))
                         })
                         .collect()

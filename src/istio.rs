@@ -129,7 +129,7 @@ impl DestinationMatch {
 }
 
 fn weight_of(route: &[Value], i: usize) -> u32 {
-    match route[i].get("weight").and_then(Value::as_u64) {
+    match route.get(i).and_then(|d| d.get("weight")).and_then(Value::as_u64) {
         Some(w) => u32::try_from(w).unwrap_or(u32::MAX),
         // Istio: a lone destination without weight takes everything.
         None if route.len() == 1 => 100,

@@ -6,6 +6,10 @@
 //! apply, one module each: `kubernetes`, `istio` (traffic router), `prometheus` (metrics
 //! provider). `controller` ties them together; `cli` is the `weir` command.
 
+// Nothing a Rollout author writes may panic weir: collections are read with `get`, never
+// indexed (issue 23). Tests may index.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
 pub mod api;
 pub mod cli;
 pub mod controller;
@@ -59,6 +63,12 @@ pub enum Error {
     /// finalizer write when the next reconcile began. Decided again once it has.
     #[error("the Rollout's finalizers changed since weir read them")]
     FinalizersChanged,
+    /// A reconcile panicked (a bug): caught, told on the Rollout, tried again after `retry`.
+    #[error("reconcile panicked: {message}")]
+    Panicked {
+        message: String,
+        retry: std::time::Duration,
+    },
 }
 
 impl Error {

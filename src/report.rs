@@ -107,8 +107,9 @@ fn columns<const N: usize>(head: &[String; N], lines: &[[String; N]]) -> String 
         .map(|i| {
             lines
                 .iter()
-                .map(|l| l[i].chars().count())
-                .chain([head[i].chars().count()])
+                .chain([head])
+                .filter_map(|l| l.get(i))
+                .map(|cell| cell.chars().count())
                 .max()
                 .unwrap_or(0)
         })

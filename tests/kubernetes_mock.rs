@@ -940,3 +940,50 @@ async fn a_started_canary_is_notified_to_the_receivers_the_rollout_names() {
     assert_eq!(got["step"], 1);
     assert_eq!(got["id"], json!(format!("6f1c-uid/{revision}/Started/1")));
 }
+
+/// Defence in depth: a reconcile that panics anyway (here an injected panic) is caught,
+/// told on its Rollout (status message and a Warning Event), retried with a backoff that
+/// doubles, and the next Rollout is reconciled as usual by the same controller.
+#[tokio::test]
+async fn a_panicking_reconcile_is_told_on_its_rollout_and_retried_with_backoff() {
+    let (ctx, mut handle) = mocked();
+    let r = Arc::new(rollout(None));
+    let server = tokio::spawn(async move {
+        for _ in 0..2 {
+            let status = expect(
+                &mut handle,
+                Method::PATCH,
+                "/apis/weir.dev/v1alpha1/namespaces/dev/rollouts/backend/status",
+                ok(serde_json::to_value(rollout(None)).unwrap()),
+            )
+            .await;
+            let message = status["status"]["message"].as_str().unwrap_or_default().to_string();
+            assert!(message.contains("injected: steps[7]"), "{message}");
+            let event = expect_event(&mut handle, "ReconcilePanicked").await;
+            assert_eq!(event["type"], "Warning");
+            assert!(event["note"].as_str().unwrap().contains("injected: steps[7]"));
+        }
+        handle
+    });
+    let mut retries = Vec::new();
+    for _ in 0..2 {
+        let work = async { panic!("injected: steps[7] is not there") };
+        let error = controller::guarded(&ctx, &r, work)
+            .await
+            .expect_err("a panic is an error");
+        let weir::Error::Panicked { retry, .. } = &error else {
+            panic!("not a caught panic: {error}");
+        };
+        retries.push(*retry);
+        let requeue = controller::error_policy(r.clone(), &error, ctx.clone());
+        assert_eq!(requeue, kube::runtime::controller::Action::requeue(*retry));
+    }
+    assert!(retries[1] > retries[0], "the backoff grows: {retries:?}");
+    let _handle = server.await.unwrap();
+    // The same controller goes on: a Rollout that does not panic is decided as usual.
+    let fine = controller::guarded(&ctx, &r, async {
+        Ok(kube::runtime::controller::Action::await_change())
+    })
+    .await;
+    assert!(fine.is_ok());
+}
