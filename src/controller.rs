@@ -73,11 +73,12 @@ pub struct Health {
     last_end: Mutex<Option<Instant>>,
     /// With leader election: 1 while a standby, 2 once leading; 0 without.
     role: AtomicU8,
-    /// Rollouts whose last reconciles panicked, and how many times in a row.
+    /// Rollouts whose last reconciles failed (panicked, or a deletion could not read),
+    /// and how many times in a row.
     panics: Mutex<HashMap<String, u32>>,
 }
 
-/// The first retry after a panic; it doubles with each panic in a row, up to `PANIC_RETRY_MAX`.
+/// The first retry after a failure; it doubles with each failure in a row, up to `PANIC_RETRY_MAX`.
 const PANIC_RETRY: Duration = Duration::from_secs(1);
 const PANIC_RETRY_MAX: Duration = Duration::from_secs(300);
 
@@ -109,8 +110,9 @@ impl Health {
         }
     }
 
-    /// Counts a panic of `key`'s reconcile; returns when to try it again.
-    fn panicked(&self, key: &str) -> Duration {
+    /// Counts a failure of `key`'s reconcile in a row (a panic, a deletion that could not
+    /// read); returns when to try it again.
+    fn failed(&self, key: &str) -> Duration {
         let mut panics = self.panics.lock().unwrap_or_else(|e| e.into_inner());
         let count = panics.entry(key.to_string()).or_insert(0);
         *count = count.saturating_add(1);
@@ -157,21 +159,22 @@ async fn read_metrics(
 ) -> Vec<(String, Reading)> {
     let provider = ctx.providers.resolve(plan.provider.as_deref());
     // Held until the reads are done.
+    let namespace = rollout.namespace().unwrap_or_default();
     let permit = match &provider {
         Ok(p) => Some(
-            tokio::time::timeout(crate::providers::TURN_WAIT, p.in_flight.clone().acquire_owned())
-                .await
-                .map_err(|_| ())
-                .and_then(|r| r.map_err(|_| ())),
+            p.in_flight
+                .acquire_within(&namespace, crate::providers::TURN_WAIT)
+                .await,
         ),
         Err(_) => None,
     };
     let endpoint = match (&provider, &permit, auth) {
         (Err(e), _, _) => Err(e.clone()),
         (_, _, Err(e)) => Err(e.clone()),
-        (Ok(p), Some(Err(_)), _) => Err(format!(
-            "metric provider {} is busy: {} looks are waiting on it already",
+        (Ok(p), Some(None), _) => Err(format!(
+            "metric provider {} is busy: namespace {namespace}'s {} looks, or all {}, are waiting on it already",
             p.name,
+            crate::providers::LOOKS_IN_FLIGHT_PER_NAMESPACE,
             crate::providers::LOOKS_IN_FLIGHT_PER_PROVIDER
         )),
         (Ok(p), _, Ok(auth)) => Ok(Endpoint {
@@ -244,7 +247,7 @@ pub async fn guarded(
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "a panic without a message".into());
-            let retry = ctx.health.panicked(&key);
+            let retry = ctx.health.failed(&key);
             error!(rollout = %key, %message, ?retry, "reconcile panicked; weir goes on with the other Rollouts");
             report_panic(ctx, rollout, &message, retry).await;
             Err(Error::Panicked { message, retry })
@@ -450,7 +453,19 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
     let resumed = ctx
         .looks
         .resume(&key, &rollout, &stored, &Watched::of(&rollout, &names, None));
-    let obs = observe_for(ctx, &rollout, &names, false).await;
+    // A fresh read, never the watches' copy: this is the proof that lets the finalizer go.
+    let obs = match kubernetes::fetch(&ctx.client, &ctx.istio, &rollout, &names, None, &ctx.secrets_namespace).await {
+        Ok(objects) => {
+            let mut obs = kubernetes::observation(&rollout, &names, &objects);
+            if objects.virtual_service.is_none() {
+                // No VirtualService routes anything to the canary.
+                obs.world.traffic = Ok(0);
+            }
+            obs
+        }
+        Err(e) => return Err(release_unproven(ctx, &rollout, &key, e).await),
+    };
+    let obs = Some(obs);
     let world = obs.as_ref().map(|o| o.world.clone()).unwrap_or_else(World::unobserved);
     let delay = plan::plan(&rollout.spec)
         .map(|p| p.scale_down_delay)
@@ -474,8 +489,34 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
     }
     ctx.looks.forget(&key);
     ctx.webhooks.forget(&key);
+    ctx.health.recovered(&key);
     ctx.telemetry.forget(&rollout, &decision.status.phase);
     Ok(Requeue::await_change())
+}
+
+/// A deletion whose fresh read failed proves nothing: the finalizer stays, the status
+/// and a Warning Event say why, and the read is tried again with a doubling backoff.
+async fn release_unproven(ctx: &Context, rollout: &Rollout, key: &str, e: Error) -> Error {
+    let retry = ctx.health.failed(key);
+    let message = format!(
+        "Rollout deleted: weir keeps its finalizer until it can read the routing and the Deployments again ({e}); next try in {}",
+        humantime::format_duration(retry)
+    );
+    warn!(rollout = %key, %e, ?retry, "deletion: cannot read the Rollout's objects; the finalizer stays");
+    let mut status = rollout.status.clone().unwrap_or_default();
+    if status.message != message {
+        status.message = message.clone();
+        if let Err(err) = kubernetes::write_status(&ctx.client, rollout, &status).await {
+            warn!(rollout = %key, %err, "writing the status of a blocked deletion failed");
+        }
+        let event = engine::Event {
+            warning: true,
+            reason: "ReleaseWaiting".into(),
+            note: message,
+        };
+        publish(ctx, rollout, &event).await;
+    }
+    Error::NotReleasedYet(retry)
 }
 
 /// Makes the writes of a decision in their order (`Decision::writes`): status, actions,

@@ -19,8 +19,34 @@ use kube::{Client, Resource, ResourceExt};
 use crate::api::Rollout;
 use crate::engine;
 
-/// Kubernetes caps an Event's note at 1 KiB.
-const NOTE_CHARS: usize = 1000;
+/// Kubernetes caps an Event's note at 1 KiB: bytes, not characters (a metric name or a
+/// webhook's answer in another script takes 2-4 bytes a character).
+const NOTE_BYTES: usize = 1024;
+/// An object name (DNS subdomain) has at most 253 characters.
+const NAME_CHARS: usize = 253;
+
+/// `note` cut to `NOTE_BYTES` at a character boundary, marked with '…' when cut.
+fn fit_note(note: &str) -> String {
+    if note.len() <= NOTE_BYTES {
+        return note.to_string();
+    }
+    let mark = '…';
+    let mut end = NOTE_BYTES - mark.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{mark}", note.get(..end).unwrap_or_default())
+}
+
+/// A unique Event name after its Rollout's: `<rollout>.<nanoseconds><sequence>` in hex,
+/// the Rollout's part shortened so the whole stays a valid name of 253 characters.
+fn event_name(rollout: &str, now: Timestamp, sequence: u64) -> String {
+    let suffix = format!(".{:x}{sequence:x}", now.as_nanosecond());
+    let keep = NAME_CHARS.saturating_sub(suffix.len());
+    // Rollout names are lowercase ASCII; a part cut short must not end in '.' or '-'.
+    let head: String = rollout.chars().take(keep).collect();
+    format!("{}{suffix}", head.trim_end_matches(['.', '-']))
+}
 
 pub struct EventPublisher {
     client: Client,
@@ -52,7 +78,7 @@ impl EventPublisher {
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         K8sEvent {
             metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}{sequence:x}", rollout.name_any(), now.as_nanosecond())),
+                name: Some(event_name(&rollout.name_any(), now, sequence)),
                 namespace: Some(namespace.to_string()),
                 ..ObjectMeta::default()
             },
@@ -60,7 +86,7 @@ impl EventPublisher {
             type_: Some(if e.warning { "Warning" } else { "Normal" }.into()),
             reason: Some(e.reason.clone()),
             action: Some(e.reason.clone()),
-            note: Some(e.note.chars().take(NOTE_CHARS).collect()),
+            note: Some(fit_note(&e.note)),
             regarding: Some(rollout.object_ref(&())),
             reporting_controller: Some("weir".into()),
             reporting_instance: Some(self.instance.clone()),
@@ -99,7 +125,7 @@ mod tests {
         assert_ne!(a.metadata.name, b.metadata.name, "two Events never share a name");
         assert!(a.metadata.name.as_deref().is_some_and(|n| n.starts_with("app.")));
         assert_eq!(a.type_.as_deref(), Some("Warning"));
-        assert_eq!(a.note.as_ref().map(|n| n.len()), Some(NOTE_CHARS));
+        assert_eq!(a.note.as_ref().map(|n| n.len()), Some(NOTE_BYTES));
         assert_eq!(a.series, None, "never a series: each decision keeps its own note");
         let regarding = a.regarding.as_ref().expect("regarding");
         assert_eq!(
@@ -107,5 +133,24 @@ mod tests {
             (Some("Rollout"), Some("app"))
         );
         assert_eq!(a.reporting_instance.as_deref(), Some("weir-0"));
+    }
+
+    #[test]
+    fn notes_fit_in_1024_bytes_and_names_in_253_characters_whatever_the_text() {
+        // A metric name in another script: 3 bytes a character, cut on a boundary.
+        let note = fit_note(&"指標".repeat(600));
+        assert!(note.len() <= NOTE_BYTES, "{} bytes", note.len());
+        assert!(note.ends_with('…'));
+        assert_eq!(fit_note("short"), "short");
+        let long = format!("{}-x", "a".repeat(251));
+        let name = event_name(&long, Timestamp::now(), u64::MAX);
+        assert!(name.len() <= NAME_CHARS, "{} characters", name.len());
+        assert!(kube_name_ok(&name), "{name}");
+        let dashed = format!("{}-{}", "a".repeat(220), "b".repeat(32));
+        assert!(kube_name_ok(&event_name(&dashed, Timestamp::now(), 7)));
+    }
+
+    fn kube_name_ok(name: &str) -> bool {
+        weir_core::plan::is_object_name(name)
     }
 }

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod controller;
 pub mod dashboard;
 pub mod events;
+pub mod fair;
 pub mod index;
 pub mod istio;
 pub mod kubernetes;

@@ -27,7 +27,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -35,17 +34,21 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::Error;
+use crate::fair::{FairQueue, FairSlots, Ticket};
 use crate::outbound::{self, Failed};
 use crate::telemetry::{CallLabels, Calls};
 
 /// Deliveries queued for one receiver and not yet ended; more are dropped (with a warning).
 const QUEUE: usize = 256;
-/// Deliveries in flight at once to one receiver.
+/// Of those, the deliveries of one namespace's Rollouts (`crate::fair`): a tenant's
+/// flood fills its own share, never the other tenants'.
+const QUEUE_PER_NAMESPACE: usize = 32;
+/// Deliveries in flight at once to one receiver, and of one namespace.
 const IN_FLIGHT: usize = 4;
+const IN_FLIGHT_PER_NAMESPACE: usize = 2;
 /// One attempt: connect, send, answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts after the first: with 5 s per attempt and the backoff (1, 2, 4, 8, 16 s) a
@@ -284,10 +287,11 @@ pub struct Notifier {
     counts: Calls,
 }
 
-/// One receiver's share: its deliveries in flight and queued.
+/// One receiver's share: its deliveries in flight and queued, shared fairly between
+/// namespaces.
 struct Lane {
-    in_flight: Arc<Semaphore>,
-    queued: Arc<AtomicUsize>,
+    in_flight: Arc<FairSlots>,
+    queue: FairQueue,
 }
 
 impl Notifier {
@@ -298,8 +302,8 @@ impl Notifier {
             .keys()
             .map(|name| {
                 let lane = Lane {
-                    in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
-                    queued: Arc::default(),
+                    in_flight: Arc::new(FairSlots::new(IN_FLIGHT, IN_FLIGHT_PER_NAMESPACE)),
+                    queue: FairQueue::new(QUEUE, QUEUE_PER_NAMESPACE),
                 };
                 (name.clone(), lane)
             })
@@ -348,19 +352,19 @@ impl Notifier {
             if !receiver.on.contains(&notification.kind) {
                 continue;
             }
-            if lane.queued.fetch_add(1, Ordering::SeqCst) >= QUEUE {
-                lane.queued.fetch_sub(1, Ordering::SeqCst);
-                warn!(receiver = %name, id = %notification.id, "notification queue full: dropped");
+            let Some(ticket) = lane.queue.enter(&notification.namespace) else {
+                warn!(receiver = %name, id = %notification.id, namespace = %notification.namespace,
+                    "notification queue full (this namespace's share or the whole): dropped");
                 Notifier::count(&self.counts, notification.kind, "dropped");
                 continue;
-            }
+            };
             let job = Job {
                 receiver: receiver.clone(),
                 notification: notification.clone(),
             };
             tokio::spawn(deliver(
                 self.sender.clone(),
-                (lane.in_flight.clone(), lane.queued.clone()),
+                (lane.in_flight.clone(), ticket),
                 self.counts.clone(),
                 job,
             ));
@@ -369,13 +373,8 @@ impl Notifier {
 }
 
 /// One delivery, when its receiver has a slot free.
-async fn deliver(
-    sender: Arc<Sender>,
-    (in_flight, queued): (Arc<Semaphore>, Arc<AtomicUsize>),
-    counts: Calls,
-    job: Job,
-) {
-    if let Ok(_slot) = in_flight.acquire_owned().await {
+async fn deliver(sender: Arc<Sender>, (in_flight, _ticket): (Arc<FairSlots>, Ticket), counts: Calls, job: Job) {
+    if let Some(_slot) = in_flight.acquire(&job.notification.namespace).await {
         let kind = job.notification.kind;
         match sender.deliver(&job).await {
             Ok(()) => {
@@ -388,7 +387,6 @@ async fn deliver(
             }
         }
     }
-    queued.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// What deliveries share: the HTTP client, the Secrets' client and the backoff.

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::Semaphore;
 
 use crate::Error;
+use crate::fair::FairSlots;
 use crate::plan;
 
 /// The longest one query may take: a reconcile waits for its looks.
@@ -28,6 +28,9 @@ pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// time; a provider that stops answering may hold this many of them, never all, so
 /// Rollouts on other providers keep their pace.
 pub const LOOKS_IN_FLIGHT_PER_PROVIDER: usize = 16;
+/// Of those, the looks of one namespace's Rollouts (`crate::fair`): a tenant whose
+/// queries take the provider's whole timeout holds 4, the other tenants keep 12.
+pub const LOOKS_IN_FLIGHT_PER_NAMESPACE: usize = 4;
 /// How long a look waits for its turn on a provider before it reads as busy: a healthy
 /// provider answers in milliseconds, so the turn comes well within it.
 pub const TURN_WAIT: Duration = Duration::from_secs(1);
@@ -66,7 +69,7 @@ pub struct Provider {
     /// Secret in weir's own namespace with `token`, or `username` and `password`.
     pub secret: Option<String>,
     /// Bounds the looks waiting on this provider at once.
-    pub in_flight: Arc<Semaphore>,
+    pub in_flight: Arc<FairSlots>,
 }
 
 /// Every provider, and which one a Rollout that names none gets.
@@ -154,7 +157,10 @@ fn declared(i: usize, name: String, d: &Declared) -> Result<Provider, Error> {
         address: d.address.clone(),
         timeout,
         secret: d.secret_ref.as_ref().map(|s| s.name.clone()),
-        in_flight: Arc::new(Semaphore::new(LOOKS_IN_FLIGHT_PER_PROVIDER)),
+        in_flight: Arc::new(FairSlots::new(
+            LOOKS_IN_FLIGHT_PER_PROVIDER,
+            LOOKS_IN_FLIGHT_PER_NAMESPACE,
+        )),
     })
 }
 

@@ -19,20 +19,24 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use futures::future::{AbortHandle, abortable};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 use tracing::{info, warn};
 use weir_core::hooks::{HookAnswer, HookCall, HookKey, HookPlan, Reply, UrlParts, url_parts};
 
 use crate::api::Rollout;
+use crate::fair::FairSlots;
 use crate::outbound::{self, Failed};
 use crate::telemetry::{CallLabels, Calls};
 
 /// Calls in flight at once over all Rollouts; more wait for a slot (each is bounded in
 /// time, so the wait is too).
 const IN_FLIGHT: usize = 32;
+/// Calls in flight at once for the Rollouts of one namespace (`crate::fair`): a tenant
+/// whose hooks never answer holds these, never the other tenants' 24.
+const IN_FLIGHT_PER_NAMESPACE: usize = 8;
 /// The part of an answer's body kept as its detail.
 const DETAIL_BYTES: usize = 256;
 
@@ -110,17 +114,25 @@ impl WebhookPolicy {
     }
 }
 
-/// A webhook's latest call for one Rollout: in flight, or answered.
+/// A webhook's latest call for one Rollout: in flight (and how to cancel it once a newer
+/// call supersedes it), or answered.
 enum Call {
-    InFlight(HookKey),
+    InFlight(HookKey, AbortHandle),
     Answered(HookAnswer),
 }
 
 impl Call {
     fn key(&self) -> &HookKey {
         match self {
-            Call::InFlight(key) => key,
+            Call::InFlight(key, _) => key,
             Call::Answered(answer) => &answer.key,
+        }
+    }
+
+    /// A call still in flight is cancelled: its slot and its body are freed at once.
+    fn cancel(&self) {
+        if let Call::InFlight(_, abort) = self {
+            abort.abort();
         }
     }
 }
@@ -143,10 +155,14 @@ pub struct Webhooks {
     policy: Arc<WebhookPolicy>,
     calls: Arc<Mutex<LatestCalls>>,
     http: reqwest::Client,
-    slots: Arc<Semaphore>,
+    slots: Arc<FairSlots>,
     wake: UnboundedSender<ObjectRef<Rollout>>,
     /// Calls by type and answer.
     counts: Calls,
+}
+
+fn body_namespace(rollout: &ObjectRef<Rollout>) -> String {
+    rollout.namespace.clone().unwrap_or_default()
 }
 
 /// The body weir POSTs.
@@ -174,7 +190,7 @@ impl Webhooks {
             policy: Arc::new(policy),
             calls: Arc::default(),
             http: outbound::client(None),
-            slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+            slots: Arc::new(FairSlots::new(IN_FLIGHT, IN_FLIGHT_PER_NAMESPACE)),
             wake,
             counts: Calls::default(),
         };
@@ -204,48 +220,67 @@ impl Webhooks {
             .values()
             .filter_map(|call| match call {
                 Call::Answered(answer) => Some(answer.clone()),
-                Call::InFlight(_) => None,
+                Call::InFlight(..) => None,
             })
             .collect()
     }
 
-    /// Makes each call not made yet (by key); a webhook's older call is forgotten.
+    /// Makes each call not made yet (by key); a webhook's older call is forgotten, and
+    /// cancelled if still in flight (a rollback hook is asked anew every interval: the
+    /// calls a silent one leaves behind must not pile up).
     pub fn ask(&self, rollout: &Rollout, asks: &[HookCall]) {
         let key = format!("{}/{}", rollout.namespace().unwrap_or_default(), rollout.name_any());
         for ask in asks {
+            let (call, abort) = abortable(self.clone().call_and_keep(rollout, ask, &key));
             {
                 let mut calls = self.calls();
                 if is_latest(&calls, &key, &ask.key.hook, &ask.key) {
                     continue;
                 }
                 let hooks = calls.entry(key.clone()).or_default();
-                hooks.insert(ask.key.hook.clone(), Call::InFlight(ask.key.clone()));
-            }
-            let hooks = self.clone();
-            let (rollout_ref, ask, key) = (ObjectRef::from_obj(rollout), ask.clone(), key.clone());
-            tokio::spawn(async move {
-                let answer = hooks.call(&rollout_ref, &ask).await;
-                info!(rollout = %key, webhook = %ask.key.hook, reply = answer.reply.as_str(), detail = %answer.detail, "webhook answered");
-                let labels = CallLabels {
-                    kind: ask.kind.as_str().into(),
-                    result: answer.reply.as_str().into(),
-                };
-                hooks.counts.get_or_create(&labels).inc();
-                let mut calls = hooks.calls();
-                // Kept only if still the call wanted (not forgotten, not replaced).
-                if is_latest(&calls, &key, &ask.key.hook, &ask.key) {
-                    let latest = calls.entry(key).or_default();
-                    latest.insert(ask.key.hook.clone(), Call::Answered(answer));
-                    drop(calls);
-                    let _ = hooks.wake.unbounded_send(rollout_ref);
+                let before = hooks.insert(ask.key.hook.clone(), Call::InFlight(ask.key.clone(), abort));
+                if let Some(superseded) = before {
+                    superseded.cancel();
                 }
-            });
+            }
+            tokio::spawn(call);
         }
     }
 
-    /// Drops what is kept for a Rollout (deleted, or released).
+    /// One call, and its answer kept if it is still the one wanted.
+    fn call_and_keep(self, rollout: &Rollout, ask: &HookCall, key: &str) -> impl Future<Output = ()> + use<> {
+        let hooks = self;
+        let (rollout_ref, ask, key) = (ObjectRef::from_obj(rollout), ask.clone(), key.to_string());
+        async move {
+            let answer = hooks.call(&rollout_ref, &ask).await;
+            info!(rollout = %key, webhook = %ask.key.hook, reply = answer.reply.as_str(), detail = %answer.detail, "webhook answered");
+            let labels = CallLabels {
+                kind: ask.kind.as_str().into(),
+                result: answer.reply.as_str().into(),
+            };
+            hooks.counts.get_or_create(&labels).inc();
+            let mut calls = hooks.calls();
+            // Kept only if still the call wanted (not forgotten, not replaced).
+            if is_latest(&calls, &key, &ask.key.hook, &ask.key) {
+                let latest = calls.entry(key).or_default();
+                latest.insert(ask.key.hook.clone(), Call::Answered(answer));
+                drop(calls);
+                let _ = hooks.wake.unbounded_send(rollout_ref);
+            }
+        }
+    }
+
+    /// Drops what is kept for a Rollout (deleted, or released); its calls in flight are
+    /// cancelled.
     pub fn forget(&self, rollout: &str) {
-        self.calls().remove(rollout);
+        if let Some(hooks) = self.calls().remove(rollout) {
+            hooks.values().for_each(Call::cancel);
+        }
+    }
+
+    /// Calls in flight for the Rollouts of `namespace` (tests).
+    pub fn in_flight(&self, namespace: &str) -> usize {
+        self.slots.held_by(namespace)
     }
 
     /// One call with its retries: at most `(retries + 1) × timeout` plus the backoff.
@@ -271,7 +306,7 @@ impl Webhooks {
             .with_min_delay(Duration::from_secs(1))
             .with_max_delay(Duration::from_secs(8))
             .with_max_times(ask.retries as usize);
-        let _slot = self.slots.acquire().await;
+        let _slot = self.slots.acquire(&body_namespace(rollout)).await;
         let (reply, detail) = match attempt.retry(backoff).when(|e| e.retry).await {
             Ok(answer) => answer,
             Err(failed) => {

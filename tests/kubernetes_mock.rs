@@ -987,3 +987,100 @@ async fn a_panicking_reconcile_is_told_on_its_rollout_and_retried_with_backoff()
     .await;
     assert!(fine.is_ok());
 }
+
+/// A deletion proves no traffic is left before the finalizer goes: a failed read (here
+/// the VirtualService's GET answers 500) keeps the finalizer, says why in status and a
+/// Warning Event, and is retried with a growing backoff; once the read shows weight 0 on
+/// the canary, weir lets go.
+#[tokio::test]
+async fn a_deletion_whose_reads_fail_keeps_its_finalizer_until_a_fresh_read_shows_no_canary_traffic() {
+    let (ctx, mut handle) = mocked();
+    let target = deployment("backend", "hello:0.4", true, json!({}));
+    let revision = target_revision(&target);
+    let draining = status_of(State::Draining {
+        stable: "rev-stable".into(),
+        canary: revision.clone(),
+        until: jiff::Timestamp::now(),
+        outcome: weir_core::state::Outcome::Cancelled,
+    });
+    let mut deleted = rollout(Some(draining));
+    deleted.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    let canary = ready_canary(&revision);
+    let (t, c) = (target.clone(), canary.clone());
+    let server = tokio::spawn(async move {
+        for _ in 0..2 {
+            let broken = failure(500, "InternalError", "etcd timed out");
+            expect_observation(&mut handle, &t, Some(&c), broken).await;
+            let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
+            let message = status["status"]["message"].as_str().unwrap_or_default().to_string();
+            assert!(message.contains("keeps its finalizer"), "{message}");
+            expect_event(&mut handle, "ReleaseWaiting").await;
+        }
+        handle
+    });
+    let mut retries = vec![];
+    for _ in 0..2 {
+        let err = controller::reconcile(Arc::new(deleted.clone()), ctx.clone())
+            .await
+            .expect_err("no release without a read");
+        let weir::Error::NotReleasedYet(retry) = err else {
+            panic!("{err}");
+        };
+        retries.push(retry);
+    }
+    assert!(retries[1] > retries[0], "the backoff grows: {retries:?}");
+    let mut handle = server.await.unwrap();
+    // The routes still send 30 % to the canary (a sync put it back): not yet released,
+    // the weight goes to 0 (the drain test covers those writes).
+    let (t, c) = (target.clone(), canary.clone());
+    let server = tokio::spawn(async move {
+        expect_observation(&mut handle, &t, Some(&c), ok(virtual_service(30))).await;
+        let writes = answer_the_rest(&mut handle).await;
+        (handle, writes)
+    });
+    let err = controller::reconcile(Arc::new(deleted.clone()), ctx.clone()).await;
+    assert!(matches!(err, Err(weir::Error::NotReleasedYet(_))), "{err:?}");
+    let (mut handle, writes) = server.await.unwrap();
+    assert!(
+        !writes.iter().any(|(m, _)| m == Method::DELETE),
+        "nothing deleted while the canary has traffic: {writes:?}"
+    );
+    drop(handle);
+    // Once a fresh read shows the canary's weight 0 (here after a restart, the drain
+    // over), weir lets go.
+    let (ctx, mut handle) = mocked();
+    let server = tokio::spawn(async move {
+        expect_observation(&mut handle, &target, Some(&canary), ok(virtual_service(0))).await;
+        answer_the_rest(&mut handle).await
+    });
+    let released = controller::reconcile(Arc::new(deleted), ctx).await;
+    let methods = server.await.unwrap();
+    assert!(released.is_ok(), "{released:?} after {methods:?}");
+    assert!(
+        methods
+            .iter()
+            .any(|(m, p)| m == Method::DELETE && p.ends_with("backend-canary")),
+        "{methods:?}"
+    );
+}
+
+/// Answers every request that comes within 300 ms of the one before (a Rollout's body for
+/// its patches, `{}` otherwise); returns their methods and paths.
+async fn answer_the_rest(handle: &mut Handle) -> Vec<(Method, String)> {
+    let mut seen = vec![];
+    while let Ok(Some((request, send))) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), handle.next_request()).await
+    {
+        seen.push((request.method().clone(), request.uri().path().to_string()));
+        let body = match request.method() {
+            &Method::PATCH if request.uri().path().contains("/rollouts/") => {
+                serde_json::to_vec(&rollout(None)).unwrap()
+            }
+            _ => b"{}".to_vec(),
+        };
+        send.send_response(Response::builder().status(200).body(Body::from(body)).unwrap());
+    }
+    seen
+}

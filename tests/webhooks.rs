@@ -250,3 +250,62 @@ fn a_rollout_calls_only_what_the_admin_allowed() {
     let e = WebhookPolicy::from_yaml("allowed: []").unwrap_err().to_string();
     assert!(e.contains("unknown field `allowed`"), "{e}");
 }
+
+fn rollout_in(namespace: &str, name: &str) -> Rollout {
+    let mut r = rollout();
+    r.metadata.namespace = Some(namespace.into());
+    r.metadata.name = Some(name.into());
+    r
+}
+
+/// One hostile namespace: 8 Rollouts with 4 rollback hooks each that accept and never
+/// answer, asked anew every round (as at the shortest interval). Superseded calls are
+/// cancelled (the namespace never holds more than its 8 slots, its tasks do not pile
+/// up), and another namespace's gate is answered at once beside them.
+#[tokio::test]
+async fn a_namespace_of_silent_hooks_holds_its_share_only_and_others_are_answered_at_once() {
+    let (base, seen) = service().await;
+    let (hooks, _woken) = Webhooks::start(WebhookPolicy::default());
+    let never = |hook: &str, round: u32| {
+        let mut c = call(&format!("{base}/never"), hook, Duration::from_secs(60), 5);
+        c.kind = WebhookKind::Rollback;
+        c.key.round = round;
+        c
+    };
+    let hostile: Vec<Rollout> = (0..8).map(|i| rollout_in("hostile", &format!("r{i}"))).collect();
+    for round in 0..20 {
+        for r in &hostile {
+            let asks: Vec<HookCall> = (0..4).map(|h| never(&format!("kill-{h}"), round)).collect();
+            hooks.ask(r, &asks);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hooks.in_flight("hostile"), 8, "the namespace holds its share, no more");
+    // 32 hooks asked 20 times: at most 8 calls reached the service at once per round,
+    // and the superseded ones were cancelled instead of waiting for a slot.
+    assert!(seen.calls("never") <= 8 * 20, "{} calls", seen.calls("never"));
+    let started = Instant::now();
+    let friendly = rollout_in("friendly", "backend");
+    hooks.ask(
+        &friendly,
+        &[call(&format!("{base}/yes"), "smoke", Duration::from_secs(5), 0)],
+    );
+    let answered = loop {
+        if let Some(a) = hooks.answers("friendly/backend").first().cloned() {
+            break a;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "another namespace waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(answered.reply, Reply::Yes);
+    eprintln!(
+        "fairness: another namespace's gate answered in {:?} beside 32 silent rollback hooks",
+        started.elapsed()
+    );
+    for r in &hostile {
+        hooks.forget(&format!("hostile/{}", r.metadata.name.as_deref().unwrap_or_default()));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(hooks.in_flight("hostile"), 0, "forgetting cancels the calls in flight");
+}
