@@ -334,6 +334,9 @@ pub fn decide(
     d.finish()
 }
 
+/// How soon a deletion that has not yet seen the canary's traffic gone looks again.
+const RELEASE_RETRY: Duration = Duration::from_secs(5);
+
 /// Decide how to hand everything back when the Rollout is deleted (the finalizer's
 /// cleanup): all traffic to stable first (an intent in status), the canary drains for
 /// `scale_down_delay`, then weir lets go of the Deployment, deletes the canary and the
@@ -1746,6 +1749,20 @@ impl Decider {
 
     // --------------------------------------------------------------------- Deletion
 
+    /// The deletion's proof: the routes, freshly read, send nothing to the canary on
+    /// every managed route (routes that cannot be read or understood prove nothing).
+    fn no_canary_traffic_shown(&self, world: &World) -> Result<(), String> {
+        // At rest weir's record is the proof: its last drain ended on weight 0 seen.
+        let at_rest = matches!(self.state, State::Initializing | State::Stable { .. });
+        match (&world.traffic, self.routes_disagree) {
+            (Err(_), _) if at_rest => Ok(()),
+            (Err(problem), _) => Err(format!("the routing cannot be read: {problem}")),
+            (Ok(_), true) => Err("the managed routes carry different canary weights".into()),
+            (Ok(w), false) if *w > 0 => Err(format!("the routes still send {w}% to the canary")),
+            (Ok(_), false) => Ok(()),
+        }
+    }
+
     fn release(&mut self, world: &World, delay: Duration) {
         let canary = self.at().map(|at| at.canary).unwrap_or_default();
         let stable = self.state.stable().unwrap_or_default().to_string();
@@ -1760,9 +1777,16 @@ impl Decider {
             if self.now < until {
                 return self.wake_at(until);
             }
-            if self.world_weight.is_some_and(|w| w > 0) {
-                return self.wake_at(after(self.now, Duration::from_secs(1)));
+        }
+        if let Err(why) = self.no_canary_traffic_shown(world) {
+            // The finalizer stays: letting go now would garbage-collect the canary's
+            // pods under whatever share the routes still send them.
+            let message = format!("Rollout deleted: weir lets go once it sees no traffic on the canary: {why}");
+            if self.status.message != message {
+                self.event(true, "ReleaseWaiting", message.clone());
             }
+            self.status.message = message;
+            return self.wake_at(after(self.now, RELEASE_RETRY));
         }
         if world.target.is_some() {
             self.actions.push(Action::ReleaseTarget);

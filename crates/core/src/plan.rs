@@ -270,6 +270,41 @@ fn duration_or(field: &str, text: Option<&str>, default: Duration, errors: &mut 
     }
 }
 
+/// The shortest `analysis.interval` and `analysis.tick`: each look queries the shared
+/// provider, each interval asks the rollback webhooks again; below a second one Rollout
+/// would take a share of them no other tenant gets.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+pub const MIN_TICK: Duration = Duration::from_secs(1);
+/// Receivers one Rollout may name.
+pub const MAX_NOTIFY: usize = 8;
+
+/// Limits that keep one tenant's Rollout from taking more than its share of what weir
+/// shares between namespaces (provider queries, webhook calls, notification queues).
+fn check_shared_limits(spec: &RolloutSpec, (interval, tick): (Duration, Duration), errors: &mut Vec<String>) {
+    let floor = |field: &str, value: Duration, min: Duration, errors: &mut Vec<String>| {
+        if value < min {
+            errors.push(format!(
+                "{field}: {} is below the shortest allowed, {}",
+                humantime::format_duration(value),
+                humantime::format_duration(min)
+            ));
+        }
+    };
+    floor("analysis.interval", interval, MIN_INTERVAL, errors);
+    floor("analysis.tick", tick, MIN_TICK, errors);
+    if spec.notify.len() > MAX_NOTIFY {
+        errors.push(format!(
+            "notify: {} receivers, at most {MAX_NOTIFY} are allowed",
+            spec.notify.len()
+        ));
+    }
+    for (i, name) in spec.notify.iter().enumerate() {
+        if spec.notify.iter().take(i).any(|n| n == name) {
+            errors.push(format!("notify[{i}]: {name:?} appears twice; name each receiver once"));
+        }
+    }
+}
+
 /// Is this a Kubernetes object name (RFC 1123 subdomain)? Names are substituted into
 /// PromQL, so this is also what keeps a Rollout from injecting PromQL.
 pub fn is_object_name(name: &str) -> bool {
@@ -457,6 +492,7 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
         Duration::from_secs(5),
         &mut errors,
     );
+    check_shared_limits(spec, (interval, tick), &mut errors);
     if spec.steps.is_empty() {
         errors.push("steps: at least one step is needed".into());
     }
