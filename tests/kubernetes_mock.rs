@@ -1042,7 +1042,7 @@ async fn a_deletion_whose_reads_fail_keeps_its_finalizer_until_a_fresh_read_show
     });
     let err = controller::reconcile(Arc::new(deleted.clone()), ctx.clone()).await;
     assert!(matches!(err, Err(weir::Error::NotReleasedYet(_))), "{err:?}");
-    let (mut handle, writes) = server.await.unwrap();
+    let (handle, writes) = server.await.unwrap();
     assert!(
         !writes.iter().any(|(m, _)| m == Method::DELETE),
         "nothing deleted while the canary has traffic: {writes:?}"
