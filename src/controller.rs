@@ -804,14 +804,20 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
             Ok(())
         }
         Some(mut leadership) => {
-            let lost = tokio::select! {
-                _ = control(client, &options, ctx, answered) => false,
-                _ = leadership.lost() => true,
+            let since = Timestamp::now();
+            let fence = leadership.fence();
+            let stop = tokio::select! {
+                _ = control(client, &options, ctx, answered) => None,
+                _ = leadership.lost() => Some("lost the Lease to another replica: stopping".to_string()),
+                quiet = fence.breached(since) => Some(format!(
+                    "no renewal of the Lease seen for {}, past the renew deadline: stopping before it can expire",
+                    humantime::format_duration(Duration::from_secs(quiet.as_secs()))
+                )),
             };
-            match lost {
-                // Stop at once: the new leader writes now.
-                true => Err(Error::Lease("lost the Lease to another replica: stopping".into())),
-                false => {
+            match stop {
+                // Stop at once: the new leader writes now, or may soon.
+                Some(why) => Err(Error::Lease(why)),
+                None => {
                     leadership.release().await;
                     Ok(())
                 }
