@@ -1647,6 +1647,159 @@ fn a_provider_that_never_answers_delays_no_one_else() {
     });
 }
 
+/// Healthy releases in `namespaces` at once, each bumped to `image`: how long each took
+/// from its bump to Succeeded.
+async fn promotion_times(env: &Env, namespaces: &[String], image: &str) -> Result<Vec<Duration>, String> {
+    let runs = namespaces.iter().map(|ns| async move {
+        let bumped = Instant::now();
+        bump(&env.client, ns, image).await;
+        // A Rollout promoted before still says Succeeded until weir sees the bump.
+        wait_phase(&env.client, ns, &[Phase::Progressing], Duration::from_secs(60)).await?;
+        let r = wait_phase(
+            &env.client,
+            ns,
+            &[Phase::Succeeded, Phase::RolledBack],
+            Duration::from_secs(240),
+        )
+        .await?;
+        match r.status.map(|s| s.phase) {
+            Some(Phase::Succeeded) => Ok(bumped.elapsed()),
+            other => Err(format!("{ns}: ended {other:?}")),
+        }
+    });
+    futures::future::join_all(runs).await.into_iter().collect()
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
+/// weir's resident and peak memory (VmRSS, VmHWM), in MiB.
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// One hostile namespace beside 20 healthy releases (issue 23): its Rollout asks 16
+/// rollback webhooks that accept and never answer at the shortest interval (1 s, 30 s
+/// timeout, 5 retries), reads a provider that never answers (its whole 5-s timeout each
+/// look), and floods the shared receiver (a new revision every second, each a Started
+/// notification). The 20 healthy releases, each with a pre-rollout gate and the same
+/// receiver, are timed alone and then beside it: their median promotion time, their
+/// gates answered, their notifications delivered, weir's memory — all printed.
+#[test]
+fn one_hostile_namespace_does_not_slow_twenty_healthy_releases() {
+    const HEALTHY: usize = 20;
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_address = format!("http://{}", dead.local_addr().unwrap());
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = dead.accept().await {
+                held.push(socket);
+            }
+        });
+        let line = format!("  - {{name: slow, address: '{dead_address}', timeout: 5s}}\n");
+        let bed = Bed::start_with(29, &line, Identity::Admin).await;
+        let env = bed.env();
+        let mut errors = vec![];
+        let healthy: Vec<String> = (0..HEALTHY).map(|i| format!("fair-{i}")).collect();
+        let gate = format!("{}/smoke", bed.gates.base);
+        let prepared = futures::future::join_all(healthy.iter().map(|ns| {
+            let (env, gate) = (&env, gate.clone());
+            async move {
+                setup(env, ns, &env.provider).await?;
+                let spec = json!({"spec": {"notify": ["inbox"], "webhooks": [
+                    {"name": "smoke", "type": "pre-rollout", "url": gate, "timeout": "5s", "retries": 0}]}});
+                patch_spec(&env.client, ns, spec, "gate and receiver").await
+            }
+        }))
+        .await;
+        errors.extend(prepared.into_iter().filter_map(Result::err));
+        let alone = promotion_times(&env, &healthy, "nginxdemos/hello:2.0").await;
+        // The hostile namespace.
+        let hostile = "hostile";
+        let never = format!("{}/never", bed.gates.base);
+        let hooks: Vec<serde_json::Value> = (0..16)
+            .map(|i| json!({"name": format!("kill-{i}"), "type": "rollback", "url": never, "timeout": "30s", "retries": 5}))
+            .collect();
+        let spec = json!({"spec": {"notify": ["inbox"], "progressDeadline": "10m", "webhooks": hooks,
+            "analysis": {"interval": "1s", "tick": "1s", "provider": "slow"}}});
+        let hostile_ready = match setup(&env, hostile, &env.provider).await {
+            Ok(_) => patch_spec(&env.client, hostile, spec, "hostile spec").await,
+            Err(e) => Err(e),
+        };
+        errors.extend(hostile_ready.err());
+        let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flood = {
+            let (client, flooding) = (env.client.clone(), flooding.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while flooding.load(std::sync::atomic::Ordering::SeqCst) {
+                    i += 1;
+                    bump(&client, hostile, &format!("nginxdemos/hello:9.{i}")).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                i
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let calls_before = bed.gates.calls("smoke").len();
+        let beside = promotion_times(&env, &healthy, "nginxdemos/hello:3.0").await;
+        flooding.store(false, std::sync::atomic::Ordering::SeqCst);
+        let revisions = flood.await.unwrap_or_default();
+        let pid = bed.controller.lock().unwrap().process.as_ref().map(|p| p.pid());
+        let (rss, peak) = pid.map(memory_mib).unwrap_or_default();
+        let never_calls = bed.gates.calls("never").len();
+        match (alone, beside) {
+            (Ok(alone), Ok(beside)) => {
+                let (a, b) = (median(alone), median(beside));
+                let ratio = b.as_secs_f64() / a.as_secs_f64();
+                eprintln!(
+                    "tenancy: {HEALTHY} healthy releases promoted in {:.1} s median alone, {:.1} s beside the hostile namespace ({ratio:.2}x); hostile: {revisions} revisions, {never_calls} calls to never-answering rollback hooks; weir {rss:.1} MiB resident, {peak:.1} MiB peak",
+                    a.as_secs_f64(),
+                    b.as_secs_f64()
+                );
+                // Issue 23's goal is 10 %; on this shared 2-core machine the bound has room
+                // for its noise. The figure is printed and quoted in the README.
+                if ratio > 1.25 {
+                    errors.push(format!("beside the hostile namespace: {b:?} median, alone: {a:?} ({ratio:.2}x)"));
+                }
+            }
+            (alone, beside) => errors.extend([alone.err(), beside.err()].into_iter().flatten()),
+        }
+        let gates_answered = bed.gates.calls("smoke").len() - calls_before;
+        if gates_answered < HEALTHY {
+            errors.push(format!("{gates_answered} of {HEALTHY} pre-rollout gates called beside the hostile namespace"));
+        }
+        for ns in &healthy {
+            if let Err(e) = wait_told(&bed.gates, ns, "Promoted", Duration::from_secs(30)).await {
+                errors.push(e);
+            }
+            let promoted = bed.gates.notifications(ns).iter().filter(|k| *k == "Promoted").count();
+            if promoted < 2 {
+                errors.push(format!("{ns}: told Promoted {promoted} times, not 2"));
+            }
+        }
+        if peak > 150.0 {
+            errors.push(format!("weir's memory peaked at {peak:.1} MiB (bound: 150 MiB)"));
+        }
+        holder.abort();
+        let mut shown = vec![hostile.to_string()];
+        shown.extend(healthy.into_iter().take(2));
+        bed.report(errors, &shown).await;
+    });
+}
+
 /// weir as its own ServiceAccount, with exactly the RBAC of `config/`: a release is
 /// promoted, a bad one rolled back, a Rollout deleted mid-canary handed back.
 #[test]
