@@ -16,6 +16,7 @@ fuzz:
 
 bench:
 	cargo bench -p weir-core --bench judges
+	cargo bench --bench validate
 
 # weir's container image as an OCI archive, without a container engine (see image/build.sh).
 image:

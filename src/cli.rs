@@ -380,7 +380,9 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
 }
 
 pub fn crd_yaml() -> Result<String, Error> {
-    Ok(serde_yaml::to_string(&Rollout::crd())?)
+    // Long lines stay on one line (a CEL rule folded over lines reads worse in a diff).
+    let options = serde_saphyr::ser_options! { folded_wrap_chars: usize::MAX };
+    Ok(serde_saphyr::to_string_with_options(&Rollout::crd(), options)?)
 }
 
 /// Validates every Rollout in a (multi-document) YAML text: the CRD's CEL rules, as the
@@ -393,68 +395,20 @@ pub fn validate_bytes(bytes: &[u8]) -> Vec<Vec<String>> {
     }
 }
 
-/// Larger than any Rollout the API server stores (etcd's 1.5 MB object limit is for the
-/// whole object).
-const MAX_FILE_BYTES: usize = 1 << 20;
-/// Deeper flow nesting than any Rollout has; the YAML parser slows down long before its
-/// own recursion limit refuses it.
-const MAX_FLOW_DEPTH: usize = 64;
-
-/// Refuses, before parsing, what no Rollout looks like and a parser would chew on.
-fn too_big_to_parse(text: &str) -> Option<String> {
-    if text.len() > MAX_FILE_BYTES {
-        return Some(format!("not YAML weir reads: larger than {MAX_FILE_BYTES} bytes"));
-    }
-    let (mut depth, mut deepest, mut quote) = (0usize, 0usize, None);
-    for c in text.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '"' | '\'') => quote = Some(c),
-            (None, '[' | '{') => depth += 1,
-            (None, ']' | '}') => depth = depth.saturating_sub(1),
-            (None, '\n') => {}
-            _ => {}
-        }
-        deepest = deepest.max(depth);
-    }
-    (deepest > MAX_FLOW_DEPTH).then(|| format!("not YAML weir reads: nested more than {MAX_FLOW_DEPTH} levels deep"))
-}
-
+/// Every Rollout of a (multi-document) YAML text, validated; documents of other kinds
+/// are passed over. Size and nesting are bounded by the reader (`crate::yaml`).
 pub fn validate_documents(text: &str) -> Vec<Vec<String>> {
-    if let Some(problem) = too_big_to_parse(text) {
-        return vec![vec![problem]];
-    }
-    let mut results = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = match serde_yaml::Value::deserialize_any(doc) {
-            Ok(v) => v,
-            Err(e) => {
-                // The reader cannot resynchronise after a syntax error: it would yield the
-                // same error forever. The first one is the answer.
-                results.push(vec![format!("not YAML: {e}")]);
-                break;
-            }
-        };
-        if value.get("kind").and_then(|k| k.as_str()) != Some("Rollout") {
-            continue;
-        }
-        results.push(validate_value(value));
-    }
-    results
-}
-
-trait DeserializeAny {
-    fn deserialize_any(doc: serde_yaml::Deserializer) -> Result<serde_yaml::Value, serde_yaml::Error>;
-}
-
-impl DeserializeAny for serde_yaml::Value {
-    fn deserialize_any(doc: serde_yaml::Deserializer) -> Result<serde_yaml::Value, serde_yaml::Error> {
-        serde::Deserialize::deserialize(doc)
+    match crate::yaml::documents(text) {
+        Ok(docs) => docs
+            .into_iter()
+            .filter(|d| d.get("kind").and_then(|k| k.as_str()) == Some("Rollout"))
+            .map(validate_value)
+            .collect(),
+        Err(problem) => vec![vec![problem]],
     }
 }
 
-fn validate_value(value: serde_yaml::Value) -> Vec<String> {
+fn validate_value(value: serde_json::Value) -> Vec<String> {
     let rollout: Rollout = match serde_path_to_error::deserialize(value) {
         Ok(r) => r,
         Err(e) => return vec![format!("{}: {}", e.path(), e.inner())],
@@ -637,7 +591,7 @@ mod tests {
 
     #[test]
     fn status_shows_the_evidence_and_why() {
-        let mut r: Rollout = serde_yaml::from_str(include_str!("../examples/dev/40-rollout.yaml")).unwrap();
+        let mut r: Rollout = serde_saphyr::from_str(include_str!("../examples/dev/40-rollout.yaml")).unwrap();
         r.status = Some(RolloutStatus {
             phase: Phase::RolledBack,
             message: "rolled back revision abc at step 2/4 (25%): ...".into(),

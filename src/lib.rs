@@ -29,6 +29,7 @@ pub mod report;
 pub mod telemetry;
 pub mod webhooks;
 pub mod windows_defaults;
+pub mod yaml;
 
 pub use weir_core::{engine, judge, plan};
 
@@ -45,7 +46,7 @@ pub enum Error {
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_saphyr::SerializeError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("internal invariant broken: {0}")]
@@ -91,6 +92,5 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Reads one of the cluster admin's YAML files (`what`: "providers file", ...); a field
 /// that does not fit is named by its path.
 pub(crate) fn read_admin_file<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
-    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-        .map_err(|e| Error::Usage(format!("{what}: {}: {}", e.path(), e.inner())))
+    yaml::from_str(text).map_err(|e| Error::Usage(format!("{what}: {e}")))
 }

@@ -199,7 +199,7 @@ mod tests {
     fn rollout(ns: &str, name: &str, status: serde_json::Value) -> Rollout {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/dev/40-rollout.yaml")).unwrap();
-        let mut r: Rollout = serde_yaml::from_str(&text).unwrap();
+        let mut r: Rollout = serde_saphyr::from_str(&text).unwrap();
         r.metadata.namespace = Some(ns.into());
         r.metadata.name = Some(name.into());
         r.status = Some(serde_json::from_value(status).unwrap());

@@ -81,7 +81,7 @@ namespaces:
     fn spec(windows: Option<ReleaseWindows>) -> RolloutSpec {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/dev/40-rollout.yaml")).unwrap();
-        let rollout: crate::api::Rollout = serde_yaml::from_str(&text).unwrap();
+        let rollout: crate::api::Rollout = serde_saphyr::from_str(&text).unwrap();
         let mut spec = rollout.spec.0;
         spec.release_windows = windows;
         spec
@@ -121,7 +121,7 @@ namespaces:
     fn the_file_in_config_reads() {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/base/15-providers.yaml")).unwrap();
-        let map: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let map: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
         let file = map["data"]["release-windows.yaml"].as_str().unwrap();
         assert_eq!(WindowDefaults::from_yaml(file).unwrap(), WindowDefaults::default());
     }

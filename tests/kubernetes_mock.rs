@@ -25,7 +25,7 @@ use weir_core::state::{CanaryAt, STATE_VERSION, State};
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 fn rollout(status: Option<RolloutStatus>) -> Rollout {
-    let mut r: Rollout = serde_yaml::from_str(
+    let mut r: Rollout = serde_saphyr::from_str(
         r#"
 apiVersion: weir.dev/v1alpha1
 kind: Rollout

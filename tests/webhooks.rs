@@ -59,7 +59,7 @@ async fn service() -> (String, Seen) {
 }
 
 fn rollout() -> Rollout {
-    let spec = serde_yaml::from_str(
+    let spec = serde_saphyr::from_str(
         "{targetRef: {kind: Deployment, name: backend}, trafficRouting: {istio: {virtualService: {name: backend}, hosts: {stableService: a, canaryService: b}}}, steps: [{weight: 10}], analysis: {metrics: [{name: request-success-rate, min: 99}]}}",
     )
     .unwrap();

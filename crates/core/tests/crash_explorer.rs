@@ -131,7 +131,7 @@ fn with_webhooks(hooks: &'static [(&'static str, &'static str, &'static [Reply])
             .iter()
             .map(|(name, kind, _)| format!("{{name: {name}, type: {kind}, url: 'http://{name}.apps.svc/'}}"))
             .collect();
-        spec.webhooks = serde_yaml::from_str(&format!("[{}]", list.join(", "))).unwrap();
+        spec.webhooks = serde_saphyr::from_str(&format!("[{}]", list.join(", "))).unwrap();
         s.plan = plan::plan(&spec).unwrap();
         for (name, _, replies) in hooks {
             s.hook_replies

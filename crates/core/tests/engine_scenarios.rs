@@ -600,7 +600,7 @@ fn a_custom_metric_never_ends_a_step_early() {
     // A custom query is judged by its value over a window: no sequential evidence, so
     // under the default judge too every step runs its full minute.
     let mut s = spec("");
-    s.analysis.metrics = serde_yaml::from_str("[{name: jobs-ok-percent, query: 'vector(100)', min: 90}]").unwrap();
+    s.analysis.metrics = serde_saphyr::from_str("[{name: jobs-ok-percent, query: 'vector(100)', min: 90}]").unwrap();
     let mut sim = Sim::new(&s);
     sim.bump(NEW);
     sim.run_until(minutes(2), |s| s.weight == 10);
@@ -978,7 +978,7 @@ fn the_history_keeps_each_release_and_how_it_ended() {
 /// The spec the fixture has, with other steps.
 fn with_steps(steps: &str) -> plan::Plan {
     let mut spec = spec("");
-    spec.steps = serde_yaml::from_str(steps).unwrap();
+    spec.steps = serde_saphyr::from_str(steps).unwrap();
     plan::plan(&spec).unwrap()
 }
 

@@ -81,7 +81,7 @@ analysis:
         failures = rng.random_range(0..3),
         metrics = metrics.join(", "),
     );
-    serde_yaml::from_str(&yaml).expect("generated spec parses")
+    serde_saphyr::from_str(&yaml).expect("generated spec parses")
 }
 
 /// The last look of this decision passed (the judge looked now and said Pass).

@@ -15,7 +15,7 @@ use weir_core::status::{Phase, WebhookRecord};
 fn sim_with(webhooks: &[&str]) -> Sim {
     let mut spec = spec("");
     let yaml = format!("[{}]", webhooks.join(", "));
-    spec.webhooks = serde_yaml::from_str(&yaml).expect("webhooks parse");
+    spec.webhooks = serde_saphyr::from_str(&yaml).expect("webhooks parse");
     Sim::new(&spec)
 }
 
@@ -213,7 +213,7 @@ fn post_rollout_hears_how_the_release_ended_once_and_its_no_changes_nothing() {
 #[test]
 fn webhooks_are_validated_field_by_field() {
     let mut s = spec("");
-    s.webhooks = serde_yaml::from_str(
+    s.webhooks = serde_saphyr::from_str(
         "[{name: a, type: pre-rollout, url: 'ftp://x/'},
           {name: a, type: rollback, url: 'http://u:p@x/', onFailure: hold, timeout: 5m, retries: 9}]",
     )

@@ -16,6 +16,8 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
+    #[error("YAML: {0}")]
+    Saphyr(#[from] serde_saphyr::Error),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("HTTP client: {0}")]

@@ -50,7 +50,7 @@ pub struct MeshConfig {
 
 impl MeshConfig {
     pub fn from_yaml(text: &str) -> Result<MeshConfig, Error> {
-        Ok(serde_yaml::from_str(text)?)
+        Ok(serde_saphyr::from_str(text)?)
     }
 
     pub fn profile_for_image(&self, image: &str) -> Profile {

@@ -41,7 +41,7 @@ analysis:
 {extra_analysis}
 "#
     );
-    serde_yaml::from_str(&yaml).expect("fixture spec parses")
+    serde_saphyr::from_str(&yaml).expect("fixture spec parses")
 }
 
 /// How a revision behaves under traffic.
