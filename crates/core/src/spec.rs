@@ -23,6 +23,13 @@ const DURATION_RULE: &str = "duration(self) > duration('0s')";
 const DURATION_MESSAGE: &str = "must be a positive duration such as 30s, 1m or 1h30m";
 
 /// A canary release of one Deployment through an Istio VirtualService.
+/// Kubernetes' object name (a DNS-1123 subdomain), as the API server checks it: names in
+/// the CRD carry it, so a Rollout naming something no object can be named is refused
+/// before weir sees it.
+pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A DNS-1123 label: Services, webhooks, receivers, providers, metrics.
+pub const LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
@@ -58,6 +65,7 @@ pub struct RolloutSpec {
     /// of this Rollout's canaries: started, rolled back, promoted, waiting for a
     /// window, metrics failing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(min = 1, max = 63), pattern(LABEL_PATTERN)))]
     pub notify: Vec<String>,
     /// HTTP endpoints weir asks at points of a release, as Flagger users know them: a
     /// smoke test before any traffic, a yes before a step or the promotion, a hook after
@@ -76,7 +84,7 @@ pub struct RolloutSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Webhook {
     /// Names the webhook in status and Events; unique in the Rollout.
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), pattern(LABEL_PATTERN))]
     pub name: String,
     #[serde(rename = "type")]
     pub kind: WebhookKind,
@@ -164,7 +172,7 @@ pub struct TargetRef {
     /// Only `Deployment` is supported.
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == 'Deployment'", "message": "only kind Deployment is supported"}]))]
     pub kind: String,
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(NAME_PATTERN))]
     pub name: String,
 }
 
@@ -190,7 +198,7 @@ pub struct IstioRouting {
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualServiceRef {
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(NAME_PATTERN))]
     pub name: String,
     /// Names of the HTTP routes weir manages. Empty: every HTTP route that has both
     /// the stable and the canary destination.
@@ -202,7 +210,7 @@ pub struct VirtualServiceRef {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.stableSubset != self.canarySubset", "message": "stableSubset and canarySubset must differ"}]))]
 pub struct DestinationRuleRef {
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(NAME_PATTERN))]
     pub name: String,
     #[schemars(length(min = 1, max = 63))]
     pub stable_subset: String,
@@ -214,9 +222,9 @@ pub struct DestinationRuleRef {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.stableService != self.canaryService", "message": "stableService and canaryService must differ"}]))]
 pub struct HostServices {
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), pattern(LABEL_PATTERN))]
     pub stable_service: String,
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), pattern(LABEL_PATTERN))]
     pub canary_service: String,
 }
 
@@ -260,7 +268,7 @@ pub struct Analysis {
     /// (`weir controller --providers`). A Rollout cannot name an address or a Secret.
     /// Default: the admin's default provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), pattern(LABEL_PATTERN))]
     pub provider: Option<String>,
     #[schemars(length(min = 1, max = 16))]
     pub metrics: Vec<Metric>,
