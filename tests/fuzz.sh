@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs weir's fuzz targets (crates/fuzz) for a bounded time each: what weir reads from
 # outside must never make it panic, hang (an input taking over 10 s fails) or balloon (a
-# single allocation over 256 MiB, or 1 GiB in all, fails). Seeds: the malformed corpus,
-# the examples and a few Prometheus answers; what the fuzzer finds goes to a temp dir,
-# never into the repository. A crash leaves its input in crates/fuzz/artifacts/.
-# FUZZ_SECONDS per target (default 20). Installs cargo-fuzz if missing.
+# single allocation over 256 MiB, or 1 GiB in all, fails); the engine target drives the
+# decision engine through arbitrary specs and sequences of worlds (structure-aware).
+# Seeds: the malformed corpus, the examples and a few Prometheus answers; what the
+# fuzzer finds goes to a temp dir, never into the repository. A crash leaves its input
+# in crates/fuzz/artifacts/. Each target prints its executions per second.
+# FUZZ_SECONDS per target (default 20; `make fuzz` for long runs). Installs cargo-fuzz
+# if missing.
 # `tests/fuzz.sh build` only builds the targets (make test does that beside cargo test).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,23 +31,27 @@ run() { # target, seed dirs...
   mkdir -p "$work/corpus-$target"
   echo "fuzzing $target for ${seconds}s ..." >&2
   # No sanitizer: weir has no unsafe code of its own, and without ASan the targets run
-  # several times faster in a quarter of the memory. A debug build: it compiles in a
-  # quarter of the time (3.5 min against 13 here), which is what a 30 s run needs. It
-  # runs slowly (a few Rollouts a second), so its hang limit is 10 s: an alias bomb that
-  # serde_yaml's repetition limit stops in 0.25 s in a plain debug build took over 2 s.
-  if ! cargo $toolchain fuzz run --dev --sanitizer none --fuzz-dir "$repo/crates/fuzz" "$target" "$work/corpus-$target" "$@" -- \
+  # several times faster in a quarter of the memory. An optimised build with debug
+  # assertions (crates/fuzz's release profile: opt-level 1, assertions and overflow
+  # checks on): the debug build ran ~40 Rollouts a second.
+  if ! cargo $toolchain fuzz run $profile --sanitizer none --fuzz-dir "$repo/crates/fuzz" "$target" "$work/corpus-$target" "$@" -- \
     -max_total_time="$seconds" -timeout=10 -malloc_limit_mb=256 -rss_limit_mb=1024 -print_final_stats=1 \
     >"$work/$target.log" 2>&1; then
     tail -60 "$work/$target.log" >&2
     echo "fuzz target $target failed; its input is in crates/fuzz/artifacts/$target/" >&2
     return 1
   fi
-  grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$work/$target.log" | sed "s/^/  $target /" >&2 || true
+  local runs rss
+  runs=$(grep -E '^stat::number_of_executed_units' "$work/$target.log" | awk '{print $2}')
+  rss=$(grep -E '^stat::peak_rss_mb' "$work/$target.log" | awk '{print $2}')
+  echo "  $target: ${runs:-?} executions in ${seconds}s ($(( ${runs:-0} / seconds ))/s), peak RSS ${rss:-?} MiB" >&2
 }
+profile="-O --debug-assertions"
 cd "$repo"
 if [ "${1:-}" = build ]; then
-  exec cargo $toolchain fuzz build --dev --sanitizer none --fuzz-dir "$repo/crates/fuzz"
+  exec cargo $toolchain fuzz build $profile --sanitizer none --fuzz-dir "$repo/crates/fuzz"
 fi
 run rollout "$repo/tests/malformed" "$repo/examples/dev"
 run prometheus_answer "$work/answers"
 run providers "$work/providers"
+run engine
