@@ -1553,22 +1553,25 @@ fn chaos() {
     });
 }
 
+/// An address on loopback that accepts connections and never answers (a provider or
+/// webhook that hangs); abort the task to close it.
+async fn silent_endpoint() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (address, holder)
+}
+
 /// From the image bump to Succeeded, for a healthy release in `ns` on provider `main`.
 async fn promotion_time(env: &Env, ns: &str) -> Result<Duration, String> {
     setup(env, ns, &env.provider).await?;
-    let bumped = Instant::now();
-    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
-    let r = wait_phase(
-        &env.client,
-        ns,
-        &[Phase::Succeeded, Phase::RolledBack],
-        Duration::from_secs(180),
-    )
-    .await?;
-    match r.status.map(|s| s.phase) {
-        Some(Phase::Succeeded) => Ok(bumped.elapsed()),
-        other => Err(format!("{ns}: ended {other:?}")),
-    }
+    let times = promotion_times(env, &[ns.to_string()], "nginxdemos/hello:2.0").await?;
+    times.first().copied().ok_or_else(|| format!("{ns}: no time"))
 }
 
 /// A metric provider that accepts connections and never answers, used by 50 Rollouts
@@ -1579,14 +1582,7 @@ fn a_provider_that_never_answers_delays_no_one_else() {
     const STUCK: usize = 50;
     let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     runtime().block_on(async {
-        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dead_address = format!("http://{}", dead.local_addr().unwrap());
-        let holder = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = dead.accept().await {
-                held.push(socket);
-            }
-        });
+        let (dead_address, holder) = silent_endpoint().await;
         let line = format!("  - {{name: dead, address: '{dead_address}', timeout: 5s}}\n");
         let bed = Bed::start_with(13, &line, Identity::Admin).await;
         let env = bed.env();
@@ -1700,14 +1696,7 @@ fn one_hostile_namespace_does_not_slow_twenty_healthy_releases() {
     const HEALTHY: usize = 20;
     let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     runtime().block_on(async {
-        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dead_address = format!("http://{}", dead.local_addr().unwrap());
-        let holder = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = dead.accept().await {
-                held.push(socket);
-            }
-        });
+        let (dead_address, holder) = silent_endpoint().await;
         let line = format!("  - {{name: slow, address: '{dead_address}', timeout: 5s}}\n");
         let bed = Bed::start_with(29, &line, Identity::Admin).await;
         let env = bed.env();
