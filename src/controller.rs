@@ -497,7 +497,9 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
 /// A deletion whose fresh read failed proves nothing: the finalizer stays, the status
 /// and a Warning Event say why, and the read is tried again with a doubling backoff.
 async fn release_unproven(ctx: &Context, rollout: &Rollout, key: &str, e: Error) -> Error {
-    let retry = ctx.health.failed(key);
+    // Capped lower than a panic's: a read comes back with the API server, and the
+    // deletion should follow within half a minute.
+    let retry = ctx.health.failed(key).min(Duration::from_secs(30));
     let message = format!(
         "Rollout deleted: weir keeps its finalizer until it can read the routing and the Deployments again ({e}); next try in {}",
         humantime::format_duration(retry)

@@ -1813,6 +1813,97 @@ fn with_only_the_rbac_in_config() {
     });
 }
 
+/// A Rollout deleted mid-canary while weir cannot read: weir's `get` on DestinationRules is
+/// taken from its ClusterRole (its watches keep working), so the deletion's fresh read
+/// fails. The finalizer stays, traffic stays where it was (no weight on nothing), the
+/// status says why; once the verb is back, the deletion completes as usual.
+#[test]
+fn a_deletion_that_cannot_read_keeps_its_finalizer_until_it_can() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let bed = Bed::start_with(31, "", Identity::ServiceAccount).await;
+        let env = bed.env();
+        let failures: Failures = Arc::default();
+        let result = deletion_waits_for_a_read(&env, &failures).await;
+        let mut errors: Vec<String> = result.err().into_iter().collect();
+        errors.extend(failures.lock().unwrap().iter().cloned());
+        bed.report(errors, &["e2e-delete-blind".to_string()]).await;
+    });
+}
+
+/// Sets the verbs of weir's ClusterRole rule for `resource`; returns the verbs before.
+async fn set_weir_verbs(client: &Client, resource: &str, verbs: &[&str]) -> Result<Vec<String>, String> {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let api: Api<ClusterRole> = Api::all(client.clone());
+    let mut role = api.get("weir").await.map_err(|e| format!("ClusterRole weir: {e}"))?;
+    let mut before = vec![];
+    for rule in role.rules.iter_mut().flatten() {
+        if rule.resources.iter().flatten().any(|r| r == resource) {
+            before = std::mem::replace(&mut rule.verbs, verbs.iter().map(|v| v.to_string()).collect());
+        }
+    }
+    api.replace("weir", &Default::default(), &role)
+        .await
+        .map_err(|e| format!("ClusterRole weir: {e}"))?;
+    Ok(before)
+}
+
+async fn deletion_waits_for_a_read(env: &Env, f: &Failures) -> Result<(), String> {
+    let ns = "e2e-delete-blind";
+    let (weights, no_ready_before) = setup(env, ns, &env.provider).await?;
+    bump(&env.client, ns, "nginxdemos/hello:2.0").await;
+    wait_weight(&weights, 25, Duration::from_secs(60)).await?;
+    let verbs = set_weir_verbs(&env.client, "destinationrules", &["list", "watch"]).await?;
+    // The RBAC authorizer learns of the change from its watch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rollouts = Api::<Rollout>::namespaced(env.client.clone(), ns);
+    rollouts
+        .delete("backend", &Default::default())
+        .await
+        .map_err(|e| format!("{ns}: delete: {e}"))?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let held = rollouts.get_opt("backend").await.map_err(|e| e.to_string())?;
+    let message = held.as_ref().and_then(|r| r.status.as_ref()).map(|s| s.message.clone());
+    check(
+        f,
+        message.as_deref().is_some_and(|m| m.contains("keeps its finalizer")),
+        format!(
+            "{ns}: while weir cannot read, the Rollout {}",
+            match &message {
+                Some(m) => format!("says {m:?}"),
+                None => "is gone".into(),
+            }
+        ),
+    );
+    let during = weights.lock().unwrap().clone();
+    check(
+        f,
+        deployment(&env.client, ns, "backend-canary").await.is_some() || during.last() == Some(&0),
+        format!("{ns}: the canary went while its traffic ({during:?}) was not taken off"),
+    );
+    let restored: Vec<&str> = verbs.iter().map(String::as_str).collect();
+    set_weir_verbs(&env.client, "destinationrules", &restored).await?;
+    let start = Instant::now();
+    while rollouts.get_opt("backend").await.map_err(|e| e.to_string())?.is_some() {
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(format!(
+                "{ns}: the Rollout is still there 60 s after weir could read again"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "deletion: held {} s while weir could not read, released {} ms after it could",
+        8,
+        start.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let w = weights.lock().unwrap().clone();
+    check(f, w.last() == Some(&0), format!("{ns}: weights after deletion {w:?}"));
+    check_no_request_met_no_pods(env, f, ns, no_ready_before);
+    Ok(())
+}
+
 /// weir for one namespace, as its own ServiceAccount with exactly `config/namespaced`'s
 /// RBAC (a Role there, no ClusterRole): a release in that namespace is promoted, and a
 /// Rollout in another namespace is left alone.
