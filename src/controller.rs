@@ -467,10 +467,11 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
     };
     let obs = Some(obs);
     let world = obs.as_ref().map(|o| o.world.clone()).unwrap_or_else(World::unobserved);
-    let delay = plan::plan(&rollout.spec)
-        .map(|p| p.scale_down_delay)
-        .unwrap_or(plan::DEFAULT_SCALE_DOWN_DELAY);
-    let decision = engine::release(&resumed.status, &world, delay, now);
+    let planned = plan::plan(&rollout.spec).ok();
+    let delay = planned
+        .as_ref()
+        .map_or(plan::DEFAULT_SCALE_DOWN_DELAY, |p| p.scale_down_delay);
+    let decision = engine::release(planned.as_ref(), &resumed.status, &world, delay, now);
     let uid = rollout.uid().unwrap_or_default();
     match execute(ctx, &rollout, obs.as_ref(), None, &decision, &resumed.written, now).await {
         Ok(written) => {

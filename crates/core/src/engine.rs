@@ -341,13 +341,27 @@ const RELEASE_RETRY: Duration = Duration::from_secs(5);
 /// cleanup): all traffic to stable first (an intent in status), the canary drains for
 /// `scale_down_delay`, then weir lets go of the Deployment, deletes the canary and the
 /// finalizer goes.
-pub fn release(status: &RolloutStatus, world: &World, scale_down_delay: Duration, now: Timestamp) -> Decision {
+///
+/// `plan`, when the spec still plans: a canary not judged bad then hands its traffic back
+/// as fast as stable has replicas for (`ramp_down`), as a promotion does — under an HPA
+/// step by step, not all at once onto a stable the HPA shrank.
+pub fn release(
+    plan: Option<&Plan>,
+    status: &RolloutStatus,
+    world: &World,
+    scale_down_delay: Duration,
+    now: Timestamp,
+) -> Decision {
     let mut d = Decider::new(status, world, now, 0);
     d.deleting = true;
     d.drain_delay = Some(scale_down_delay);
-    d.release(world, scale_down_delay);
+    d.release(plan, world, scale_down_delay);
     d.finish()
 }
+
+/// How soon a deletion stepping traffic back to stable looks again (a change of
+/// stable's replicas wakes it sooner).
+const RELEASE_STEP_POLL: Duration = Duration::from_secs(5);
 
 struct Decider {
     now: Timestamp,
@@ -1749,6 +1763,42 @@ impl Decider {
 
     // --------------------------------------------------------------------- Deletion
 
+    /// A deleted Rollout whose canary was not judged bad (it is still a canary: scaling,
+    /// analysing, paused or promoting) hands its traffic back one hop at a time while
+    /// stable lacks the replicas for all of it. `false`: stable carries everything, or
+    /// there is nothing to step (no plan, no Deployment): drain at once.
+    fn step_back_on_release(&mut self, plan: Option<&Plan>, world: &World) -> bool {
+        let canary_state = matches!(
+            self.state,
+            State::Scaling { .. } | State::Analysing { .. } | State::Paused { .. } | State::Promoting { .. }
+        );
+        let (Some(plan), Some(target), Some(at), Some(weight)) = (plan, &world.target, self.at(), self.world_weight)
+        else {
+            return false;
+        };
+        if !canary_state {
+            return false;
+        }
+        let at = CanaryAt { weight, ..at };
+        let next = ramp_down(plan, &at, target.pods.available);
+        if next == 0 {
+            return false;
+        }
+        if next < weight {
+            self.set_weight(next);
+            let note = format!(
+                "Rollout deleted: canary {weight}% -> {next}%: stable has {} of the {} replicas that carry all traffic",
+                target.pods.available, at.reference_replicas
+            );
+            self.event(false, "TrafficToStable", note);
+        }
+        self.status.message =
+            format!("Rollout deleted: traffic returns to stable as fast as its replicas allow (canary {next}%)");
+        self.set_at(CanaryAt { weight: next, ..at });
+        self.wake_at(after(self.now, RELEASE_STEP_POLL));
+        true
+    }
+
     /// The deletion's proof: the routes, freshly read, send nothing to the canary on
     /// every managed route (routes that cannot be read or understood prove nothing).
     fn no_canary_traffic_shown(&self, world: &World) -> Result<(), String> {
@@ -1763,10 +1813,13 @@ impl Decider {
         }
     }
 
-    fn release(&mut self, world: &World, delay: Duration) {
+    fn release(&mut self, plan: Option<&Plan>, world: &World, delay: Duration) {
         let canary = self.at().map(|at| at.canary).unwrap_or_default();
         let stable = self.state.stable().unwrap_or_default().to_string();
         if !matches!(self.state, State::Draining { .. }) && self.world_weight.is_some_and(|w| w > 0) {
+            if self.step_back_on_release(plan, world) {
+                return;
+            }
             self.status.message = "Rollout deleted: all traffic goes back to stable; the canary drains".into();
             self.event(false, "Releasing", self.status.message.clone());
             return self.drain(&stable, &canary, Outcome::Cancelled, delay);

@@ -647,6 +647,36 @@ fn deleting_a_rollout_mid_canary_hands_traffic_then_the_deployment_back() {
 }
 
 #[test]
+fn deleting_under_an_hpa_hands_traffic_back_as_stable_grows() {
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    at_weight(&mut sim, 50);
+    let stable = |sim: &mut Sim, replicas: i32| {
+        sim.target.pods.desired = replicas;
+        sim.target.pods.available = replicas;
+    };
+    // The HPA shrank stable to 2 of 4 while the canary took half the load.
+    stable(&mut sim, 2);
+    sim.deleting = true;
+    sim.reconcile();
+    assert_eq!(
+        sim.weight, 25,
+        "one hop back: stable carries its half, then a step more"
+    );
+    assert!(!sim.released, "the canary keeps its share while stable grows");
+    stable(&mut sim, 3);
+    sim.now += jiff::SignedDuration::from_secs(5);
+    sim.reconcile();
+    assert_eq!(sim.weight, 10);
+    stable(&mut sim, 4);
+    sim.run_until(minutes(2), |s| s.released);
+    let n = sim.weights_written.len();
+    assert_eq!(sim.weights_written[n - 3..], [25, 10, 0]);
+    let hops = sim.events.iter().filter(|e| e.reason == "TrafficToStable").count();
+    assert_eq!(hops, 2, "each hop told");
+}
+
+#[test]
 fn deleting_an_idle_rollout_releases_at_once() {
     let mut sim = Sim::new(&spec(""));
     sim.deleting = true;

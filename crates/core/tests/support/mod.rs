@@ -315,7 +315,13 @@ impl Sim {
         }
         let world = self.world();
         let d = match self.deleting {
-            true => engine::release(&self.status, &world, self.plan.scale_down_delay, self.now),
+            true => engine::release(
+                Some(&self.plan),
+                &self.status,
+                &world,
+                self.plan.scale_down_delay,
+                self.now,
+            ),
             false => engine::decide(Ok(&self.plan), Some(1), &self.status, &world, self.now),
         };
         self.decided = d.status.clone();
