@@ -1766,12 +1766,15 @@ impl Decider {
     /// A deleted Rollout whose canary was not judged bad (it is still a canary: scaling,
     /// analysing, paused or promoting) hands its traffic back one hop at a time while
     /// stable lacks the replicas for all of it. `false`: stable carries everything, or
-    /// there is nothing to step (no plan, no Deployment): drain at once.
+    /// there is nothing to step (no plan, no Deployment, no canary pod that serves — a
+    /// share sent to no pod fails anyway): drain at once.
     fn step_back_on_release(&mut self, plan: Option<&Plan>, world: &World) -> bool {
-        let canary_state = matches!(
-            self.state,
-            State::Scaling { .. } | State::Analysing { .. } | State::Paused { .. } | State::Promoting { .. }
-        );
+        let serving = world.canary.as_ref().is_some_and(|c| c.pods.available > 0);
+        let canary_state = serving
+            && matches!(
+                self.state,
+                State::Scaling { .. } | State::Analysing { .. } | State::Paused { .. } | State::Promoting { .. }
+            );
         let (Some(plan), Some(target), Some(at), Some(weight)) = (plan, &world.target, self.at(), self.world_weight)
         else {
             return false;

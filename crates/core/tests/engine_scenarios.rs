@@ -677,6 +677,22 @@ fn deleting_under_an_hpa_hands_traffic_back_as_stable_grows() {
 }
 
 #[test]
+fn deleting_under_an_hpa_with_the_canary_pods_gone_takes_all_traffic_off_at_once() {
+    // Found by the engine fuzz target: stepping back sent a share to a canary with no pod.
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    at_weight(&mut sim, 50);
+    sim.target.pods.desired = 2;
+    sim.target.pods.available = 2;
+    sim.canary.as_mut().unwrap().pods.available = 0;
+    sim.strict = false;
+    sim.deleting = true;
+    sim.reconcile();
+    assert_eq!(sim.weight, 0, "no share stays on a canary without pods");
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[test]
 fn deleting_an_idle_rollout_releases_at_once() {
     let mut sim = Sim::new(&spec(""));
     sim.deleting = true;
