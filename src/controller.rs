@@ -25,6 +25,7 @@ use crate::Error;
 use crate::api::{ROLLOUT_LABEL, Rollout, RolloutStatus};
 use crate::engine::{self, Action, AnalysisRequest, Decision, World, Write};
 use crate::events::EventPublisher;
+use crate::fair::FairSlots;
 use crate::index::{self, Index, Named, Versions};
 use crate::judge::Reading;
 use crate::kubernetes::{self, IstioApi, LAST_APPLIED_ANNOTATION, Objects, Observation};
@@ -60,7 +61,26 @@ pub struct Context {
     pub telemetry: Telemetry,
     pub looks: Looks,
     pub health: Health,
+    /// The controller's reconcile workers, shared between namespaces (`workers`).
+    pub workers: FairSlots,
 }
+
+/// The controller's reconcile workers as fair slots: one namespace may hold three
+/// quarters of them (all, when weir watches one namespace), so the others always find a
+/// quarter free however many Rollouts one namespace wakes at once. A reconcile over its
+/// namespace's share does not wait for a slot (it would hold a worker while waiting):
+/// it is put back for `WORKER_TURN`.
+pub fn workers(concurrency: u16, one_namespace: bool) -> FairSlots {
+    let total = usize::from(concurrency.max(1));
+    let share = match one_namespace {
+        true => total,
+        false => (total * 3 / 4).max(1),
+    };
+    FairSlots::new(total, share)
+}
+
+/// How soon a reconcile put back for its namespace's share of the workers comes again.
+const WORKER_TURN: Duration = Duration::from_millis(250);
 
 /// What `/readyz` and `/healthz` answer.
 #[derive(Default)]
@@ -214,6 +234,10 @@ async fn read_metrics(
 pub const FINALIZER: &str = "weir.dev/cleanup";
 
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let Some(_worker) = ctx.workers.try_acquire(&rollout.namespace().unwrap_or_default()) else {
+        debug!(rollout = %key_of(&rollout), "its namespace holds its share of the workers: again shortly");
+        return Ok(Requeue::requeue(WORKER_TURN));
+    };
     let started = Instant::now();
     ctx.health.started();
     let result = guarded(&ctx, &rollout, decide_and_act(rollout.clone(), &ctx)).await;
@@ -782,6 +806,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         telemetry,
         looks: Looks::default(),
         health: Health::default(),
+        workers: workers(options.concurrency, options.namespace.is_some()),
     });
     let http = tokio::spawn(serve_http(options.http_addr, ctx.clone()));
     let leadership = match &options.election {
@@ -1055,6 +1080,21 @@ fn routing_triggers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_that_wakes_every_rollout_leaves_a_quarter_of_the_workers_to_the_others() {
+        let shared = workers(64, false);
+        let busy: Vec<_> = (0..100).filter_map(|_| shared.try_acquire("busy")).collect();
+        assert_eq!(busy.len(), 48);
+        let others: Vec<_> = (0..100).filter_map(|_| shared.try_acquire("other")).collect();
+        assert_eq!(others.len(), 16, "the rest is the other namespaces'");
+        drop(busy);
+        assert!(shared.try_acquire("busy").is_some());
+        // Watching one namespace, it has every worker.
+        let alone = workers(64, true);
+        let held: Vec<_> = (0..100).filter_map(|_| alone.try_acquire("only")).collect();
+        assert_eq!(held.len(), 64);
+    }
 
     #[test]
     fn idle_rollouts_keep_no_timer_and_the_sweep_wakes_each_once_per_period() {

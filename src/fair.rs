@@ -60,6 +60,16 @@ impl FairSlots {
         })
     }
 
+    /// A slot now, or `None` when `namespace` holds its share or every slot is taken.
+    pub fn try_acquire(&self, namespace: &str) -> Option<Slot> {
+        let own = self.of(namespace).try_acquire_owned().ok()?;
+        let total = self.total.clone().try_acquire_owned().ok()?;
+        Some(Slot {
+            _namespace: own,
+            _total: total,
+        })
+    }
+
     /// Like `acquire`, giving up after `wait`.
     pub async fn acquire_within(&self, namespace: &str, wait: Duration) -> Option<Slot> {
         tokio::time::timeout(wait, self.acquire(namespace)).await.ok().flatten()

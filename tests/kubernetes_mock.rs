@@ -246,6 +246,7 @@ fn context(client: Client, receivers: Receivers) -> Arc<Context> {
         telemetry: Telemetry::default(),
         looks: Looks::default(),
         health: Default::default(),
+        workers: controller::workers(64, false),
     })
 }
 
