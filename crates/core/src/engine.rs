@@ -386,6 +386,9 @@ struct Decider {
     /// Webhook answers the controller has, and the calls this decision waits for.
     answers: Vec<HookAnswer>,
     asks: Vec<HookCall>,
+    /// The stored state's format is not this weir's (an upgrade or a downgrade): the
+    /// state was rebuilt from the status's revisions and knows nothing of a drain.
+    state_unknown: bool,
 }
 
 impl Decider {
@@ -407,6 +410,8 @@ impl Decider {
             drain_delay: None,
             answers: world.hook_answers.clone(),
             asks: Vec::new(),
+            state_unknown: status.state_version.is_some_and(|v| v != STATE_VERSION)
+                || (status.state_version.is_none() && status.stable_revision.is_some()),
         }
     }
 
@@ -643,6 +648,16 @@ impl Decider {
             return self.drain(stable, &canary, last, plan.scale_down_delay);
         }
         self.pause_target(Some(target), true);
+        if let Some(canary) = &world.canary
+            && canary.pods.desired > 0
+            && self.state_unknown
+        {
+            // The state was rebuilt without its drain: the canary's pods may have carried
+            // traffic moments ago. They drain before they go, as after any release.
+            self.state_unknown = false;
+            let revision = canary.revision.clone().unwrap_or_default();
+            return self.drain(stable, &revision, Outcome::Cancelled, plan.scale_down_delay);
+        }
         if let Some(canary) = &world.canary
             && canary.pods.desired > 0
         {

@@ -1,8 +1,9 @@
 //! Any valid spec, edited at any point of a release: thousands of seeded random releases
 //! against the simulated cluster, with `spec.steps`, the metrics, the judge, the
 //! deadlines and the webhooks replaced at random instants (as a person or a GitOps sync
-//! would), the controller sometimes killed between two writes, Prometheus sometimes
-//! silent or down. After every decision the safety rules must hold:
+//! would), the controller sometimes killed between two writes or restarted as a version
+//! of weir that does not know the stored state's format, Prometheus sometimes silent or
+//! down. After every decision the safety rules must hold:
 //! - no panic (the engine is total);
 //! - no weight on a canary without ready pods, no canary pods gone before they drained
 //!   (the simulator's own checks);
@@ -120,6 +121,13 @@ fn release(seed: u64) -> Result<Phase, String> {
         if rng.random_bool(0.02) {
             sim.plan = plan::plan(&random_spec(&mut rng)).map_err(|e| format!("{e:?}"))?;
         }
+        if rng.random_bool(0.002) {
+            // Restarted as a weir whose status format is another (an upgrade or a
+            // downgrade): the stored state reads as unknown, the engine starts from what
+            // the status's revisions say.
+            sim.stored.state_version = None;
+            sim.memory = false;
+        }
         if rng.random_bool(0.01) {
             // Prometheus goes silent or down for a while, then comes back.
             sim.metrics = match rng.random_range(0..3) {
@@ -166,6 +174,11 @@ fn release(seed: u64) -> Result<Phase, String> {
         sim.cluster_settles();
         if matches!(sim.status.phase, Phase::Succeeded | Phase::RolledBack) && sim.weight == 0 {
             return Ok(sim.status.phase);
+        }
+        // Restarted from a status it could not read after the promotion began: stable
+        // already runs the new revision, the release has nothing left to do.
+        if sim.status.phase == Phase::Healthy && sim.status.stable_revision.as_deref() == Some(NEW) && sim.weight == 0 {
+            return Ok(Phase::Succeeded);
         }
         if sim.now >= end {
             return Err(format!("release did not end within {LIMIT:?}: {}", sim.status.message));
