@@ -573,6 +573,14 @@ async fn invalid_rollouts_are_refused_or_reported(env: &Env, f: &Failures) -> Re
         refused,
         format!("{ns}: decreasing weights were not refused: {err:?}"),
     );
+    // targetRef is fixed for a Rollout's life (a transition rule).
+    let retarget = json!({"spec": {"targetRef": {"kind": "Deployment", "name": "another"}}});
+    let err = Api::<Rollout>::namespaced(env.client.clone(), ns)
+        .patch("backend", &PatchParams::default(), &Patch::Merge(retarget))
+        .await;
+    let refused =
+        matches!(&err, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("targetRef cannot change"));
+    check(f, refused, format!("{ns}: a new targetRef was not refused: {err:?}"));
     // A latency bound is a number or a duration. The field is untyped in the schema (no
     // structural type says "number or string"), so the API server takes anything there:
     // a list nested 300 deep must neither break weir's watch of every Rollout (the other

@@ -33,7 +33,11 @@ pub const LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
-    /// The Deployment whose image bumps start a canary. weir never renames it.
+    /// The Deployment whose image bumps start a canary. weir never renames it. Fixed for
+    /// the Rollout's life: its canary, its pods' labels and its history belong to that
+    /// Deployment; for another one, delete the Rollout (everything is handed back) and
+    /// create one.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "targetRef cannot change; delete the Rollout (traffic goes back to stable) and create one for the other Deployment"}]))]
     pub target_ref: TargetRef,
     pub traffic_routing: TrafficRouting,
     /// Canary weights, strictly increasing, each 1..=100. The canary is promoted after
