@@ -36,6 +36,7 @@ use crate::plan::{self, Names, Plan};
 use crate::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
 use crate::providers::Providers;
 use crate::telemetry::{ResultLabels, Telemetry};
+use crate::vocabulary::{ConditionType, Reason};
 use crate::webhooks::{WebhookPolicy, Webhooks};
 use crate::windows_defaults::WindowDefaults;
 
@@ -293,7 +294,7 @@ async fn report_panic(ctx: &Context, rollout: &Rollout, message: &str, retry: Du
     }
     let event = engine::Event {
         warning: true,
-        reason: "ReconcilePanicked".into(),
+        reason: Reason::ReconcilePanicked,
         note,
     };
     publish(ctx, rollout, &event).await;
@@ -538,7 +539,7 @@ async fn release_unproven(ctx: &Context, rollout: &Rollout, key: &str, e: Error)
         }
         let event = engine::Event {
             warning: true,
-            reason: "ReleaseWaiting".into(),
+            reason: Reason::ReleaseWaiting,
             note: message,
         };
         publish(ctx, rollout, &event).await;
@@ -596,12 +597,16 @@ async fn execute(
             }
         }
     }
-    if applied_any && written.condition("Applied").is_some_and(|c| c.status == "False") {
+    if applied_any
+        && written
+            .condition(ConditionType::Applied)
+            .is_some_and(|c| c.status == "False")
+    {
         let mut status = decision.status.clone();
         status.set_condition(
-            "Applied",
+            ConditionType::Applied,
             true,
-            "Applied",
+            Reason::Applied,
             "every change weir decided is in the cluster",
             now,
         );
@@ -624,13 +629,16 @@ async fn report_apply_failure(
         return written;
     }
     let message = format!("{action:?} failed: {error}");
-    if written.condition("Applied").is_some_and(|c| c.message == message) {
+    if written
+        .condition(ConditionType::Applied)
+        .is_some_and(|c| c.message == message)
+    {
         return written;
     }
-    written.set_condition("Applied", false, "ApplyFailed", &message, now);
+    written.set_condition(ConditionType::Applied, false, Reason::ApplyFailed, &message, now);
     let event = engine::Event {
         warning: true,
-        reason: "ApplyFailed".into(),
+        reason: Reason::ApplyFailed,
         note: message,
     };
     publish(ctx, rollout, &event).await;
@@ -650,7 +658,7 @@ fn notify(ctx: &Context, rollout: &Rollout, e: &engine::Event, status: &RolloutS
     if rollout.spec.notify.is_empty() {
         return;
     }
-    let Some(kind) = notify::Kind::of_event(&e.reason) else {
+    let Some(kind) = notify::Kind::of_event(e.reason) else {
         return;
     };
     let release = status.release.as_ref().or(status.history.first());
@@ -686,7 +694,7 @@ async fn publish(ctx: &Context, rollout: &Rollout, e: &engine::Event) {
     ctx.telemetry
         .decisions
         .get_or_create(&ResultLabels {
-            result: e.reason.clone(),
+            result: e.reason.to_string(),
         })
         .inc();
     // An Event that cannot be published must not block the rollout itself.

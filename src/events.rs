@@ -84,8 +84,8 @@ impl EventPublisher {
             },
             event_time: Some(MicroTime(now)),
             type_: Some(if e.warning { "Warning" } else { "Normal" }.into()),
-            reason: Some(e.reason.clone()),
-            action: Some(e.reason.clone()),
+            reason: Some(e.reason.to_string()),
+            action: Some(e.reason.to_string()),
             note: Some(fit_note(&e.note)),
             regarding: Some(rollout.object_ref(&())),
             reporting_controller: Some("weir".into()),
@@ -114,7 +114,7 @@ mod tests {
         .expect("a Rollout");
         let e = engine::Event {
             warning: true,
-            reason: "RolledBack".into(),
+            reason: weir_core::vocabulary::Reason::RolledBack,
             note: "x".repeat(3000),
         };
         let now = Timestamp::now();

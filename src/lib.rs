@@ -31,7 +31,7 @@ pub mod webhooks;
 pub mod windows_defaults;
 pub mod yaml;
 
-pub use weir_core::{engine, judge, plan};
+pub use weir_core::{engine, judge, plan, vocabulary};
 
 /// Every error weir's I/O can meet. Problems a user can fix are not errors: they become
 /// status conditions and Events, and the controller keeps serving other Rollouts.

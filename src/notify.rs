@@ -40,6 +40,7 @@ use crate::Error;
 use crate::fair::{FairQueue, FairSlots, Ticket};
 use crate::outbound::{self, Failed};
 use crate::telemetry::{CallLabels, Calls};
+use crate::vocabulary::Reason;
 
 /// Deliveries queued for one receiver and not yet ended; more are dropped (with a warning).
 const QUEUE: usize = 256;
@@ -80,14 +81,14 @@ impl Kind {
     ];
 
     /// The engine's Event that makes a notification, if any.
-    pub fn of_event(reason: &str) -> Option<Kind> {
+    pub fn of_event(reason: Reason) -> Option<Kind> {
         match reason {
-            "CanaryStarted" => Some(Kind::Started),
-            "RolledBack" => Some(Kind::RolledBack),
-            "Promoted" => Some(Kind::Promoted),
-            "WaitingForWindow" | "WaitingForConfirmation" => Some(Kind::Waiting),
-            "DeadlineNear" | "WaitingForPods" | "PromotionStalled" => Some(Kind::Stuck),
-            "AnalysisError" => Some(Kind::AnalysisError),
+            Reason::CanaryStarted => Some(Kind::Started),
+            Reason::RolledBack => Some(Kind::RolledBack),
+            Reason::Promoted => Some(Kind::Promoted),
+            Reason::WaitingForWindow | Reason::WaitingForConfirmation => Some(Kind::Waiting),
+            Reason::DeadlineNear | Reason::WaitingForPods | Reason::PromotionStalled => Some(Kind::Stuck),
+            Reason::AnalysisError => Some(Kind::AnalysisError),
             _ => None,
         }
     }

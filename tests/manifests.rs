@@ -142,10 +142,13 @@ fn the_namespaced_role_has_the_cluster_roles_rules() {
     assert!(kustomization.contains("--namespace=apps") && role.metadata.namespace.as_deref() == Some("apps"));
 }
 
-/// The README's state table names exactly the states of `weir_core::state::State`.
+/// The README's state table names exactly the states of `weir_core::state::Kind`, and its
+/// transition table is `weir_core::engine::TRANSITIONS` (`WEIR_BLESS=1` rewrites it).
 #[test]
-fn the_readmes_state_table_is_the_state_machine() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+fn the_readmes_state_machine_is_the_code() {
+    use strum::IntoEnumIterator;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
     let section = readme
         .split("### The state machine")
         .nth(1)
@@ -157,7 +160,24 @@ fn the_readmes_state_table_is_the_state_machine() {
         .take_while(|l| l.starts_with('|'))
         .filter_map(|l| l.split('|').nth(1).map(str::trim))
         .collect();
-    assert_eq!(rows, weir_core::state::State::NAMES);
+    let kinds: Vec<&str> = weir_core::state::Kind::iter().map(|k| k.as_str()).collect();
+    assert_eq!(rows, kinds);
+    let (begin, end) = (
+        "<!-- transitions: generated from engine::TRANSITIONS -->\n",
+        "<!-- /transitions -->",
+    );
+    let start = readme.find(begin).expect("the transitions marker") + begin.len();
+    let stop = start + readme[start..].find(end).expect("the end of the transitions");
+    let table = weir::engine::transitions_markdown();
+    if std::env::var_os("WEIR_BLESS").is_some() {
+        std::fs::write(&path, format!("{}{table}{}", &readme[..start], &readme[stop..])).unwrap();
+        return;
+    }
+    assert_eq!(
+        readme[start..stop],
+        table,
+        "run WEIR_BLESS=1 cargo test --test manifests to regenerate"
+    );
 }
 
 /// A file that is not YAML gets one answer at once (the reader used to repeat its first

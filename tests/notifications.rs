@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use weir::vocabulary::Reason;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -247,18 +248,18 @@ fn a_bad_notifications_file_or_name_is_refused_with_its_field() {
 #[test]
 fn the_events_a_person_acts_on_make_notifications_and_no_others() {
     let cases = [
-        ("CanaryStarted", Some(Kind::Started)),
-        ("RolledBack", Some(Kind::RolledBack)),
-        ("Promoted", Some(Kind::Promoted)),
-        ("WaitingForWindow", Some(Kind::Waiting)),
-        ("WaitingForConfirmation", Some(Kind::Waiting)),
-        ("DeadlineNear", Some(Kind::Stuck)),
-        ("WaitingForPods", Some(Kind::Stuck)),
-        ("PromotionStalled", Some(Kind::Stuck)),
-        ("AnalysisError", Some(Kind::AnalysisError)),
-        ("StepStarted", None),
-        ("StepPassed", None),
-        ("WebhookHolds", None),
+        (Reason::CanaryStarted, Some(Kind::Started)),
+        (Reason::RolledBack, Some(Kind::RolledBack)),
+        (Reason::Promoted, Some(Kind::Promoted)),
+        (Reason::WaitingForWindow, Some(Kind::Waiting)),
+        (Reason::WaitingForConfirmation, Some(Kind::Waiting)),
+        (Reason::DeadlineNear, Some(Kind::Stuck)),
+        (Reason::WaitingForPods, Some(Kind::Stuck)),
+        (Reason::PromotionStalled, Some(Kind::Stuck)),
+        (Reason::AnalysisError, Some(Kind::AnalysisError)),
+        (Reason::StepStarted, None),
+        (Reason::StepPassed, None),
+        (Reason::WebhookHolds, None),
     ];
     for (reason, kind) in cases {
         assert_eq!(Kind::of_event(reason), kind, "{reason}");

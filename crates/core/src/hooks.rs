@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::plan::parse_duration;
-use crate::spec::{FailurePolicy, Webhook, WebhookKind};
+use crate::spec::{FailurePolicy, Webhook, WebhookKind, parse_duration};
 
 /// A webhook of the Rollout, validated and defaulted.
 #[derive(Clone, Debug, PartialEq)]

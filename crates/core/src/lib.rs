@@ -19,4 +19,5 @@ pub mod plan;
 pub mod spec;
 pub mod state;
 pub mod status;
+pub mod vocabulary;
 pub mod windows;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::hooks::HookPlan;
+pub use crate::spec::parse_duration;
 use crate::spec::{Bound, JudgeKind, Metric, RolloutSpec};
 use crate::windows::Windows;
 
@@ -192,50 +193,6 @@ impl Plan {
             .filter(|m| m.kind.bad_ratio_bound().is_some())
             .count()
     }
-}
-
-/// Parses a duration in Go's syntax, the one the API server's CEL `duration()` reads, so
-/// a value the API server accepts is never refused here: decimal numbers with an
-/// optional fraction, each followed by a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), such
-/// as `500ms`, `1.5h` or `1h30m`. weir's durations are positive: a sign or zero is refused.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration such as 30s, 1m30s, 1.5h or 500ms");
-    let mut rest = text;
-    let mut nanos = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, after) = rest.split_at(number_len);
-        if !number.bytes().any(|b| b.is_ascii_digit()) || number.matches('.').count() > 1 {
-            return Err(bad());
-        }
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let scale = match unit {
-            "ns" => 1e0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        nanos += number.parse::<f64>().map_err(|_| bad())? * scale;
-        rest = next;
-    }
-    if nanos < 1.0 {
-        return Err(format!("{text:?} must be positive"));
-    }
-    if nanos > u64::MAX as f64 {
-        return Err(format!("{text:?} is too long"));
-    }
-    Ok(Duration::from_nanos(nanos.round() as u64))
 }
 
 /// The names weir puts in API paths (GET by name) must be Kubernetes object names, so a

@@ -1,9 +1,9 @@
 //! The state machine of one Rollout. Each state holds exactly the data it needs; the
 //! CRD status is its projection (`status.state`, plus the flat fields kubectl prints).
 //!
-//! The README's "The state machine" has the table of states and transitions (a test
-//! checks it names exactly `State::NAMES`); `crate::engine` implements the transitions,
-//! one `on_<state>` function per state.
+//! `crate::engine` moves a rollout from state to state: one module and one `on_<state>`
+//! handler per state, every transition a row of `engine::TRANSITIONS` (the README's
+//! table is generated from it).
 //!
 //! Writes and their order (see `engine::Decision::writes`): the new status is written
 //! *before* the actions it describes, so a state that takes traffic away from a
@@ -16,6 +16,7 @@
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use strum::IntoEnumIterator;
 
 /// Version of the serialised state; a status of another version is not trusted.
 pub const STATE_VERSION: u32 = 1;
@@ -42,6 +43,31 @@ pub struct CanaryAt {
     /// to stable for the share it keeps. Never lowered while the canary runs, so an HPA
     /// shrinking stable (its load moved to the canary) does not shrink the canary.
     pub reference_replicas: i32,
+}
+
+/// The phase a person reads (`status.phase`): the state, as kubectl prints it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum Phase {
+    /// Waiting to take over the Deployment (its own rollout is still in progress).
+    #[default]
+    Initializing,
+    /// Stable runs the Deployment's template; nothing to do.
+    Healthy,
+    /// A canary is going through its steps.
+    Progressing,
+    /// A canary holds its step because a person asked (`weir pause`).
+    Paused,
+    /// The last step passed: the stable track is rolling out the new template.
+    Promoting,
+    /// The last canary was promoted; stable runs it.
+    Succeeded,
+    /// The last canary was rolled back; stable keeps serving the old template.
+    RolledBack,
+    /// The Rollout or the objects it names are unusable; see `message`.
+    InvalidSpec,
+    /// The Rollout is being deleted: traffic goes back to stable, the canary drains,
+    /// then weir lets go of the Deployment.
+    Deleting,
 }
 
 /// How a canary ended.
@@ -101,6 +127,36 @@ pub enum State {
     },
 }
 
+/// A state without its data: the rows and columns of the transition table
+/// (`crate::engine::TRANSITIONS`), the names in messages, the schema and the README.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::Display, strum::IntoStaticStr, strum::EnumIter)]
+pub enum Kind {
+    Initializing,
+    Stable,
+    Scaling,
+    Analysing,
+    Paused,
+    Promoting,
+    Draining,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The name in `status.state.name` (serde's camelCase of the variant).
+    pub fn serialized(self) -> String {
+        let name = self.as_str();
+        name.get(..1).unwrap_or_default().to_lowercase() + name.get(1..).unwrap_or_default()
+    }
+
+    /// A canary in progress: the states `weir pause`, `promote` and `abort` act on.
+    pub fn is_canary(self) -> bool {
+        matches!(self, Kind::Scaling | Kind::Analysing | Kind::Paused)
+    }
+}
+
 /// The OpenAPI schema of `status.state`: an object named by its `name`, whose other
 /// fields the API server keeps as they are (weir alone writes them, and checks their
 /// version: `status.stateVersion`).
@@ -112,7 +168,7 @@ pub fn schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "properties": {
             "name": {
                 "type": "string",
-                "enum": ["initializing", "stable", "scaling", "analysing", "paused", "promoting", "draining"]
+                "enum": Kind::iter().map(Kind::serialized).collect::<Vec<_>>()
             }
         },
         "required": ["name"]
@@ -120,17 +176,6 @@ pub fn schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 impl State {
-    /// Every state's name, in the order of the README's table.
-    pub const NAMES: [&'static str; 7] = [
-        "Initializing",
-        "Stable",
-        "Scaling",
-        "Analysing",
-        "Paused",
-        "Promoting",
-        "Draining",
-    ];
-
     /// The canary in progress, if any (not while draining).
     pub fn canary(&self) -> Option<&CanaryAt> {
         match self {
@@ -155,8 +200,7 @@ impl State {
     }
 
     /// The phase a person reads.
-    pub fn phase(&self) -> crate::status::Phase {
-        use crate::status::Phase;
+    pub fn phase(&self) -> Phase {
         match self {
             State::Initializing => Phase::Initializing,
             State::Stable { last, .. } => match last {
@@ -175,17 +219,22 @@ impl State {
         }
     }
 
+    /// Which state this is, without its data.
+    pub fn kind(&self) -> Kind {
+        match self {
+            State::Initializing => Kind::Initializing,
+            State::Stable { .. } => Kind::Stable,
+            State::Scaling { .. } => Kind::Scaling,
+            State::Analysing { .. } => Kind::Analysing,
+            State::Paused { .. } => Kind::Paused,
+            State::Promoting { .. } => Kind::Promoting,
+            State::Draining { .. } => Kind::Draining,
+        }
+    }
+
     /// Name of the state, for messages and the README's table.
     pub fn name(&self) -> &'static str {
-        match self {
-            State::Initializing => "Initializing",
-            State::Stable { .. } => "Stable",
-            State::Scaling { .. } => "Scaling",
-            State::Analysing { .. } => "Analysing",
-            State::Paused { .. } => "Paused",
-            State::Promoting { .. } => "Promoting",
-            State::Draining { .. } => "Draining",
-        }
+        self.kind().as_str()
     }
 }
 
@@ -250,19 +299,16 @@ mod tests {
     }
 
     #[test]
-    fn names_list_every_state() {
-        let names: Vec<&str> = one_of_each().iter().map(State::name).collect();
-        assert_eq!(names, State::NAMES);
+    fn kinds_list_every_state() {
+        let kinds: Vec<Kind> = one_of_each().iter().map(State::kind).collect();
+        assert_eq!(kinds, Kind::iter().collect::<Vec<_>>());
     }
 
     #[test]
     fn every_state_round_trips_through_its_serialised_form() {
         for state in one_of_each() {
             let json = serde_json::to_value(&state).unwrap();
-            assert_eq!(
-                json["name"].as_str().map(str::to_lowercase),
-                Some(state.name().to_lowercase())
-            );
+            assert_eq!(json["name"].as_str(), Some(state.kind().serialized().as_str()));
             let back: State = serde_json::from_value(json).unwrap();
             assert_eq!(back, state);
         }

@@ -4,31 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::spec::WebhookKind;
+pub use crate::state::Phase;
 use crate::state::State;
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
-pub enum Phase {
-    /// Waiting to take over the Deployment (its own rollout is still in progress).
-    #[default]
-    Initializing,
-    /// Stable runs the Deployment's template; nothing to do.
-    Healthy,
-    /// A canary is going through its steps.
-    Progressing,
-    /// A canary holds its step because a person asked (`weir pause`).
-    Paused,
-    /// The last step passed: the stable track is rolling out the new template.
-    Promoting,
-    /// The last canary was promoted; stable runs it.
-    Succeeded,
-    /// The last canary was rolled back; stable keeps serving the old template.
-    RolledBack,
-    /// The Rollout or the objects it names are unusable; see `message`.
-    InvalidSpec,
-    /// The Rollout is being deleted: traffic goes back to stable, the canary drains,
-    /// then weir lets go of the Deployment.
-    Deleting,
-}
+use crate::vocabulary::{ConditionType, Reason};
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -95,7 +73,15 @@ pub struct RolloutStatus {
 
 impl RolloutStatus {
     /// Sets a condition, moving its transition time only when its status changes.
-    pub fn set_condition(&mut self, type_: &str, ok: bool, reason: &str, message: &str, now: jiff::Timestamp) {
+    pub fn set_condition(
+        &mut self,
+        type_: ConditionType,
+        ok: bool,
+        reason: Reason,
+        message: &str,
+        now: jiff::Timestamp,
+    ) {
+        let (type_, reason) = (type_.as_str(), reason.as_str());
         let status = if ok { "True" } else { "False" };
         match self.conditions.iter_mut().find(|c| c.type_ == type_) {
             Some(c) => {
@@ -117,8 +103,8 @@ impl RolloutStatus {
     }
 
     /// The condition of a type, if set.
-    pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.conditions.iter().find(|c| c.type_ == type_)
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_.as_str())
     }
 
     /// The status without what changes at every look of the judge: the last look's values

@@ -4,6 +4,7 @@
 mod support;
 
 use std::time::Duration;
+use weir_core::vocabulary::{ConditionType, Reason};
 
 use jiff::Timestamp;
 use support::*;
@@ -151,7 +152,7 @@ fn rollback_at_step(judge: &str, step: usize) {
     );
     assert_eq!(rb.bound.as_deref(), Some(">= 99%"), "{rb:?}");
     assert!(!rb.reason.is_empty() && sim.status.message.contains("rolled back"));
-    assert!(sim.events.iter().any(|e| e.warning && e.reason == "RolledBack"));
+    assert!(sim.events.iter().any(|e| e.warning && e.reason == Reason::RolledBack));
     assert_eq!(sim.status.rolled_back_revision.as_deref(), Some(NEW));
     assert_eq!(sim.stable_running, STABLE);
 
@@ -189,7 +190,7 @@ fn the_threshold_judge_tolerates_failure_limit_breaches_cumulatively() {
         canary: BROKEN,
     };
     sim.run_until(minutes(10), phase_is(Phase::RolledBack));
-    let breaches = sim.events.iter().filter(|e| e.reason == "AnalysisBreach").count();
+    let breaches = sim.events.iter().filter(|e| e.reason == Reason::AnalysisBreach).count();
     assert_eq!(breaches, 2, "two tolerated, the third rolls back");
 }
 
@@ -220,7 +221,7 @@ fn no_data_holds_the_step_and_the_deadline_rolls_back() {
 }
 
 /// The Event and the condition that say a step is stuck, and when they were first said.
-fn stuck_told(sim: &Sim, reason: &str) -> usize {
+fn stuck_told(sim: &Sim, reason: Reason) -> usize {
     sim.events.iter().filter(|e| e.reason == reason && e.warning).count()
 }
 
@@ -231,11 +232,11 @@ fn a_step_without_a_verdict_is_told_stuck_once_half_way_to_its_deadline() {
     sim.bump(NEW);
     sim.run_until(minutes(2), |s| s.weight == 10);
     let started = sim.now;
-    sim.run_until(minutes(10), |s| stuck_told(s, "DeadlineNear") > 0);
+    sim.run_until(minutes(10), |s| stuck_told(s, Reason::DeadlineNear) > 0);
     // Step due after 1m (interval), deadline 2m after that: half way is 2m after the start.
     let after = sim.now.duration_since(started).as_secs();
     assert!((118..=125).contains(&after), "told {after}s after the step started");
-    let stuck = sim.status.condition("Stuck").unwrap().clone();
+    let stuck = sim.status.condition(ConditionType::Stuck).unwrap().clone();
     assert_eq!((stuck.status.as_str(), stuck.reason.as_str()), ("True", "DeadlineNear"));
     assert!(
         stuck
@@ -245,8 +246,12 @@ fn a_step_without_a_verdict_is_told_stuck_once_half_way_to_its_deadline() {
         stuck.message
     );
     sim.run_until(minutes(10), phase_is(Phase::RolledBack));
-    assert_eq!(stuck_told(&sim, "DeadlineNear"), 1, "told once, not at every look");
-    assert_eq!(sim.status.condition("Stuck").unwrap().status, "False");
+    assert_eq!(
+        stuck_told(&sim, Reason::DeadlineNear),
+        1,
+        "told once, not at every look"
+    );
+    assert_eq!(sim.status.condition(ConditionType::Stuck).unwrap().status, "False");
 }
 
 #[test]
@@ -255,8 +260,13 @@ fn canary_pods_that_do_not_start_are_told_stuck_once() {
     sim.canary_pods_start = false;
     sim.bump(NEW);
     sim.run_until(minutes(5), phase_is(Phase::RolledBack));
-    assert_eq!(stuck_told(&sim, "WaitingForPods"), 1);
-    let note = &sim.events.iter().find(|e| e.reason == "WaitingForPods").unwrap().note;
+    assert_eq!(stuck_told(&sim, Reason::WaitingForPods), 1);
+    let note = &sim
+        .events
+        .iter()
+        .find(|e| e.reason == Reason::WaitingForPods)
+        .unwrap()
+        .note;
     assert!(
         note.contains("step 1/4: the canary's pods are not ready; rolled back at"),
         "{note}"
@@ -268,7 +278,11 @@ fn a_healthy_release_is_never_told_stuck() {
     let mut sim = Sim::new(&spec(""));
     sim.bump(NEW);
     sim.run_until(minutes(30), phase_is(Phase::Succeeded));
-    assert!(sim.status.condition("Stuck").is_none(), "{:?}", sim.status.conditions);
+    assert!(
+        sim.status.condition(ConditionType::Stuck).is_none(),
+        "{:?}",
+        sim.status.conditions
+    );
 }
 
 #[test]
@@ -431,7 +445,7 @@ fn an_invalid_spec_is_reported_and_nothing_is_touched() {
     assert!(d.actions.is_empty());
     assert_eq!(d.status.phase, Phase::InvalidSpec);
     assert!(d.status.message.contains("steps[1].weight"));
-    assert!(d.events.iter().any(|e| e.warning && e.reason == "InvalidSpec"));
+    assert!(d.events.iter().any(|e| e.warning && e.reason == Reason::InvalidSpec));
     let c = d.status.conditions.iter().find(|c| c.type_ == "SpecValid").unwrap();
     assert_eq!(c.status, "False");
     // The same problem again: no second Event.
@@ -672,7 +686,11 @@ fn deleting_under_an_hpa_hands_traffic_back_as_stable_grows() {
     sim.run_until(minutes(2), |s| s.released);
     let n = sim.weights_written.len();
     assert_eq!(sim.weights_written[n - 3..], [25, 10, 0]);
-    let hops = sim.events.iter().filter(|e| e.reason == "TrafficToStable").count();
+    let hops = sim
+        .events
+        .iter()
+        .filter(|e| e.reason == Reason::TrafficToStable)
+        .count();
     assert_eq!(hops, 2, "each hop told");
 }
 
@@ -723,7 +741,11 @@ fn a_promotion_that_does_not_finish_is_reported_and_the_canary_keeps_its_traffic
     assert!(sim.now.duration_since(started) > jiff::SignedDuration::from_mins(2));
     assert_eq!(sim.status.phase, Phase::Promoting);
     assert_eq!(sim.weight, 100, "the judged canary keeps serving");
-    let stalled = sim.events.iter().filter(|e| e.reason == "PromotionStalled").count();
+    let stalled = sim
+        .events
+        .iter()
+        .filter(|e| e.reason == Reason::PromotionStalled)
+        .count();
     assert_eq!(stalled, 1, "reported once, past progressDeadline");
 }
 
@@ -913,7 +935,11 @@ fn under_an_hpa_promotion_moves_traffic_back_as_fast_as_stable_grows() {
     // The HPA had shrunk stable to 1 replica while the canary served 100 %: traffic goes
     // back one step at a time, each once stable has grown for the share it has.
     assert_eq!(sim.weights_written, vec![10, 25, 50, 100, 50, 25, 10, 0]);
-    let hops = sim.events.iter().filter(|e| e.reason == "TrafficToStable").count();
+    let hops = sim
+        .events
+        .iter()
+        .filter(|e| e.reason == Reason::TrafficToStable)
+        .count();
     assert_eq!(hops, 3);
 }
 
@@ -980,9 +1006,13 @@ fn a_shared_incident_holds_the_step_only_while_it_lasts() {
 fn the_history_keeps_each_release_and_how_it_ended() {
     let mut sim = Sim::new(&spec(""));
     sim.bump(NEW);
-    sim.run_until(minutes(30), |s| s.status.condition("Progressing").is_some());
+    sim.run_until(minutes(30), |s| {
+        s.status.condition(ConditionType::Progressing).is_some()
+    });
     assert_eq!(
-        sim.status.condition("Progressing").map(|c| c.status.as_str()),
+        sim.status
+            .condition(ConditionType::Progressing)
+            .map(|c| c.status.as_str()),
         Some("True")
     );
     assert_eq!(sim.status.release.as_ref().map(|r| r.revision.as_str()), Some(NEW));
@@ -993,9 +1023,9 @@ fn the_history_keeps_each_release_and_how_it_ended() {
         (Some("Promoted"), 4, NEW)
     );
     assert!(promoted.ended.is_some() && sim.status.release.is_none());
-    let condition = |s: &Sim, t: &str| s.status.condition(t).map(|c| c.status.clone());
-    assert_eq!(condition(&sim, "Promoted").as_deref(), Some("True"));
-    assert_eq!(condition(&sim, "Progressing").as_deref(), Some("False"));
+    let condition = |s: &Sim, t: ConditionType| s.status.condition(t).map(|c| c.status.clone());
+    assert_eq!(condition(&sim, ConditionType::Promoted).as_deref(), Some("True"));
+    assert_eq!(condition(&sim, ConditionType::Progressing).as_deref(), Some("False"));
     // The next release turns bad at step 2.
     sim.bump("rev-bad");
     sim.run_until(minutes(30), |s| s.weight == 25);
@@ -1016,8 +1046,8 @@ fn the_history_keeps_each_release_and_how_it_ended() {
         "{}",
         rolled_back.evidence
     );
-    assert_eq!(condition(&sim, "RolledBack").as_deref(), Some("True"));
-    assert_eq!(condition(&sim, "Promoted").as_deref(), Some("False"));
+    assert_eq!(condition(&sim, ConditionType::RolledBack).as_deref(), Some("True"));
+    assert_eq!(condition(&sim, ConditionType::Promoted).as_deref(), Some("False"));
     assert_eq!(sim.status.history[1].revision, NEW);
 }
 
@@ -1039,14 +1069,18 @@ fn steps_shrunk_below_the_current_step_lower_the_weight_and_judge_the_new_last_s
     sim.plan = with_steps("[{weight: 10}]");
     sim.run_until(minutes(30), phase_is(Phase::Succeeded));
     assert_eq!(sim.weights_written, vec![10, 25, 50, 10, 0]);
-    let changed = sim.events.iter().find(|e| e.reason == "StepsChanged").unwrap();
+    let changed = sim.events.iter().find(|e| e.reason == Reason::StepsChanged).unwrap();
     assert!(
         changed.note.contains("step 1/1 (10%); canary weight lowered from 50%"),
         "{}",
         changed.note
     );
-    let promoted_after = sim.events.iter().position(|e| e.reason == "Promoting").unwrap();
-    let lowered_at = sim.events.iter().position(|e| e.reason == "StepsChanged").unwrap();
+    let promoted_after = sim.events.iter().position(|e| e.reason == Reason::Promoting).unwrap();
+    let lowered_at = sim
+        .events
+        .iter()
+        .position(|e| e.reason == Reason::StepsChanged)
+        .unwrap();
     let passed = sim.events[lowered_at..promoted_after]
         .iter()
         .any(|e| e.note.contains("step passed"));

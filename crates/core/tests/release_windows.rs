@@ -5,6 +5,7 @@
 mod support;
 
 use std::time::Duration;
+use weir_core::vocabulary::ConditionType;
 
 use support::*;
 use weir_core::spec::ReleaseWindows;
@@ -27,7 +28,9 @@ fn sim_with(windows: ReleaseWindows, now: &str) -> Sim {
 }
 
 fn window_condition(sim: &Sim) -> Option<String> {
-    sim.status.condition("WithinReleaseWindow").map(|c| c.status.clone())
+    sim.status
+        .condition(ConditionType::WithinReleaseWindow)
+        .map(|c| c.status.clone())
 }
 
 /// The night clocks go forward in Berlin (2027-03-28, 02:00 CET -> 03:00 CEST), a canary

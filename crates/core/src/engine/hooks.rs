@@ -4,10 +4,19 @@
 //! webhook said is on the API server before the weight it allowed (or the rollback it
 //! caused) is written. A restart loses only calls in flight: they are asked again.
 
-use super::*;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::analysing::gate_after;
+use super::decider::{Decider, after, ts, until};
 use crate::hooks::{HookKey, HookPlan, Reply};
+use crate::plan::Plan;
 use crate::spec::{FailurePolicy, WebhookKind};
+use crate::state::CanaryAt;
 use crate::status::{ASKED, WebhookRecord};
+use crate::vocabulary::Reason;
+use crate::windows::Gate;
 
 /// What the webhooks of one kind say about going on.
 pub(super) enum Said {
@@ -58,7 +67,7 @@ impl Decider {
             step,
             round,
         };
-        if let Some(answer) = self.answers.iter().find(|a| a.key == key).cloned() {
+        if let Some(answer) = self.seen.answers.iter().find(|a| a.key == key).cloned() {
             self.record(hook, &key, answer.reply.as_str(), &answer.detail, answer.attempts);
             return match answer.reply {
                 Reply::Yes => Said::Yes,
@@ -69,7 +78,7 @@ impl Decider {
         if record.is_none() && confirmation {
             self.event(
                 false,
-                "WaitingForConfirmation",
+                Reason::WaitingForConfirmation,
                 format!(
                     "revision {revision}: step {step} passed; webhook {} ({}) is asked to confirm (or run `weir promote`)",
                     hook.name,
@@ -97,7 +106,7 @@ impl Decider {
             said(reply.as_str())
         );
         if hook.kind == WebhookKind::PostRollout {
-            self.event(true, "WebhookFailed", reason);
+            self.event(true, Reason::WebhookFailed, reason);
             return Said::Yes;
         }
         if hook.on_failure == FailurePolicy::Rollback {
@@ -106,7 +115,7 @@ impl Decider {
         let again = after(self.now, plan.interval);
         self.event(
             true,
-            "WebhookHolds",
+            Reason::WebhookHolds,
             format!("{reason}; the canary holds, asked again at {}", ts(again)),
         );
         self.wake_at(again);
@@ -167,7 +176,7 @@ impl Decider {
                 step: at.step + 1,
                 round,
             };
-            let Some(answer) = self.answers.iter().find(|a| a.key == key).cloned() else {
+            let Some(answer) = self.seen.answers.iter().find(|a| a.key == key).cloned() else {
                 self.asks.push(hook.call(key, None));
                 continue;
             };
