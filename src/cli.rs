@@ -423,14 +423,14 @@ fn validate_value(value: serde_json::Value) -> Vec<String> {
             .collect(),
     };
     if let Err(errors) = plan::plan(&rollout.spec) {
-        problems.extend(errors);
+        problems.extend(errors.iter().map(ToString::to_string));
     }
     problems.dedup();
     problems
 }
 
 /// Parses and checks a spec alone (used by tests and examples).
-pub fn validate_spec(spec: &RolloutSpec) -> Result<plan::Plan, Vec<String>> {
+pub fn validate_spec(spec: &RolloutSpec) -> Result<plan::Plan, Vec<weir_core::spec::SpecError>> {
     plan::plan(spec)
 }
 

@@ -190,7 +190,7 @@ async fn read_metrics(
         Err(_) => None,
     };
     let endpoint = match (&provider, &permit, auth) {
-        (Err(e), _, _) => Err(e.clone()),
+        (Err(e), _, _) => Err(e.to_string()),
         (_, _, Err(e)) => Err(e.clone()),
         (Ok(p), Some(None), _) => Err(format!(
             "metric provider {} is busy: namespace {namespace}'s {} looks, or all {}, are waiting on it already",

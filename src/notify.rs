@@ -41,6 +41,7 @@ use crate::fair::{FairQueue, FairSlots, Ticket};
 use crate::outbound::{self, Failed};
 use crate::telemetry::{CallLabels, Calls};
 use crate::vocabulary::Reason;
+use weir_core::spec::SpecError;
 
 /// Deliveries queued for one receiver and not yet ended; more are dropped (with a warning).
 const QUEUE: usize = 256;
@@ -167,13 +168,16 @@ impl Receivers {
     }
 
     /// Checks a Rollout's `spec.notify`: every name must be a declared receiver.
-    pub fn check(&self, names: &[String]) -> Result<(), String> {
+    pub fn check(&self, names: &[String]) -> Result<(), SpecError> {
         for (i, name) in names.iter().enumerate() {
             if !self.0.contains_key(name) {
                 let known = self.0.keys().cloned().collect::<Vec<_>>().join(", ");
-                return Err(format!(
-                    "spec.notify[{i}]: {name:?} is not a receiver the cluster admin declared (declared: {})",
-                    if known.is_empty() { "none" } else { &known }
+                return Err(SpecError::new(
+                    format!("notify[{i}]"),
+                    format!(
+                        "{name:?} is not a receiver the cluster admin declared (declared: {})",
+                        if known.is_empty() { "none" } else { &known }
+                    ),
                 ));
             }
         }
@@ -340,7 +344,7 @@ impl Notifier {
     }
 
     /// Checks a Rollout's `spec.notify` against the declared receivers.
-    pub fn check(&self, names: &[String]) -> Result<(), String> {
+    pub fn check(&self, names: &[String]) -> Result<(), SpecError> {
         self.receivers.check(names)
     }
 

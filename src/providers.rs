@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::Error;
 use crate::fair::FairSlots;
 use crate::plan;
+use weir_core::spec::SpecError;
 
 /// The longest one query may take: a reconcile waits for its looks.
 pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -114,22 +115,23 @@ impl Providers {
     }
 
     /// The provider a Rollout's plan names, or why it cannot have it (for its status).
-    pub fn resolve(&self, name: Option<&str>) -> Result<&Provider, String> {
+    pub fn resolve(&self, name: Option<&str>) -> Result<&Provider, SpecError> {
         let known = || self.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
+        let wrong = |problem: String| SpecError::new("analysis.provider", problem);
         match name.or(self.default.as_deref()) {
             Some(name) => self.by_name.get(name).ok_or_else(|| {
-                format!(
-                    "spec.analysis.provider: {name:?} is not a metric provider the cluster admin declared (declared: {})",
+                wrong(format!(
+                    "{name:?} is not a metric provider the cluster admin declared (declared: {})",
                     known()
-                )
+                ))
             }),
             None if self.by_name.is_empty() => {
-                Err("spec.analysis.provider: the cluster admin declared no metric provider to weir".into())
+                Err(wrong("the cluster admin declared no metric provider to weir".into()))
             }
-            None => Err(format!(
-                "spec.analysis.provider: the cluster admin declared no default metric provider; name one of: {}",
+            None => Err(wrong(format!(
+                "the cluster admin declared no default metric provider; name one of: {}",
                 known()
-            )),
+            ))),
         }
     }
 }
@@ -181,7 +183,7 @@ mod tests {
             (Duration::from_secs(2), Some("b-auth"))
         );
         let err = p.resolve(Some("http://evil:9090")).unwrap_err();
-        assert!(err.starts_with("spec.analysis.provider: \"http://evil:9090\" is not a metric provider the cluster admin declared (declared: main, team-b)"), "{err}");
+        assert!(err.to_string().starts_with("spec.analysis.provider: \"http://evil:9090\" is not a metric provider the cluster admin declared (declared: main, team-b)"), "{err}");
     }
 
     #[test]
@@ -198,12 +200,18 @@ mod tests {
         );
         assert!(err("providers: [{name: a, address: 'http://x', token: t}]").contains("unknown field `token`"));
         let none = Providers::from_yaml("providers: []").unwrap();
-        assert!(none.resolve(None).unwrap_err().contains("declared no metric provider"));
+        assert!(
+            none.resolve(None)
+                .unwrap_err()
+                .to_string()
+                .contains("declared no metric provider")
+        );
         let two = Providers::from_yaml("providers: [{name: a, address: 'http://x'}, {name: b, address: 'http://y'}]")
             .unwrap();
         assert!(
             two.resolve(None)
                 .unwrap_err()
+                .to_string()
                 .contains("no default metric provider; name one of: a, b")
         );
     }

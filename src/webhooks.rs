@@ -25,6 +25,7 @@ use kube::runtime::reflector::ObjectRef;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use weir_core::hooks::{HookAnswer, HookCall, HookKey, HookPlan, Reply, UrlParts, url_parts};
+use weir_core::spec::SpecError;
 
 use crate::api::Rollout;
 use crate::fair::FairSlots;
@@ -87,13 +88,17 @@ impl WebhookPolicy {
     }
 
     /// Checks every webhook address of a Rollout in `namespace`; the error names the field.
-    pub fn check(&self, namespace: &str, hooks: &[HookPlan]) -> Result<(), String> {
+    pub fn check(&self, namespace: &str, hooks: &[HookPlan]) -> Result<(), SpecError> {
         for (i, hook) in hooks.iter().enumerate() {
-            let parts = url_parts(&hook.url).map_err(|e| format!("spec.webhooks[{i}].url: {e}"))?;
+            let field = format!("webhooks[{i}].url");
+            let parts = url_parts(&hook.url).map_err(|e| SpecError::new(field.clone(), e))?;
             if !self.allows(namespace, &parts) {
-                return Err(format!(
-                    "spec.webhooks[{i}].url: {} is not an address the cluster admin allowed: use a Service of namespace {namespace} (http://<service>.{namespace}.svc[:port]/) or one of the admin's allowedUrls",
-                    hook.url
+                return Err(SpecError::new(
+                    field,
+                    format!(
+                        "{} is not an address the cluster admin allowed: use a Service of namespace {namespace} (http://<service>.{namespace}.svc[:port]/) or one of the admin's allowedUrls",
+                        hook.url
+                    ),
                 ));
             }
         }
@@ -202,7 +207,7 @@ impl Webhooks {
         Webhooks { counts, ..self }
     }
 
-    pub fn check(&self, namespace: &str, hooks: &[HookPlan]) -> Result<(), String> {
+    pub fn check(&self, namespace: &str, hooks: &[HookPlan]) -> Result<(), SpecError> {
         self.policy.check(namespace, hooks)
     }
 

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use weir_core::spec::{ReleaseWindows, RolloutSpec};
+use weir_core::spec::{Problems, ReleaseWindows, RolloutSpec};
 use weir_core::windows::Windows;
 
 use crate::Error;
@@ -35,7 +35,7 @@ impl WindowDefaults {
     /// Reads the admin's file; refuses it whole, every problem named by its path.
     pub fn from_yaml(text: &str) -> Result<WindowDefaults, Error> {
         let defaults: WindowDefaults = crate::read_admin_file("release windows file", text)?;
-        let mut errors = vec![];
+        let mut errors = Problems::default();
         if let Some(w) = &defaults.default {
             Windows::parse("default", w, &mut errors);
         }
@@ -44,7 +44,10 @@ impl WindowDefaults {
         }
         match errors.is_empty() {
             true => Ok(defaults),
-            false => Err(Error::Usage(format!("release windows file: {}", errors.join("; ")))),
+            false => {
+                let shown: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.problem)).collect();
+                Err(Error::Usage(format!("release windows file: {}", shown.join("; "))))
+            }
         }
     }
 

@@ -1032,7 +1032,9 @@ async fn a_night_with_a_window_a_report_and_conditions(env: &Env, f: &Failures, 
     bump(&env.client, ns, "nginxdemos/hello:2.0").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let waiting = rollout(&env.client, ns).await.status.unwrap_or_default();
-    let window = waiting.condition(weir::vocabulary::ConditionType::WithinReleaseWindow).map(|c| c.status.clone());
+    let window = waiting
+        .condition(weir::vocabulary::ConditionType::WithinReleaseWindow)
+        .map(|c| c.status.clone());
     check(
         f,
         waiting.message.contains("outside the release windows") && window.as_deref() == Some("False"),

@@ -240,7 +240,7 @@ fn anything_in_a_bound_reads_and_is_refused_by_the_plan() {
         let rollout: weir::api::Rollout = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{found}: {e}"));
         let errors = weir::cli::validate_spec(&rollout.spec).unwrap_err();
         assert_eq!(
-            errors,
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
             [format!(
                 "spec.analysis.metrics[1].max: found {found}; expected a number, or a duration such as 500ms"
             )]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::spec::{FailurePolicy, Webhook, WebhookKind, parse_duration};
+use crate::spec::{FailurePolicy, Problems, Webhook, WebhookKind, parse_duration};
 
 /// A webhook of the Rollout, validated and defaulted.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,49 +109,53 @@ pub fn url_parts(url: &str) -> Result<UrlParts, String> {
 }
 
 /// Validates the Rollout's webhooks (`field` is their path, `webhooks`).
-pub fn plan(field: &str, hooks: &[Webhook], errors: &mut Vec<String>) -> Vec<HookPlan> {
+pub fn plan(field: &str, hooks: &[Webhook], errors: &mut Problems) -> Vec<HookPlan> {
     if hooks.len() > 16 {
-        errors.push(format!("{field}: {} webhooks, at most 16 are allowed", hooks.len()));
+        errors.at(field, format!("{} webhooks, at most 16 are allowed", hooks.len()));
     }
     let mut planned = Vec::new();
     for (i, hook) in hooks.iter().enumerate() {
         let at = format!("{field}[{i}]");
         if !crate::plan::is_object_name(&hook.name) {
-            errors.push(format!("{at}.name: {:?} is not a valid name", hook.name));
+            errors.at(format!("{at}.name"), format!("{:?} is not a valid name", hook.name));
         }
         if hooks.iter().take(i).any(|h| h.name == hook.name) {
-            errors.push(format!("{at}.name: {:?} appears twice", hook.name));
+            errors.at(format!("{at}.name"), format!("{:?} appears twice", hook.name));
         }
         if let Err(e) = url_parts(&hook.url) {
-            errors.push(format!("{at}.url: {e}"));
+            errors.at(format!("{at}.url"), e.to_string());
         }
         let timeout = match hook.timeout.as_deref().map(parse_duration) {
             None => DEFAULT_TIMEOUT,
             Some(Ok(t)) if t > Duration::ZERO && t <= MAX_TIMEOUT => t,
             Some(Ok(_)) => {
-                errors.push(format!("{at}.timeout: must be above 0s and at most 1m"));
+                errors.at(format!("{at}.timeout"), "must be above 0s and at most 1m");
                 DEFAULT_TIMEOUT
             }
             Some(Err(e)) => {
-                errors.push(format!("{at}.timeout: {e}"));
+                errors.at(format!("{at}.timeout"), e.to_string());
                 DEFAULT_TIMEOUT
             }
         };
         let retries = hook.retries.unwrap_or(DEFAULT_RETRIES);
         if retries > MAX_RETRIES {
-            errors.push(format!("{at}.retries: {retries} is above {MAX_RETRIES}"));
+            errors.at(format!("{at}.retries"), format!("{retries} is above {MAX_RETRIES}"));
         }
         let metadata_bytes: usize = hook.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
         if hook.metadata.len() > MAX_METADATA || metadata_bytes > MAX_METADATA_BYTES {
-            errors.push(format!(
-                "{at}.metadata: at most {MAX_METADATA} entries and {MAX_METADATA_BYTES} bytes are allowed"
-            ));
+            errors.at(
+                format!("{at}.metadata"),
+                format!("at most {MAX_METADATA} entries and {MAX_METADATA_BYTES} bytes are allowed"),
+            );
         }
         if hook.on_failure.is_some() && matches!(hook.kind, WebhookKind::PostRollout | WebhookKind::Rollback) {
-            errors.push(format!(
-                "{at}.onFailure: a {} webhook cannot hold or roll back on a no; remove it",
-                hook.kind.as_str()
-            ));
+            errors.at(
+                format!("{at}.onFailure"),
+                format!(
+                    "a {} webhook cannot hold or roll back on a no; remove it",
+                    hook.kind.as_str()
+                ),
+            );
         }
         planned.push(HookPlan {
             name: hook.name.clone(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::hooks::HookPlan;
 pub use crate::spec::parse_duration;
-use crate::spec::{Bound, JudgeKind, Metric, RolloutSpec};
+use crate::spec::{Bound, JudgeKind, Metric, Problems, RolloutSpec, SpecError};
 use crate::windows::Windows;
 
 pub const SUCCESS_RATE: &str = "request-success-rate";
@@ -198,7 +198,7 @@ impl Plan {
 /// The names weir puts in API paths (GET by name) must be Kubernetes object names, so a
 /// Rollout can neither reach another kind of object through a crafted path nor carry an
 /// unbounded string.
-fn check_object_names(spec: &RolloutSpec, errors: &mut Vec<String>) {
+fn check_object_names(spec: &RolloutSpec, errors: &mut Problems) {
     let istio = &spec.traffic_routing.istio;
     let mut names = vec![("trafficRouting.istio.virtualService.name", &istio.virtual_service.name)];
     if let Some(dr) = &istio.destination_rule {
@@ -211,17 +211,17 @@ fn check_object_names(spec: &RolloutSpec, errors: &mut Vec<String>) {
     for (field, name) in names {
         if !is_object_name(name) {
             let shown: String = name.chars().take(64).collect();
-            errors.push(format!("{field}: {shown:?} is not a valid object name"));
+            errors.at(field, format!("{shown:?} is not a valid object name"));
         }
     }
 }
 
-fn duration_or(field: &str, text: Option<&str>, default: Duration, errors: &mut Vec<String>) -> Duration {
+fn duration_or(field: &str, text: Option<&str>, default: Duration, errors: &mut Problems) -> Duration {
     match text.map(parse_duration) {
         None => default,
         Some(Ok(d)) => d,
         Some(Err(e)) => {
-            errors.push(format!("{field}: {e}"));
+            errors.at(field, e);
             default
         }
     }
@@ -237,27 +237,33 @@ pub const MAX_NOTIFY: usize = 8;
 
 /// Limits that keep one tenant's Rollout from taking more than its share of what weir
 /// shares between namespaces (provider queries, webhook calls, notification queues).
-fn check_shared_limits(spec: &RolloutSpec, (interval, tick): (Duration, Duration), errors: &mut Vec<String>) {
-    let floor = |field: &str, value: Duration, min: Duration, errors: &mut Vec<String>| {
+fn check_shared_limits(spec: &RolloutSpec, (interval, tick): (Duration, Duration), errors: &mut Problems) {
+    let floor = |field: &str, value: Duration, min: Duration, errors: &mut Problems| {
         if value < min {
-            errors.push(format!(
-                "{field}: {} is below the shortest allowed, {}",
-                humantime::format_duration(value),
-                humantime::format_duration(min)
-            ));
+            errors.at(
+                field,
+                format!(
+                    "{} is below the shortest allowed, {}",
+                    humantime::format_duration(value),
+                    humantime::format_duration(min)
+                ),
+            );
         }
     };
     floor("analysis.interval", interval, MIN_INTERVAL, errors);
     floor("analysis.tick", tick, MIN_TICK, errors);
     if spec.notify.len() > MAX_NOTIFY {
-        errors.push(format!(
-            "notify: {} receivers, at most {MAX_NOTIFY} are allowed",
-            spec.notify.len()
-        ));
+        errors.at(
+            "notify",
+            format!("{} receivers, at most {MAX_NOTIFY} are allowed", spec.notify.len()),
+        );
     }
     for (i, name) in spec.notify.iter().enumerate() {
         if spec.notify.iter().take(i).any(|n| n == name) {
-            errors.push(format!("notify[{i}]: {name:?} appears twice; name each receiver once"));
+            errors.at(
+                format!("notify[{i}]"),
+                format!("{name:?} appears twice; name each receiver once"),
+            );
         }
     }
 }
@@ -277,20 +283,23 @@ pub fn is_object_name(name: &str) -> bool {
         })
 }
 
-fn check_template(field: &str, query: &str, errors: &mut Vec<String>) {
+fn check_template(field: &str, query: &str, errors: &mut Problems) {
     let mut rest = query;
     while let Some(open) = rest.find("{{") {
         let after = &rest[open + 2..];
         let Some(close) = after.find("}}") else {
-            errors.push(format!("{field}.query: unclosed '{{{{' in query"));
+            errors.at(format!("{field}.query"), "unclosed '{{' in query");
             return;
         };
         let var = after[..close].trim();
         if !TEMPLATE_VARIABLES.contains(&var) {
-            errors.push(format!(
-                "{field}.query: unknown template variable {{{{{var}}}}}; allowed: {}",
-                TEMPLATE_VARIABLES.join(", ")
-            ));
+            errors.at(
+                format!("{field}.query"),
+                format!(
+                    "unknown template variable {{{{{var}}}}}; allowed: {}",
+                    TEMPLATE_VARIABLES.join(", ")
+                ),
+            );
         }
         rest = &after[close + 2..];
     }
@@ -301,72 +310,92 @@ fn metric_field(index: usize) -> String {
     format!("analysis.metrics[{index}]")
 }
 
-fn success_rate(field: &str, metric: &Metric, errors: &mut Vec<String>) -> Option<MetricKind> {
+fn success_rate(field: &str, metric: &Metric, errors: &mut Problems) -> Option<MetricKind> {
     if metric.max.is_some() {
-        errors.push(format!("{field}.max: {SUCCESS_RATE} takes min (percent), not max"));
+        errors.at(
+            format!("{field}.max"),
+            format!("{SUCCESS_RATE} takes min (percent), not max"),
+        );
     }
     match metric.min {
         Some(min) if (0.0..=100.0).contains(&min) => Some(MetricKind::SuccessRate { min }),
         Some(min) => {
-            errors.push(format!("{field}.min: {min} is not a percentage in 0..=100"));
+            errors.at(format!("{field}.min"), format!("{min} is not a percentage in 0..=100"));
             None
         }
         None => {
-            errors.push(format!("{field}.min: {SUCCESS_RATE} needs min (percent), e.g. min: 99"));
+            errors.at(
+                format!("{field}.min"),
+                format!("{SUCCESS_RATE} needs min (percent), e.g. min: 99"),
+            );
             None
         }
     }
 }
 
 /// A latency bound in milliseconds: a number of them, or a duration string.
-fn latency_ms(field: &str, bound: &Bound) -> Result<f64, String> {
+fn latency_ms(field: &str, bound: &Bound) -> Result<f64, SpecError> {
     match bound {
         Bound::Number(ms) => Ok(*ms),
         Bound::Duration(text) => parse_duration(text)
             .map(|d| d.as_secs_f64() * 1000.0)
-            .map_err(|e| format!("{field}.max: {e}, or a number of milliseconds")),
+            .map_err(|e| SpecError::new(format!("{field}.max"), format!("{e}, or a number of milliseconds"))),
         Bound::Unreadable(found) => Err(unreadable(field, found)),
     }
 }
 
-fn unreadable(field: &str, found: &str) -> String {
-    format!("{field}.max: found {found}; expected a number, or a duration such as 500ms")
+fn unreadable(field: &str, found: &str) -> SpecError {
+    SpecError::new(
+        format!("{field}.max"),
+        format!("found {found}; expected a number, or a duration such as 500ms"),
+    )
 }
 
-fn request_duration(field: &str, metric: &Metric, errors: &mut Vec<String>) -> Option<MetricKind> {
+fn request_duration(field: &str, metric: &Metric, errors: &mut Problems) -> Option<MetricKind> {
     if metric.min.is_some() {
-        errors.push(format!(
-            "{field}.min: {REQUEST_DURATION} takes max (a latency), not min"
-        ));
+        errors.at(
+            format!("{field}.min"),
+            format!("{REQUEST_DURATION} takes max (a latency), not min"),
+        );
     }
     let quantile = metric.quantile.unwrap_or(0.99);
     if !(quantile > 0.0 && quantile < 1.0) {
-        errors.push(format!("{field}.quantile: {quantile} must be in (0, 1)"));
+        errors.at(format!("{field}.quantile"), format!("{quantile} must be in (0, 1)"));
     }
     let Some(bound) = &metric.max else {
-        errors.push(format!("{field}.max: {REQUEST_DURATION} needs max, e.g. max: 500ms"));
+        errors.at(
+            format!("{field}.max"),
+            format!("{REQUEST_DURATION} needs max, e.g. max: 500ms"),
+        );
         return None;
     };
     let max_ms = latency_ms(field, bound).map_err(|e| errors.push(e)).ok()?;
     if !ISTIO_BUCKETS_MS.contains(&max_ms) {
-        errors.push(format!(
-            "{field}.max: {max_ms}ms is not a bucket bound of Istio's histogram \
+        errors.at(
+            format!("{field}.max"),
+            format!(
+                "{max_ms}ms is not a bucket bound of Istio's histogram \
              (one of {ISTIO_BUCKETS_MS:?} ms); latency can only be judged at a bucket bound"
-        ));
+            ),
+        );
     }
     Some(MetricKind::Duration { quantile, max_ms })
 }
 
-fn custom(field: &str, metric: &Metric, query: &str, errors: &mut Vec<String>) -> Option<MetricKind> {
+fn custom(field: &str, metric: &Metric, query: &str, errors: &mut Problems) -> Option<MetricKind> {
     if metric.quantile.is_some() {
-        errors.push(format!("{field}.quantile: applies only to {REQUEST_DURATION}"));
+        errors.at(
+            format!("{field}.quantile"),
+            format!("applies only to {REQUEST_DURATION}"),
+        );
     }
     check_template(field, query, errors);
     let max = match &metric.max {
         Some(Bound::Duration(text)) => {
-            errors.push(format!(
-                "{field}.max: {text:?} is a duration; a custom metric's bound is a number"
-            ));
+            errors.at(
+                format!("{field}.max"),
+                format!("{text:?} is a duration; a custom metric's bound is a number"),
+            );
             return None;
         }
         Some(Bound::Unreadable(found)) => {
@@ -378,7 +407,7 @@ fn custom(field: &str, metric: &Metric, query: &str, errors: &mut Vec<String>) -
     if let (Some(lo), Some(hi)) = (metric.min, max)
         && lo > hi
     {
-        errors.push(format!("{field}: min {lo} exceeds max {hi}"));
+        errors.at(field, format!("min {lo} exceeds max {hi}"));
     }
     Some(MetricKind::Custom {
         query: query.to_owned(),
@@ -387,10 +416,10 @@ fn custom(field: &str, metric: &Metric, query: &str, errors: &mut Vec<String>) -
     })
 }
 
-fn metric_plan(index: usize, metric: &Metric, errors: &mut Vec<String>) -> Option<MetricPlan> {
+fn metric_plan(index: usize, metric: &Metric, errors: &mut Problems) -> Option<MetricPlan> {
     let field = metric_field(index);
     if metric.min.is_none() && metric.max.is_none() {
-        errors.push(format!("{field}: {} needs a min or a max bound", metric.name));
+        errors.at(field, format!("{} needs a min or a max bound", metric.name));
         return None;
     }
     let kind = match (metric.name.as_str(), &metric.query) {
@@ -398,9 +427,10 @@ fn metric_plan(index: usize, metric: &Metric, errors: &mut Vec<String>) -> Optio
         (REQUEST_DURATION, None) => request_duration(&field, metric, errors)?,
         (_, Some(query)) => custom(&field, metric, query, errors)?,
         (other, None) => {
-            errors.push(format!(
-                "{field}.name: {other:?} is not a built-in metric ({SUCCESS_RATE}, {REQUEST_DURATION}); give it a query"
-            ));
+            errors.at(
+                format!("{field}.name"),
+                format!("{other:?} is not a built-in metric ({SUCCESS_RATE}, {REQUEST_DURATION}); give it a query"),
+            );
             return None;
         }
     };
@@ -412,29 +442,33 @@ fn metric_plan(index: usize, metric: &Metric, errors: &mut Vec<String>) -> Optio
 
 /// Validates a spec and fills in defaults. Returns every problem found, each naming its
 /// field, so one `weir validate` run shows them all.
-pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
-    let mut errors = Vec::new();
+pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<SpecError>> {
+    let mut errors = Problems::default();
     if spec.target_ref.kind != "Deployment" {
-        errors.push(format!(
-            "targetRef.kind: {:?} is not supported; use Deployment",
-            spec.target_ref.kind
-        ));
+        errors.at(
+            "targetRef.kind",
+            format!("{:?} is not supported; use Deployment", spec.target_ref.kind),
+        );
     }
     if !is_object_name(&spec.target_ref.name) {
         let shown: String = spec.target_ref.name.chars().take(64).collect();
-        errors.push(format!("targetRef.name: {shown:?} is not a valid object name"));
+        errors.at("targetRef.name", format!("{shown:?} is not a valid object name"));
     }
     let istio = &spec.traffic_routing.istio;
     check_object_names(spec, &mut errors);
     match (&istio.destination_rule, &istio.hosts) {
-        (Some(_), Some(_)) | (None, None) => errors
-            .push("trafficRouting.istio: set exactly one of destinationRule (subset mode) or hosts (host mode)".into()),
-        (Some(dr), None) if dr.stable_subset == dr.canary_subset => {
-            errors.push("trafficRouting.istio.destinationRule: stableSubset and canarySubset must differ".into())
-        }
-        (None, Some(h)) if h.stable_service == h.canary_service => {
-            errors.push("trafficRouting.istio.hosts: stableService and canaryService must differ".into())
-        }
+        (Some(_), Some(_)) | (None, None) => errors.at(
+            "trafficRouting.istio",
+            "set exactly one of destinationRule (subset mode) or hosts (host mode)",
+        ),
+        (Some(dr), None) if dr.stable_subset == dr.canary_subset => errors.at(
+            "trafficRouting.istio.destinationRule",
+            "stableSubset and canarySubset must differ",
+        ),
+        (None, Some(h)) if h.stable_service == h.canary_service => errors.at(
+            "trafficRouting.istio.hosts",
+            "stableService and canaryService must differ",
+        ),
         _ => {}
     }
     let interval = duration_or(
@@ -451,21 +485,27 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
     );
     check_shared_limits(spec, (interval, tick), &mut errors);
     if spec.steps.is_empty() {
-        errors.push("steps: at least one step is needed".into());
+        errors.at("steps", "at least one step is needed");
     }
     if spec.steps.len() > 20 {
-        errors.push(format!("steps: {} steps, at most 20 are allowed", spec.steps.len()));
+        errors.at("steps", format!("{} steps, at most 20 are allowed", spec.steps.len()));
     }
     let mut steps = Vec::new();
     let mut previous = 0;
     for (i, step) in spec.steps.iter().enumerate() {
         if !(1..=100).contains(&step.weight) {
-            errors.push(format!("steps[{i}].weight: {} is not in 1..=100", step.weight));
+            errors.at(
+                format!("steps[{i}].weight"),
+                format!("{} is not in 1..=100", step.weight),
+            );
         } else if step.weight <= previous {
-            errors.push(format!(
-                "steps[{i}].weight: {} does not exceed the previous step's {previous}; weights must strictly increase",
-                step.weight
-            ));
+            errors.at(
+                format!("steps[{i}].weight"),
+                format!(
+                    "{} does not exceed the previous step's {previous}; weights must strictly increase",
+                    step.weight
+                ),
+            );
         }
         previous = step.weight;
         let duration = duration_or(
@@ -494,36 +534,45 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
         min_requests: seq.min_requests.unwrap_or(defaults.min_requests),
     };
     if !(sequential.alpha > 0.0 && sequential.alpha < 0.5) {
-        errors.push(format!(
-            "analysis.sequential.alpha: {} is not in (0, 0.5)",
-            sequential.alpha
-        ));
+        errors.at(
+            "analysis.sequential.alpha",
+            format!("{} is not in (0, 0.5)", sequential.alpha),
+        );
     }
     if sequential.theta0 < 1.0 {
-        errors.push(format!("analysis.sequential.theta0: {} is below 1", sequential.theta0));
+        errors.at(
+            "analysis.sequential.theta0",
+            format!("{} is below 1", sequential.theta0),
+        );
     }
     if sequential.delta <= 1.0 {
-        errors.push(format!(
-            "analysis.sequential.delta: {} must be above 1",
-            sequential.delta
-        ));
+        errors.at(
+            "analysis.sequential.delta",
+            format!("{} must be above 1", sequential.delta),
+        );
     }
     if spec.analysis.metrics.is_empty() {
-        errors.push("analysis.metrics: at least one metric is needed; weir never promotes without evidence".into());
+        errors.at(
+            "analysis.metrics",
+            "at least one metric is needed; weir never promotes without evidence",
+        );
     }
     if spec.analysis.metrics.len() > 16 {
-        errors.push(format!(
-            "analysis.metrics: {} metrics, at most 16 are allowed",
-            spec.analysis.metrics.len()
-        ));
+        errors.at(
+            "analysis.metrics",
+            format!("{} metrics, at most 16 are allowed", spec.analysis.metrics.len()),
+        );
     }
     if let Some(limit) = spec.analysis.failure_limit.filter(|l| *l > 100) {
-        errors.push(format!("analysis.failureLimit: {limit} is above 100"));
+        errors.at("analysis.failureLimit", format!("{limit} is above 100"));
     }
     let mut metrics: Vec<MetricPlan> = Vec::new();
     for (i, metric) in spec.analysis.metrics.iter().enumerate() {
         if spec.analysis.metrics.iter().take(i).any(|m| m.name == metric.name) {
-            errors.push(format!("{}.name: {} appears twice", metric_field(i), metric.name));
+            errors.at(
+                format!("{}.name", metric_field(i)),
+                format!("{} appears twice", metric.name),
+            );
         }
         if let Some(m) = metric_plan(i, metric, &mut errors) {
             metrics.push(m);
@@ -533,7 +582,7 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
     if let Some(name) = &provider
         && !is_object_name(name)
     {
-        errors.push(format!("analysis.provider: {name:?} is not a valid provider name"));
+        errors.at("analysis.provider", format!("{name:?} is not a valid provider name"));
     }
     let progress_deadline = duration_or(
         "progressDeadline",
@@ -549,7 +598,7 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
     );
     let track_label = spec.track_label().to_string();
     if track_label.is_empty() || track_label.len() > 317 {
-        errors.push(format!("trackLabel: {track_label:?} is not a label key"));
+        errors.at("trackLabel", format!("{track_label:?} is not a label key"));
     }
     let windows = spec
         .release_windows
@@ -558,14 +607,13 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
     let hooks = crate::hooks::plan("webhooks", &spec.webhooks, &mut errors);
     let canary = Names::of(spec).canary;
     if canary.len() > 253 {
-        errors.push(format!(
-            "targetRef.name: {:?} is too long to name its canary",
-            spec.target_ref.name
-        ));
+        errors.at(
+            "targetRef.name",
+            format!("{:?} is too long to name its canary", spec.target_ref.name),
+        );
     }
     if !errors.is_empty() {
-        // Paths from the object's root, as the API server and `weir validate` name fields.
-        return Err(errors.into_iter().map(|e| format!("spec.{e}")).collect());
+        return Err(errors.into_vec());
     }
     Ok(Plan {
         target: spec.target_ref.name.clone(),
@@ -589,6 +637,11 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Problems as `field: problem` lines, the paths relative to `spec`.
+    fn shown(errors: &Problems) -> Vec<String> {
+        errors.iter().map(|e| format!("{}: {}", e.field, e.problem)).collect()
+    }
 
     #[test]
     fn durations_read_as_the_api_server_writes_them() {
@@ -630,7 +683,7 @@ mod tests {
             Bound::Duration("500ms".into()),
             Bound::Duration("0.5s".into()),
         ] {
-            let plan = metric_plan(0, &latency_metric(bound.clone()), &mut vec![]);
+            let plan = metric_plan(0, &latency_metric(bound.clone()), &mut Problems::default());
             assert_eq!(
                 plan.map(|p| p.kind),
                 Some(MetricKind::Duration {
@@ -640,16 +693,16 @@ mod tests {
                 "{bound:?}"
             );
         }
-        let mut errors = vec![];
+        let mut errors = Problems::default();
         assert!(metric_plan(1, &latency_metric(Bound::Duration("1.5s".into())), &mut errors).is_some());
         assert!(
-            errors[0].starts_with("analysis.metrics[1].max: 1500ms is not a bucket bound"),
+            shown(&errors)[0].starts_with("analysis.metrics[1].max: 1500ms is not a bucket bound"),
             "{errors:?}"
         );
-        let mut errors = vec![];
+        let mut errors = Problems::default();
         assert!(metric_plan(2, &latency_metric(Bound::Duration("fast".into())), &mut errors).is_none());
         assert_eq!(
-            errors,
+            shown(&errors),
             [
                 "analysis.metrics[2].max: \"fast\" is not a duration such as 30s, 1m30s, 1.5h or 500ms, or a number of milliseconds"
             ]
@@ -675,12 +728,12 @@ mod tests {
             max: Some(1.0.into()),
             quantile: None,
         };
-        let mut errors = vec![];
+        let mut errors = Problems::default();
         check_template("m", metric.query.as_deref().unwrap_or_default(), &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
         check_template("m", "up{{{x}}", &mut errors);
         assert!(
-            errors.iter().any(|e| e.contains("unknown template variable")),
+            errors.iter().any(|e| e.problem.contains("unknown template variable")),
             "{errors:?}"
         );
     }

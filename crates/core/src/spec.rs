@@ -492,3 +492,53 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     Ok(Duration::from_nanos(nanos.round() as u64))
 }
+
+/// One thing wrong with a spec: the path of its field under `spec` and what was expected
+/// there. Printed as `spec.<field>: <problem>`, the form `kubectl` users know from the
+/// API server's own refusals.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("spec.{field}: {problem}")]
+pub struct SpecError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl SpecError {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> SpecError {
+        SpecError {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The problems a check found so far, in the order it found them.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<SpecError>);
+
+impl Problems {
+    /// Records that `field` (its path under `spec`) has `problem`.
+    pub fn at(&mut self, field: impl Into<String>, problem: impl Into<String>) {
+        self.0.push(SpecError::new(field, problem));
+    }
+
+    pub fn push(&mut self, error: SpecError) {
+        self.0.push(error);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &SpecError> {
+        self.0.iter()
+    }
+
+    pub fn into_vec(self) -> Vec<SpecError> {
+        self.0
+    }
+}

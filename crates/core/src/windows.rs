@@ -9,7 +9,7 @@ use jiff::civil::{Date, DateTime, Time, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 
-use crate::spec::ReleaseWindows;
+use crate::spec::{Problems, ReleaseWindows};
 
 /// What a window lets happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,13 +156,13 @@ fn parse_freeze(text: &str) -> Result<(Date, Date), String> {
     Ok((a, b))
 }
 
-fn parse_list(field: &str, texts: &[String], errors: &mut Vec<String>) -> Vec<Window> {
+fn parse_list(field: &str, texts: &[String], errors: &mut Problems) -> Vec<Window> {
     texts
         .iter()
         .enumerate()
         .filter_map(|(i, t)| {
             Window::parse(t)
-                .map_err(|e| errors.push(format!("{field}[{i}]: {e}")))
+                .map_err(|e| errors.at(format!("{field}[{i}]"), e.to_string()))
                 .ok()
         })
         .collect()
@@ -170,14 +170,15 @@ fn parse_list(field: &str, texts: &[String], errors: &mut Vec<String>) -> Vec<Wi
 
 impl Windows {
     /// Reads the spec's windows, every problem named by its field under `field`.
-    pub fn parse(field: &str, spec: &ReleaseWindows, errors: &mut Vec<String>) -> Option<Windows> {
+    pub fn parse(field: &str, spec: &ReleaseWindows, errors: &mut Problems) -> Option<Windows> {
         let before = errors.len();
         let zone_name = spec.time_zone.clone().unwrap_or_else(|| "UTC".into());
         let tz = TimeZone::get(&zone_name)
             .map_err(|_| {
-                errors.push(format!(
-                    "{field}.timeZone: {zone_name:?} is not an IANA time zone such as Europe/Berlin or UTC"
-                ))
+                errors.at(
+                    format!("{field}.timeZone"),
+                    format!("{zone_name:?} is not an IANA time zone such as Europe/Berlin or UTC"),
+                )
             })
             .ok();
         let windows = Windows {
@@ -192,7 +193,7 @@ impl Windows {
                 .enumerate()
                 .filter_map(|(i, t)| {
                     parse_freeze(t)
-                        .map_err(|e| errors.push(format!("{field}.freeze[{i}]: {e}")))
+                        .map_err(|e| errors.at(format!("{field}.freeze[{i}]"), e.to_string()))
                         .ok()
                 })
                 .collect(),
@@ -294,7 +295,7 @@ mod tests {
             freeze: freeze.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        let mut errors = vec![];
+        let mut errors = Problems::default();
         let w = Windows::parse("releaseWindows", &spec, &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
         w.unwrap()
@@ -373,10 +374,11 @@ mod tests {
             freeze: vec!["2027-01-03/2026-12-20".into()],
             ..Default::default()
         };
-        let mut errors = vec![];
+        let mut errors = Problems::default();
         assert!(Windows::parse("releaseWindows", &spec, &mut errors).is_none());
+        let shown: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.problem)).collect();
         assert_eq!(
-            errors,
+            shown,
             [
                 "releaseWindows.timeZone: \"Mars/Olympus\" is not an IANA time zone such as Europe/Berlin or UTC",
                 "releaseWindows.start[0]: \"1:00\" is not a time such as 01:30 (HH:MM, 00:00 to 24:00)",

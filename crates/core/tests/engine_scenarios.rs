@@ -4,6 +4,7 @@
 mod support;
 
 use std::time::Duration;
+use weir_core::spec::SpecError;
 use weir_core::vocabulary::{ConditionType, Reason};
 
 use jiff::Timestamp;
@@ -438,7 +439,10 @@ fn a_reverted_weight_is_written_again() {
 
 #[test]
 fn an_invalid_spec_is_reported_and_nothing_is_touched() {
-    let errors = vec!["steps[1].weight: 5 does not exceed the previous step's 10".to_string()];
+    let errors = vec![SpecError::new(
+        "steps[1].weight",
+        "5 does not exceed the previous step's 10",
+    )];
     let status = RolloutStatus::default();
     let world = World::unobserved();
     let d = engine::decide(Err(&errors), Some(3), &status, &world, Timestamp::UNIX_EPOCH);
@@ -513,7 +517,8 @@ fn invalid(yaml_patch: impl Fn(&mut serde_json::Value)) -> Vec<String> {
     let mut v = serde_json::to_value(spec("")).unwrap();
     yaml_patch(&mut v);
     let s: RolloutSpec = serde_json::from_value(v).unwrap();
-    plan::plan(&s).expect_err("spec should be refused")
+    let errors = plan::plan(&s).expect_err("spec should be refused");
+    errors.iter().map(ToString::to_string).collect()
 }
 
 #[test]
@@ -837,7 +842,10 @@ fn an_invalid_spec_mid_canary_withdraws_it_and_says_why() {
     sim.bump(NEW);
     at_weight(&mut sim, 25);
     let world = sim.world();
-    let errors = vec!["steps[1].weight: 5 does not exceed the previous step's 10".to_string()];
+    let errors = vec![SpecError::new(
+        "steps[1].weight",
+        "5 does not exceed the previous step's 10",
+    )];
     let d = engine::decide(Err(&errors), Some(2), &sim.status, &world, sim.now);
     assert_eq!(d.status.phase, Phase::InvalidSpec);
     assert!(d.status.message.contains("withdrawn"), "{}", d.status.message);

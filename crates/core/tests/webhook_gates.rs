@@ -218,7 +218,12 @@ fn webhooks_are_validated_field_by_field() {
           {name: a, type: rollback, url: 'http://u:p@x/', onFailure: hold, timeout: 5m, retries: 9}]",
     )
     .unwrap();
-    let errors = plan::plan(&s).unwrap_err().join("\n");
+    let errors = plan::plan(&s)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
     for expected in [
         "spec.webhooks[0].url: \"ftp://x/\" is not an http:// or https:// address",
         "spec.webhooks[1].name: \"a\" appears twice",

@@ -22,6 +22,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::plan::{DEFAULT_SCALE_DOWN_DELAY, Plan};
+use crate::spec::SpecError;
 use crate::state::Kind::{self, *};
 use crate::status::RolloutStatus;
 
@@ -161,7 +162,7 @@ pub fn transitions_markdown() -> String {
 
 /// Decide what to do for one Rollout.
 pub fn decide(
-    plan: Result<&Plan, &[String]>,
+    plan: Result<&Plan, &[SpecError]>,
     generation: Option<i64>,
     status: &RolloutStatus,
     world: &World,
@@ -175,7 +176,7 @@ pub fn decide(
             d.seen.drain_delay = Some(DEFAULT_SCALE_DOWN_DELAY);
             let next = d.unusable(
                 crate::vocabulary::Reason::InvalidSpec,
-                &errors.join("; "),
+                &errors.iter().map(SpecError::to_string).collect::<Vec<_>>().join("; "),
                 DEFAULT_SCALE_DOWN_DELAY,
                 world,
             );
