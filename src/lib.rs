@@ -2,33 +2,27 @@
 //!
 //! The pure core (crate `weir-core`, re-exported here) decides: `plan` (validate and
 //! default a spec), `judge` (verdicts from metric readings), `engine` (actions and new
-//! status). This crate holds the custom resource (`api`) and the edges that observe and
-//! apply, one module each: `kubernetes`, `istio` (traffic router), `prometheus` (metrics
-//! provider). `controller` ties them together; `cli` is the `weir` command.
+//! status). This crate holds the rest, in four rooms:
+//!
+//! * `controller` — the reconcile pipeline, its watches and cache, leader election,
+//!   fair sharing between namespaces, telemetry and the HTTP endpoints.
+//! * `edges` — everything weir reads or writes outside itself: Kubernetes, Istio,
+//!   Prometheus, Events, and outbound HTTP (webhooks, notifications).
+//! * `admin` — the cluster admin's configuration: metric providers, release windows
+//!   (receivers and webhook addresses are read by their edges).
+//! * `cli` — what people use: the `weir` command, its dashboard and report.
+//!
+//! `api` is the custom resource; `yaml` the bounded YAML reader every input goes through.
 
 // Nothing a Rollout author writes may panic weir: collections are read with `get`, never
 // indexed (issue 23). Tests may index.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod controller;
-pub mod dashboard;
-pub mod events;
-pub mod fair;
-pub mod index;
-pub mod istio;
-pub mod kubernetes;
-pub mod leader;
-pub mod looks;
-pub mod notify;
-pub mod outbound;
-pub mod prometheus;
-pub mod providers;
-pub mod report;
-pub mod telemetry;
-pub mod webhooks;
-pub mod windows_defaults;
+pub mod edges;
 pub mod yaml;
 
 pub use weir_core::{engine, judge, plan, vocabulary};

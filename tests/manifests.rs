@@ -255,9 +255,9 @@ fn the_shipped_controller_configuration_is_read_by_the_controller() {
     let map: k8s_openapi::api::core::v1::ConfigMap = serde_yaml::from_value(documents(&path).remove(0)).unwrap();
     let data = map.data.unwrap_or_default();
     let file = |key: &str| data.get(key).cloned().unwrap_or_else(|| panic!("key {key}"));
-    weir::providers::Providers::from_yaml(&file("providers.yaml")).expect("providers.yaml");
-    weir::windows_defaults::WindowDefaults::from_yaml(&file("release-windows.yaml")).expect("release-windows.yaml");
-    weir::notify::Receivers::from_yaml(&file("notifications.yaml")).expect("notifications.yaml");
+    weir::admin::providers::Providers::from_yaml(&file("providers.yaml")).expect("providers.yaml");
+    weir::admin::windows::WindowDefaults::from_yaml(&file("release-windows.yaml")).expect("release-windows.yaml");
+    weir::edges::notify::Receivers::from_yaml(&file("notifications.yaml")).expect("notifications.yaml");
     let controller =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/base/20-controller.yaml")).unwrap();
     for key in data.keys() {
@@ -274,7 +274,7 @@ fn the_grafana_dashboard_reads_only_metrics_weir_exports() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana/weir-dashboard.json");
     let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     // A family shows in the text only once it has a series: one of each.
-    use weir::telemetry::*;
+    use weir::controller::telemetry::*;
     let t = Telemetry::default();
     let rollout = RolloutLabels {
         namespace: "dev".into(),

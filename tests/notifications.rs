@@ -15,7 +15,7 @@ use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
-use weir::notify::{Kind, Notification, Notifier, Receivers, signature};
+use weir::edges::notify::{Kind, Notification, Notifier, Receivers, signature};
 
 /// What a receiver got, and how it answers the next requests (200 once the script ends;
 /// `None` in the script: never answer).

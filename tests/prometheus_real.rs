@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use weir::api::Counts;
+use weir::edges::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
 use weir::judge::Reading;
 use weir::plan::{MetricKind, MetricPlan};
-use weir::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
 
 /// Per second: canary 10 requests, 2 of them 5xx; stable 40 requests, none 5xx.
 /// Canary latency: 95 % in (250, 500] ms, 5 % in (1000, 2500]; stable: all in (50, 100].

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weir::prometheus::{QueryScope, parse_answer, reading_from};
+use weir::edges::prometheus::{QueryScope, parse_answer, reading_from};
 use weir_core::plan::{MetricKind, MetricPlan};
 
 fuzz_target!(|data: &[u8]| {

@@ -6,6 +6,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = weir::providers::Providers::from_yaml(text);
+        let _ = weir::admin::providers::Providers::from_yaml(text);
     }
 });

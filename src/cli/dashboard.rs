@@ -21,9 +21,9 @@ use tracing::info;
 
 use crate::Error;
 use crate::api::Rollout;
+use crate::cli::report;
+use crate::edges::prometheus::{self, QueryScope};
 use crate::plan::{self, MetricKind};
-use crate::prometheus::{self, QueryScope};
-use crate::report;
 
 /// What the pages read from.
 struct Sources {
@@ -45,7 +45,7 @@ pub async fn serve(
         client,
         namespace,
         prometheus: prometheus.map(|p| p.trim_end_matches('/').to_string()),
-        http: crate::outbound::client(Some(Duration::from_secs(10))),
+        http: crate::edges::outbound::client(Some(Duration::from_secs(10))),
     });
     let app = axum::Router::new()
         .route("/", axum::routing::get(list_page))

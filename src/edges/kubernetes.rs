@@ -16,12 +16,12 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::Error;
+use crate::admin::providers::Provider;
 use crate::api::{Labels, PAUSED_ANNOTATION, REQUEST_ANNOTATION, REVISION_ANNOTATION, ROLLOUT_LABEL, Rollout};
+use crate::edges::istio::{self, DestinationMatch, ManagedRoute};
+use crate::edges::prometheus::Auth;
 use crate::engine::{Action, CanaryState, Pods, TargetState, World};
-use crate::istio::{self, DestinationMatch, ManagedRoute};
 use crate::plan::Names;
-use crate::prometheus::Auth;
-use crate::providers::Provider;
 
 pub const FIELD_MANAGER: &str = "weir";
 const ISTIO_GROUP: &str = "networking.istio.io";

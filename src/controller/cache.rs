@@ -18,8 +18,8 @@ use kube::api::DynamicObject;
 use serde_json::Value;
 
 use crate::api::{Phase, Rollout, RolloutStatus};
-use crate::index;
-use crate::kubernetes::{self, Applied, Objects};
+use crate::controller::index;
+use crate::edges::kubernetes::{self, Applied, Objects};
 use crate::plan::Names;
 
 /// The watches keep the objects current (and a watch that lost its place makes every
@@ -625,7 +625,7 @@ mod tests {
                 virtual_service: Some(serde_json::json!({"metadata": {"resourceVersion": "12"}, "spec": {}})),
                 destination_rule: None,
                 services: Vec::new(),
-                auth: Ok(crate::prometheus::Auth::Bearer("token".into())),
+                auth: Ok(crate::edges::prometheus::Auth::Bearer("token".into())),
             },
             names: watched("apps/web"),
             read_at: Instant::now(),
@@ -662,6 +662,6 @@ mod tests {
             "a canary is kept without its template"
         );
         assert_eq!(objects.virtual_service.as_ref().and_then(version_of), Some("12"));
-        assert_eq!(objects.auth, Ok(crate::prometheus::Auth::Bearer("token".into())));
+        assert_eq!(objects.auth, Ok(crate::edges::prometheus::Auth::Bearer("token".into())));
     }
 }

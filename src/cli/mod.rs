@@ -1,6 +1,9 @@
 //! The `weir` command: the controller, the CRD, offline validation, and the commands a
 //! person steers a canary with.
 
+pub mod dashboard;
+pub mod report;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,15 +15,14 @@ use kube::{Api, Client, CustomResourceExt};
 use serde_json::json;
 
 use crate::Error;
+use crate::admin::providers::Providers;
+use crate::admin::windows::WindowDefaults;
 use crate::api::{PAUSED_ANNOTATION, REQUEST_ANNOTATION, Rollout, RolloutSpec, RolloutStatus};
 use crate::controller;
-use crate::leader::Election;
-use crate::notify::Receivers;
+use crate::controller::leader::Election;
+use crate::edges::notify::Receivers;
+use crate::edges::webhooks::WebhookPolicy;
 use crate::plan;
-use crate::providers::Providers;
-use crate::report;
-use crate::webhooks::WebhookPolicy;
-use crate::windows_defaults::WindowDefaults;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -364,7 +366,7 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
                 true => None,
                 false => Some(namespace.unwrap_or_else(|| client.default_namespace().to_string())),
             };
-            crate::dashboard::serve(client, namespace, prometheus, addr).await?;
+            crate::cli::dashboard::serve(client, namespace, prometheus, addr).await?;
         }
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -591,7 +593,7 @@ mod tests {
 
     #[test]
     fn status_shows_the_evidence_and_why() {
-        let mut r: Rollout = serde_saphyr::from_str(include_str!("../examples/dev/40-rollout.yaml")).unwrap();
+        let mut r: Rollout = serde_saphyr::from_str(include_str!("../../examples/dev/40-rollout.yaml")).unwrap();
         r.status = Some(RolloutStatus {
             phase: Phase::RolledBack,
             message: "rolled back revision abc at step 2/4 (25%): ...".into(),
