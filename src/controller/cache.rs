@@ -19,7 +19,8 @@ use serde_json::Value;
 
 use crate::api::{Phase, Rollout, RolloutStatus};
 use crate::controller::index;
-use crate::edges::kubernetes::{self, Applied, Objects};
+use crate::edges::kubernetes::Applied;
+use crate::edges::objects::{self, Objects, deployment_later, later, version_of};
 use crate::plan::Names;
 
 /// The watches keep the objects current (and a watch that lost its place makes every
@@ -177,19 +178,8 @@ pub enum Change<'a> {
 
 /// Whether `new` is a later version than `old`. Resource versions are etcd revisions on
 /// every API server weir knows; an opaque one counts as later unless equal.
-fn later(new: Option<&str>, old: Option<&str>) -> bool {
-    match (new.map(str::parse::<u64>), old.map(str::parse::<u64>)) {
-        (Some(Ok(n)), Some(Ok(o))) => n > o,
-        _ => new != old,
-    }
-}
-
-fn version_of(o: &Value) -> Option<&str> {
-    o.pointer("/metadata/resourceVersion").and_then(Value::as_str)
-}
-
 fn routing_value(o: &DynamicObject) -> Option<Value> {
-    serde_json::to_value(o).ok().map(kubernetes::stripped_value)
+    serde_json::to_value(o).ok().map(objects::stripped_value)
 }
 
 impl Kept {
@@ -201,8 +191,8 @@ impl Kept {
         match *change {
             Change::Deployment(name, d) => {
                 let (slot, keep): (_, fn(Deployment) -> Deployment) = match name {
-                    n if n == self.names.target => (&mut objects.target, kubernetes::stripped),
-                    n if n == self.names.canary => (&mut objects.canary, kubernetes::canary_kept),
+                    n if n == self.names.target => (&mut objects.target, objects::stripped),
+                    n if n == self.names.canary => (&mut objects.canary, objects::canary_kept),
                     _ => return Taken::Other,
                 };
                 match d {
@@ -435,63 +425,11 @@ pub struct Memo {
     pub changes: u64,
 }
 
-impl Objects {
-    /// What weir just wrote, as the API server answered it.
-    pub fn record(&mut self, applied: Applied) {
-        match applied {
-            Applied::Target(d) => self.target = Some(kubernetes::stripped(d)),
-            Applied::Canary(d) => self.canary = d.map(kubernetes::canary_kept),
-            Applied::VirtualService(o) => self.virtual_service = Some(kubernetes::stripped_value(o)),
-        }
-    }
-
-    /// Like `record`, unless the watch already brought a later version; says whether it
-    /// recorded.
-    fn record_if_later(&mut self, applied: &Applied) -> bool {
-        let newer = match applied {
-            Applied::Target(d) => deployment_later(Some(d), self.target.as_ref()),
-            Applied::Canary(Some(d)) => deployment_later(Some(d), self.canary.as_ref()),
-            Applied::Canary(None) => true,
-            Applied::VirtualService(o) => later(version_of(o), self.virtual_service.as_ref().and_then(version_of)),
-        };
-        if newer {
-            self.record(applied.clone());
-        }
-        newer
-    }
-}
-
-fn deployment_version(d: &Deployment) -> Option<&str> {
-    d.metadata.resource_version.as_deref()
-}
-
-fn deployment_later(new: Option<&Deployment>, old: Option<&Deployment>) -> bool {
-    later(new.and_then(deployment_version), old.and_then(deployment_version))
-}
-
-/// Of two versions of one object, the later; `None` when it cannot be told (one side
-/// found it, the other did not).
-fn later_of<T>(a: Option<T>, b: Option<T>, version: fn(&T) -> Option<&str>) -> Option<Option<T>> {
-    match (a, b) {
-        (None, None) => Some(None),
-        (Some(a), Some(b)) => Some(Some(if later(version(&b), version(&a)) { b } else { a })),
-        _ => None,
-    }
-}
-
 impl Kept {
     /// These objects (read and written by a reconcile) with what the watches brought
     /// meanwhile (`watched`), each the later version; `None` when that cannot be told.
     fn merged(self, watched: Kept) -> Option<Kept> {
-        let (r, w) = (self.objects, watched.objects);
-        let objects = Objects {
-            target: later_of(r.target, w.target, deployment_version)?,
-            canary: later_of(r.canary, w.canary, deployment_version)?,
-            virtual_service: later_of(r.virtual_service, w.virtual_service, version_of)?,
-            destination_rule: later_of(r.destination_rule, w.destination_rule, version_of)?,
-            services: r.services,
-            auth: r.auth,
-        };
+        let objects = self.objects.merged(watched.objects)?;
         Some(Kept { objects, ..self })
     }
 }
@@ -499,6 +437,7 @@ impl Kept {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edges::objects::deployment_version;
 
     #[test]
     fn versions_compare_as_numbers_and_an_echo_is_not_new() {

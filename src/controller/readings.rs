@@ -2,6 +2,7 @@
 //! namespace's share of that provider.
 
 use super::*;
+use crate::admin::providers::Provider;
 
 /// Reads every metric of a due look, concurrently: one query per metric, on the
 /// Rollout's provider. A provider that already has its share of looks waiting on it
@@ -11,33 +12,28 @@ pub(super) async fn read_metrics(
     ctx: &Context,
     rollout: &Rollout,
     plan: &Plan,
+    provider: &Provider,
     auth: &Result<Auth, String>,
     req: AnalysisRequest,
 ) -> Vec<(String, Reading)> {
-    let provider = ctx.providers.resolve(plan.provider.as_deref());
-    // Held until the reads are done.
     let namespace = rollout.namespace().unwrap_or_default();
-    let permit = match &provider {
-        Ok(p) => Some(
-            p.in_flight
-                .acquire_within(&namespace, crate::admin::providers::TURN_WAIT)
-                .await,
-        ),
-        Err(_) => None,
-    };
-    let endpoint = match (&provider, &permit, auth) {
-        (Err(e), _, _) => Err(e.to_string()),
-        (_, _, Err(e)) => Err(e.clone()),
-        (Ok(p), Some(None), _) => Err(format!(
+    // Held until the reads are done.
+    let permit = provider
+        .in_flight
+        .acquire_within(&namespace, crate::admin::providers::TURN_WAIT)
+        .await;
+    let endpoint = match (&permit, auth) {
+        (_, Err(e)) => Err(e.clone()),
+        (None, _) => Err(format!(
             "metric provider {} is busy: namespace {namespace}'s {} looks, or all {}, are waiting on it already",
-            p.name,
+            provider.name,
             crate::admin::providers::LOOKS_IN_FLIGHT_PER_NAMESPACE,
             crate::admin::providers::LOOKS_IN_FLIGHT_PER_PROVIDER
         )),
-        (Ok(p), _, Ok(auth)) => Ok(Endpoint {
-            address: p.address.clone(),
+        (Some(_), Ok(auth)) => Ok(Endpoint {
+            address: provider.address.clone(),
             auth: auth.clone(),
-            timeout: p.timeout,
+            timeout: provider.timeout,
         }),
     };
     let scope = QueryScope {

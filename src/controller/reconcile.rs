@@ -4,6 +4,9 @@
 use super::execute::{execute, publish};
 use super::readings::read_metrics;
 use super::*;
+use crate::admin::providers::Provider;
+use crate::edges::kubernetes::Observation;
+use weir_core::spec::SpecError;
 
 /// Held on every Rollout weir has taken over, so that deleting it (or uninstalling weir
 /// while it still runs) first hands everything back: see `release_rollout`.
@@ -104,7 +107,7 @@ fn finalizer_write_failed(e: kube::Error) -> Error {
 /// Observes what the decision needs: everything, when the spec can be planned; else as
 /// much as the names in the spec allow (a canary can still be withdrawn), or nothing.
 async fn observe_for(ctx: &Context, rollout: &Rollout, names: &Names, full: bool) -> Option<Observation> {
-    match kubernetes::fetch(&ctx.client, &ctx.istio, rollout, names, None, &ctx.secrets_namespace).await {
+    match objects::fetch(&ctx.client, &ctx.istio, rollout, names, None, &ctx.secrets_namespace).await {
         Ok(objects) => Some(kubernetes::observation(rollout, names, &objects)),
         Err(e) if !full => {
             warn!(rollout = %key_of(rollout), %e, "cannot observe the objects of an invalid Rollout");
@@ -114,34 +117,96 @@ async fn observe_for(ctx: &Context, rollout: &Rollout, names: &Names, full: bool
     }
 }
 
-async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
-    let now = Timestamp::now();
-    let stored = rollout.status.clone().unwrap_or_default();
-    let uid = rollout.uid().unwrap_or_default();
-    let key = look_key(&rollout.namespace().unwrap_or_default(), &rollout.name_any());
-    let generation = rollout.meta().generation;
-    // A provider the admin did not declare makes the Rollout invalid, like any other
-    // field that does not fit.
-    let spec = ctx
-        .windows
-        .apply(&rollout.namespace().unwrap_or_default(), &rollout.spec);
+/// What a reconcile reads of the admin's configuration, once: the plan of the spec (the
+/// admin's default windows applied), the metric provider it may use, its receivers and
+/// webhook addresses checked. A provider, receiver or address the admin did not allow
+/// makes the Rollout invalid, like any other field that does not fit.
+struct Dereferenced<'a> {
+    plan: Plan,
+    provider: &'a Provider,
+}
+
+fn dereference<'a>(ctx: &'a Context, rollout: &Rollout) -> Result<Dereferenced<'a>, Vec<SpecError>> {
     let namespace = rollout.namespace().unwrap_or_default();
-    let planned = plan::plan(&spec).and_then(|p| {
-        let provider = ctx.providers.resolve(p.provider.as_deref()).map(|_| ());
-        let checked = provider
-            .and_then(|_| ctx.notifier.check(&spec.notify))
-            .and_then(|_| ctx.webhooks.check(&namespace, &p.hooks));
-        match checked {
-            Ok(()) => Ok(p),
-            Err(e) => Err(vec![e]),
-        }
+    let spec = ctx.windows.apply(&namespace, &rollout.spec);
+    let plan = plan::plan(&spec)?;
+    let allowed = ctx.providers.resolve(plan.provider.as_deref()).and_then(|provider| {
+        ctx.notifier.check(&spec.notify)?;
+        ctx.webhooks.check(&namespace, &plan.hooks)?;
+        Ok(provider)
     });
+    match allowed {
+        Ok(provider) => Ok(Dereferenced { plan, provider }),
+        Err(e) => Err(vec![e]),
+    }
+}
+
+/// One pass of the pipeline over a Rollout, for a live one and a deleted one alike:
+/// begun where weir left it (`Looks::resume`), ended by executing a decision and
+/// remembering what was decided and what the API server now holds.
+struct Pass<'a> {
+    ctx: &'a Context,
+    rollout: &'a Rollout,
+    key: String,
+    now: Timestamp,
+    /// What the API server holds (or will once the watch catches up).
+    written: RolloutStatus,
+    /// `Resumed::changes`.
+    changes: u64,
+}
+
+impl<'a> Pass<'a> {
+    /// Begins a pass: the status to decide from, and the objects kept from the last one.
+    fn begin(ctx: &'a Context, rollout: &'a Rollout, watched: &Watched) -> (Pass<'a>, RolloutStatus, Option<Kept>) {
+        let stored = rollout.status.clone().unwrap_or_default();
+        let key = look_key(&rollout.namespace().unwrap_or_default(), &rollout.name_any());
+        let resumed = ctx.looks.resume(&key, rollout, &stored, watched);
+        let pass = Pass {
+            ctx,
+            rollout,
+            key,
+            now: Timestamp::now(),
+            written: resumed.written,
+            changes: resumed.changes,
+        };
+        (pass, resumed.status, resumed.kept)
+    }
+
+    /// Makes the decision's writes (`execute`) and remembers the pass: the objects as
+    /// they are after the writes, unless a write failed (then they are read again).
+    async fn end(
+        self,
+        decision: &Decision,
+        obs: Option<&Observation>,
+        mut kept: Option<Kept>,
+    ) -> Result<RolloutStatus, Error> {
+        let objects = kept.as_mut().map(|k| &mut k.objects);
+        let (ctx, rollout) = (self.ctx, self.rollout);
+        let executed = execute(ctx, rollout, obs, objects, decision, &self.written, self.now).await;
+        let (written, kept, result) = match executed {
+            Ok(written) => (written.clone(), kept, Ok(written)),
+            Err((written, e)) => (written, None, Err(e)),
+        };
+        let memo = Memo {
+            kept,
+            changes: self.changes,
+        };
+        let uid = rollout.uid().unwrap_or_default();
+        ctx.looks.remember(&self.key, &uid, &decision.status, &written, memo);
+        result
+    }
+}
+
+/// A live Rollout: dereference → observe → read metrics → decide → execute.
+async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
+    let generation = rollout.meta().generation;
+    let dereferenced = dereference(ctx, &rollout);
     let names = Names::of(&rollout.spec);
-    let provider = planned.as_ref().ok().and_then(|p| p.provider.as_deref());
+    let provider = dereferenced.as_ref().ok().and_then(|d| d.plan.provider.as_deref());
     let watched = Watched::of(&rollout, &names, provider);
-    let resumed = ctx.looks.resume(&key, &rollout, &stored, &watched);
-    let status = resumed.status;
-    let (decision, obs, mut kept) = match &planned {
+    let (pass, status, kept) = Pass::begin(ctx, &rollout, &watched);
+    let now = pass.now;
+    let (decision, obs, kept) = match &dereferenced {
         Err(errors) => {
             // Reads only when there is a canary to withdraw or drain.
             let state = engine::state_of(&status);
@@ -153,17 +218,17 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
             let world = obs.as_ref().map(|o| o.world.clone()).unwrap_or_else(World::unobserved);
             (engine::decide(Err(errors), generation, &status, &world, now), obs, None)
         }
-        Ok(plan) => {
+        Ok(Dereferenced { plan, provider }) => {
             // A look of the judge reads no object again: the watches keep them current.
-            let kept = match resumed.kept {
+            let kept = match kept {
                 Some(kept) => kept,
                 None => Kept {
-                    objects: kubernetes::fetch(
+                    objects: objects::fetch(
                         &ctx.client,
                         &ctx.istio,
                         &rollout,
                         &names,
-                        ctx.providers.resolve(plan.provider.as_deref()).ok(),
+                        Some(provider),
                         &ctx.secrets_namespace,
                     )
                     .await?,
@@ -172,32 +237,15 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
                 },
             };
             let mut obs = kubernetes::observation(&rollout, &names, &kept.objects);
-            obs.world.hook_answers = ctx.webhooks.answers(&key);
+            obs.world.hook_answers = ctx.webhooks.answers(&pass.key);
             if let Some(req) = engine::analysis_request(plan, &status, now) {
-                obs.world.readings = Some(read_metrics(ctx, &rollout, plan, &obs.auth, req).await);
+                obs.world.readings = Some(read_metrics(ctx, &rollout, plan, provider, &obs.auth, req).await);
             }
             let decision = engine::decide(Ok(plan), generation, &status, &obs.world, now);
             (decision, Some(obs), Some(kept))
         }
     };
-    let objects = kept.as_mut().map(|k| &mut k.objects);
-    let written = execute(ctx, &rollout, obs.as_ref(), objects, &decision, &resumed.written, now).await;
-    let written = match written {
-        Ok(written) => written,
-        Err((written, e)) => {
-            let memo = Memo {
-                kept: None,
-                changes: resumed.changes,
-            };
-            ctx.looks.remember(&key, &uid, &decision.status, &written, memo);
-            return Err(e);
-        }
-    };
-    let memo = Memo {
-        kept,
-        changes: resumed.changes,
-    };
-    ctx.looks.remember(&key, &uid, &decision.status, &written, memo);
+    pass.end(&decision, obs.as_ref(), kept).await?;
     ctx.webhooks.ask(&rollout, &decision.asks);
     ctx.telemetry.record(&rollout, &status, &decision.status, now);
     Ok(next_reconcile(decision.requeue_after))
@@ -215,15 +263,11 @@ pub(super) fn next_reconcile(requeue_after: Option<Duration>) -> Requeue {
 /// finalizer goes. Until then the
 /// cleanup reports `NotReleasedYet`, which keeps the finalizer and comes back in time.
 async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
-    let now = Timestamp::now();
-    let stored = rollout.status.clone().unwrap_or_default();
-    let key = look_key(&rollout.namespace().unwrap_or_default(), &rollout.name_any());
     let names = Names::of(&rollout.spec);
-    let resumed = ctx
-        .looks
-        .resume(&key, &rollout, &stored, &Watched::of(&rollout, &names, None));
+    let (pass, status, _) = Pass::begin(ctx, &rollout, &Watched::of(&rollout, &names, None));
+    let (now, key) = (pass.now, pass.key.clone());
     // A fresh read, never the watches' copy: this is the proof that lets the finalizer go.
-    let obs = match kubernetes::fetch(&ctx.client, &ctx.istio, &rollout, &names, None, &ctx.secrets_namespace).await {
+    let obs = match objects::fetch(&ctx.client, &ctx.istio, &rollout, &names, None, &ctx.secrets_namespace).await {
         Ok(objects) => {
             let mut obs = kubernetes::observation(&rollout, &names, &objects);
             if objects.virtual_service.is_none() {
@@ -234,24 +278,12 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
         }
         Err(e) => return Err(release_unproven(ctx, &rollout, &key, e).await),
     };
-    let obs = Some(obs);
-    let world = obs.as_ref().map(|o| o.world.clone()).unwrap_or_else(World::unobserved);
     let planned = plan::plan(&rollout.spec).ok();
     let delay = planned
         .as_ref()
         .map_or(plan::DEFAULT_SCALE_DOWN_DELAY, |p| p.scale_down_delay);
-    let decision = engine::release(planned.as_ref(), &resumed.status, &world, delay, now);
-    let uid = rollout.uid().unwrap_or_default();
-    match execute(ctx, &rollout, obs.as_ref(), None, &decision, &resumed.written, now).await {
-        Ok(written) => {
-            let memo = Memo {
-                kept: None,
-                changes: resumed.changes,
-            };
-            ctx.looks.remember(&key, &uid, &decision.status, &written, memo)
-        }
-        Err((_, e)) => return Err(e),
-    }
+    let decision = engine::release(planned.as_ref(), &status, &obs.world, delay, now);
+    pass.end(&decision, Some(&obs), None).await?;
     if !decision.released {
         // A drain not yet over always says when it ends; should it not, look soon.
         let wait = decision.requeue_after.unwrap_or(Duration::from_secs(1));

@@ -9,14 +9,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Secret, Service};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
+use super::objects::Objects;
 use crate::Error;
-use crate::admin::providers::Provider;
 use crate::api::{Labels, PAUSED_ANNOTATION, REQUEST_ANNOTATION, REVISION_ANNOTATION, ROLLOUT_LABEL, Rollout};
 use crate::edges::istio::{self, DestinationMatch, ManagedRoute};
 use crate::edges::prometheus::Auth;
@@ -88,7 +88,7 @@ pub struct Observation {
     pub auth: Result<Auth, String>,
 }
 
-fn namespace(rollout: &Rollout) -> String {
+pub(crate) fn namespace(rollout: &Rollout) -> String {
     rollout.namespace().unwrap_or_else(|| "default".into())
 }
 
@@ -127,46 +127,8 @@ fn canary_state(d: &Deployment) -> CanaryState {
     }
 }
 
-fn not_found(e: &kube::Error) -> bool {
+pub(crate) fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-async fn get_dynamic(client: &Client, ns: &str, ar: &ApiResource, name: &str) -> Result<Option<Value>, Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
-    match api.get(name).await {
-        Ok(obj) => Ok(Some(stripped_value(serde_json::to_value(obj)?))),
-        Err(e) if not_found(&e) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Reads a provider's credentials from its Secret, in weir's own namespace only (the
-/// admin's, where Rollout authors have no say).
-async fn provider_auth(
-    client: &Client,
-    provider: Option<&Provider>,
-    secrets_ns: &str,
-) -> Result<Result<Auth, String>, Error> {
-    let Some((provider, name)) = provider.and_then(|p| p.secret.as_ref().map(|s| (p, s))) else {
-        return Ok(Ok(Auth::None));
-    };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), secrets_ns);
-    let Some(secret) = secrets.get_opt(name).await? else {
-        return Ok(Err(format!(
-            "Secret {secrets_ns}/{name} of metric provider {} not found",
-            provider.name
-        )));
-    };
-    let data = secret.data.unwrap_or_default();
-    let field = |k: &str| data.get(k).map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
-    Ok(match (field("token"), field("username"), field("password")) {
-        (Some(token), _, _) => Ok(Auth::Bearer(token)),
-        (None, Some(username), Some(password)) => Ok(Auth::Basic { username, password }),
-        _ => Err(format!(
-            "Secret {secrets_ns}/{name} of metric provider {} needs a token, or a username and a password",
-            provider.name
-        )),
-    })
 }
 
 /// The `weir.dev/request` annotation (promote, abort, retry), if any.
@@ -181,90 +143,6 @@ pub fn pause_requested(rollout: &Rollout) -> bool {
         .get(PAUSED_ANNOTATION)
         .is_some_and(|v| v == "true")
 }
-
-/// The objects one Rollout depends on, as read from the API server (or kept current by
-/// the watches, see `controller::Looks`). `None`: not found.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Objects {
-    pub target: Option<Deployment>,
-    pub canary: Option<Deployment>,
-    pub virtual_service: Option<Value>,
-    pub destination_rule: Option<Value>,
-    /// Host mode's stable and canary Services, by name.
-    pub services: Vec<(String, Option<Service>)>,
-    pub auth: Result<Auth, String>,
-}
-
-/// Reads everything one Rollout depends on: the Deployments, the routing objects its
-/// spec names and its provider's credentials. API failures are errors (retried by the
-/// controller); a missing object is `None`.
-pub async fn fetch(
-    client: &Client,
-    istio_api: &IstioApi,
-    rollout: &Rollout,
-    names: &Names,
-    provider: Option<&Provider>,
-    secrets_ns: &str,
-) -> Result<Objects, Error> {
-    let ns = namespace(rollout);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let routing = &rollout.spec.traffic_routing.istio;
-    let target = deployments.get_opt(&names.target).await?.map(stripped);
-    let canary = deployments.get_opt(&names.canary).await?.map(canary_kept);
-    let auth = provider_auth(client, provider, secrets_ns).await?;
-    let destination_rule = match &routing.destination_rule {
-        Some(dr) => get_dynamic(client, &ns, &istio_api.destination_rule, &dr.name).await?,
-        None => None,
-    };
-    let mut services = Vec::new();
-    if let Some(hosts) = &routing.hosts {
-        let api: Api<Service> = Api::namespaced(client.clone(), &ns);
-        for name in [&hosts.stable_service, &hosts.canary_service] {
-            services.push((name.clone(), api.get_opt(name).await?));
-        }
-    }
-    let virtual_service = get_dynamic(client, &ns, &istio_api.virtual_service, &routing.virtual_service.name).await?;
-    Ok(Objects {
-        target,
-        canary,
-        virtual_service,
-        destination_rule,
-        services,
-        auth,
-    })
-}
-
-/// Without what no decision reads (managed fields, kubectl's copy of the spec), for the
-/// objects weir keeps between reconciles.
-pub fn stripped(mut d: Deployment) -> Deployment {
-    d.metadata.managed_fields = None;
-    if let Some(a) = d.metadata.annotations.as_mut() {
-        a.remove(LAST_APPLIED_ANNOTATION);
-    }
-    d
-}
-
-/// What weir keeps of a canary Deployment: its metadata, replicas and status. Its pod
-/// template is made from the target's at each write and never read back, and a Rollout
-/// under analysis keeps its objects in memory (1,000 of them at once).
-pub fn canary_kept(d: Deployment) -> Deployment {
-    let mut d = stripped(d);
-    d.spec.template = Default::default();
-    d
-}
-
-/// Like `stripped`, for the routing objects.
-pub fn stripped_value(mut o: Value) -> Value {
-    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("managedFields");
-        if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-            a.remove(LAST_APPLIED_ANNOTATION);
-        }
-    }
-    o
-}
-
-pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The engine's `World` (and what `apply` needs) from a Rollout's objects. Problems the
 /// user must fix land in `world.traffic` as a precise message.

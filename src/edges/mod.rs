@@ -7,6 +7,7 @@ pub mod events;
 pub mod istio;
 pub mod kubernetes;
 pub mod notify;
+pub mod objects;
 pub mod outbound;
 pub mod prometheus;
 pub mod webhooks;
