@@ -4,15 +4,19 @@
 //! default a spec), `judge` (verdicts from metric readings), `engine` (actions and new
 //! status). This crate holds the rest, in four rooms:
 //!
-//! * `controller` — the reconcile pipeline, its watches and cache, leader election,
-//!   fair sharing between namespaces, telemetry and the HTTP endpoints.
+//! * `controller` — the reconcile pipeline, its watches and cache, leader election and
+//!   the HTTP endpoints.
 //! * `edges` — everything weir reads or writes outside itself: Kubernetes, Istio,
 //!   Prometheus, Events, and outbound HTTP (webhooks, notifications).
 //! * `admin` — the cluster admin's configuration: metric providers, release windows
 //!   (receivers and webhook addresses are read by their edges).
 //! * `cli` — what people use: the `weir` command, its dashboard and report.
 //!
-//! `api` is the custom resource; `yaml` the bounded YAML reader every input goes through.
+//! Beside them, what every room uses: `api` (the custom resource), `yaml` (the bounded
+//! YAML reader every input goes through), `fair` (per-namespace shares of every shared
+//! resource) and `telemetry` (what `/metrics` counts). Arrows point one way: `cli` →
+//! `controller` → `edges` → `admin` → the shared modules → `weir-core`
+//! (`tests/manifests.rs` checks it).
 
 // Nothing a Rollout author writes may panic weir: collections are read with `get`, never
 // indexed (issue 23). Tests may index.
@@ -23,6 +27,8 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod edges;
+pub mod fair;
+pub mod telemetry;
 pub mod yaml;
 
 pub use weir_core::{engine, judge, plan, vocabulary};

@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use weir::admin::providers::Providers;
 use weir::api::{Phase, Rollout, RolloutStatus};
 use weir::controller::cache::{Change, Looks};
-use weir::controller::telemetry::Telemetry;
 use weir::controller::{self, Context};
 use weir::edges::events::EventPublisher;
 use weir::edges::kubernetes::{IstioApi, template_hash};
@@ -20,6 +19,7 @@ use weir::edges::notify::{Notifier, Receivers};
 use weir::edges::prometheus::Prometheus;
 use weir::edges::webhooks::{WebhookPolicy, Webhooks};
 use weir::engine::state_of;
+use weir::telemetry::Telemetry;
 use weir_core::state::{CanaryAt, STATE_VERSION, State};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;

@@ -274,7 +274,7 @@ fn the_grafana_dashboard_reads_only_metrics_weir_exports() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana/weir-dashboard.json");
     let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     // A family shows in the text only once it has a series: one of each.
-    use weir::controller::telemetry::*;
+    use weir::telemetry::*;
     let t = Telemetry::default();
     let rollout = RolloutLabels {
         namespace: "dev".into(),

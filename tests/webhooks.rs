@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use futures::StreamExt;
 use serde_json::Value;
 use weir::api::Rollout;
-use weir::controller::telemetry::{CallLabels, Calls};
 use weir::edges::webhooks::{WebhookPolicy, Webhooks};
+use weir::telemetry::{CallLabels, Calls};
 use weir_core::hooks::{HookAnswer, HookCall, HookKey, HookPlan, Reply};
 use weir_core::spec::{FailurePolicy, WebhookKind};
 

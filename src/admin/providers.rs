@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::Error;
-use crate::controller::fair::FairSlots;
+use crate::fair::FairSlots;
 use crate::plan;
 use weir_core::spec::SpecError;
 
@@ -29,7 +29,7 @@ pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// time; a provider that stops answering may hold this many of them, never all, so
 /// Rollouts on other providers keep their pace.
 pub const LOOKS_IN_FLIGHT_PER_PROVIDER: usize = 16;
-/// Of those, the looks of one namespace's Rollouts (`crate::controller::fair`): a tenant whose
+/// Of those, the looks of one namespace's Rollouts (`crate::fair`): a tenant whose
 /// queries take the provider's whole timeout holds 4, the other tenants keep 12.
 pub const LOOKS_IN_FLIGHT_PER_NAMESPACE: usize = 4;
 /// How long a look waits for its turn on a provider before it reads as busy: a healthy

@@ -296,6 +296,7 @@ fn number_before(text: &str, suffix: &str) -> Option<f64> {
 
 /// Canary and baseline bad-request ratios over time for each built-in metric, against
 /// the bound the judge holds them to.
+// Long: one query and one chart per built-in metric, each step of it in reading order.
 async fn ratio_charts(
     sources: &Sources,
     rollout: &Rollout,

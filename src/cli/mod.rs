@@ -244,6 +244,7 @@ pub async fn main() -> ExitCode {
     }
 }
 
+// Long: one arm per subcommand of `weir`; each arm is a call or two.
 async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error> {
     match command {
         Command::Controller {
@@ -487,6 +488,8 @@ fn describe_webhooks(out: &mut String, status: &RolloutStatus) {
     }
 }
 
+// Long: `weir status` prints one section per part of the status, in the order a person
+// reads them; splitting it would scatter one page of output over many functions.
 pub fn describe(rollout: &Rollout) -> String {
     let status: RolloutStatus = rollout.status.clone().unwrap_or_default();
     let name = format!(

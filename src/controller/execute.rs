@@ -7,6 +7,8 @@ use super::*;
 /// Events. Returns what the API server now holds as status, also when a write failed.
 /// A failed action (other than a conflict, retried at once) reaches the status as the
 /// condition `Applied=False` and a Warning Event, once per distinct message.
+// Long: the writes of a decision and what a failure of each means, in their order, in
+// one place: the order is the crash-safety argument (see `Decision::writes`).
 pub(super) async fn execute(
     ctx: &Context,
     rollout: &Rollout,

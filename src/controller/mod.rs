@@ -6,19 +6,17 @@
 //!   (from the watch cache, `cache`) → read metrics (`readings`) → decide (the pure
 //!   engine) → execute (`execute`: status, actions, Events, in that order) → remember.
 //! * `watches` — which Rollouts a change of a Deployment or route wakes; the resync sweep.
-//! * `http` — `/metrics`, `/healthz`, `/readyz`; `telemetry` — what `/metrics` counts.
-//! * `leader` — leader election on a Lease, fenced; `fair` — per-namespace shares of
-//!   workers and outbound slots; `index` — Rollouts by the objects they name.
+//! * `http` — `/metrics` (what `crate::telemetry` counts), `/healthz`, `/readyz`.
+//! * `leader` — leader election on a Lease, fenced; `index` — Rollouts by the objects
+//!   they name; the workers are shared between namespaces by `crate::fair`.
 
 pub mod cache;
 mod execute;
-pub mod fair;
 mod http;
 pub mod index;
 pub mod leader;
 mod readings;
 mod reconcile;
-pub mod telemetry;
 mod watches;
 
 pub use http::Health;
@@ -49,9 +47,7 @@ use crate::admin::providers::Providers;
 use crate::admin::windows::WindowDefaults;
 use crate::api::{ROLLOUT_LABEL, Rollout, RolloutStatus};
 use crate::controller::cache::{Change, Kept, Looks, Memo, Watched};
-use crate::controller::fair::FairSlots;
 use crate::controller::leader::Election;
-use crate::controller::telemetry::{ResultLabels, Telemetry};
 use crate::edges::events::EventPublisher;
 use crate::edges::kubernetes::{self, IstioApi, Observation};
 use crate::edges::notify::{self, Notification, Notifier, Receivers};
@@ -59,8 +55,10 @@ use crate::edges::objects::{self, LAST_APPLIED_ANNOTATION, Objects};
 use crate::edges::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
 use crate::edges::webhooks::{WebhookPolicy, Webhooks};
 use crate::engine::{self, Action, AnalysisRequest, Decision, World, Write};
+use crate::fair::FairSlots;
 use crate::judge::Reading;
 use crate::plan::{self, Names, Plan};
+use crate::telemetry::{ResultLabels, Telemetry};
 use crate::vocabulary::{ConditionType, Reason};
 use index::{Index, Named, Versions};
 
@@ -129,6 +127,7 @@ pub struct Options {
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
+// Long: builds the context from the options, one field at a time, then runs.
 pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     let istio = IstioApi::discover(&client).await;
     info!(version = %istio.virtual_service.version, "using Istio networking API");
@@ -217,6 +216,8 @@ async fn shutdown_signal() {
 }
 
 /// The controller itself: the watches, the reconciles, until SIGTERM or Ctrl-C.
+// Long: the controller's wiring — each watch, its triggers and the resync — read
+// top to bottom as one picture of what wakes a reconcile.
 async fn control(
     client: Client,
     options: &Options,

@@ -142,6 +142,7 @@ fn weight_of(route: &[Value], i: usize) -> u32 {
 /// `names`: the routes the Rollout lists; empty means every HTTP route that carries both
 /// destinations. A listed route that is missing or lacks a destination is an error, as is
 /// a VirtualService where no route carries both: weir reports, it does not guess.
+// Long: each way a VirtualService can fail to fit is a precise message of its own.
 pub fn managed_routes(vs: &Value, names: &[String], matcher: &DestinationMatch) -> Result<Vec<ManagedRoute>, String> {
     let vs_name = vs.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
     let namespace = vs

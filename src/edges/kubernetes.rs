@@ -308,6 +308,7 @@ pub enum Applied {
 /// Applies one action; returns the object written, as the API server answered (`None`:
 /// nothing to write). A conflict (someone edited the VirtualService between our read and
 /// our write) comes back as an error: the controller re-observes and decides again.
+// Long: one arm per `engine::Action`, each the write that makes it true.
 pub async fn apply(
     client: &Client,
     istio_api: &IstioApi,

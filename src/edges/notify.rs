@@ -37,15 +37,15 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::Error;
-use crate::controller::fair::{FairQueue, FairSlots, Ticket};
-use crate::controller::telemetry::{CallLabels, Calls};
 use crate::edges::outbound::{self, Failed};
+use crate::fair::{FairQueue, FairSlots, Ticket};
+use crate::telemetry::{CallLabels, Calls};
 use crate::vocabulary::Reason;
 use weir_core::spec::SpecError;
 
 /// Deliveries queued for one receiver and not yet ended; more are dropped (with a warning).
 const QUEUE: usize = 256;
-/// Of those, the deliveries of one namespace's Rollouts (`crate::controller::fair`): a tenant's
+/// Of those, the deliveries of one namespace's Rollouts (`crate::fair`): a tenant's
 /// flood fills its own share, never the other tenants'.
 const QUEUE_PER_NAMESPACE: usize = 32;
 /// Deliveries in flight at once to one receiver, and of one namespace.

@@ -28,14 +28,14 @@ use weir_core::hooks::{HookAnswer, HookCall, HookKey, HookPlan, Reply, UrlParts,
 use weir_core::spec::SpecError;
 
 use crate::api::Rollout;
-use crate::controller::fair::FairSlots;
-use crate::controller::telemetry::{CallLabels, Calls};
 use crate::edges::outbound::{self, Failed};
+use crate::fair::FairSlots;
+use crate::telemetry::{CallLabels, Calls};
 
 /// Calls in flight at once over all Rollouts; more wait for a slot (each is bounded in
 /// time, so the wait is too).
 const IN_FLIGHT: usize = 32;
-/// Calls in flight at once for the Rollouts of one namespace (`crate::controller::fair`): a tenant
+/// Calls in flight at once for the Rollouts of one namespace (`crate::fair`): a tenant
 /// whose hooks never answer holds these, never the other tenants' 24.
 const IN_FLIGHT_PER_NAMESPACE: usize = 8;
 /// The part of an answer's body kept as its detail.

@@ -116,7 +116,7 @@ pub fn plan(field: &str, hooks: &[Webhook], errors: &mut Problems) -> Vec<HookPl
     let mut planned = Vec::new();
     for (i, hook) in hooks.iter().enumerate() {
         let at = format!("{field}[{i}]");
-        if !crate::plan::is_object_name(&hook.name) {
+        if !crate::spec::is_object_name(&hook.name) {
             errors.at(format!("{at}.name"), format!("{:?} is not a valid name", hook.name));
         }
         if hooks.iter().take(i).any(|h| h.name == hook.name) {

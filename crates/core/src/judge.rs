@@ -366,6 +366,7 @@ fn absolute_view(now: StepCounts, last: Option<LastLook>, bound: f64) -> Absolut
 }
 
 /// The sequential tests for one count metric.
+// Long: the sequential test's steps in the order of the README's derivation.
 fn judge_counts_sequential(
     cfg: &SequentialConfig,
     input: &MetricInput,

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::hooks::HookPlan;
-pub use crate::spec::parse_duration;
 use crate::spec::{Bound, JudgeKind, Metric, Problems, RolloutSpec, SpecError};
+pub use crate::spec::{is_object_name, parse_duration};
 use crate::windows::Windows;
 
 pub const SUCCESS_RATE: &str = "request-success-rate";
@@ -268,21 +268,6 @@ fn check_shared_limits(spec: &RolloutSpec, (interval, tick): (Duration, Duration
     }
 }
 
-/// Is this a Kubernetes object name (RFC 1123 subdomain)? Names are substituted into
-/// PromQL, so this is also what keeps a Rollout from injecting PromQL.
-pub fn is_object_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        })
-}
-
 fn check_template(field: &str, query: &str, errors: &mut Problems) {
     let mut rest = query;
     while let Some(open) = rest.find("{{") {
@@ -442,35 +427,10 @@ fn metric_plan(index: usize, metric: &Metric, errors: &mut Problems) -> Option<M
 
 /// Validates a spec and fills in defaults. Returns every problem found, each naming its
 /// field, so one `weir validate` run shows them all.
+// Long: assembles the plan from its checked parts, one field each.
 pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<SpecError>> {
     let mut errors = Problems::default();
-    if spec.target_ref.kind != "Deployment" {
-        errors.at(
-            "targetRef.kind",
-            format!("{:?} is not supported; use Deployment", spec.target_ref.kind),
-        );
-    }
-    if !is_object_name(&spec.target_ref.name) {
-        let shown: String = spec.target_ref.name.chars().take(64).collect();
-        errors.at("targetRef.name", format!("{shown:?} is not a valid object name"));
-    }
-    let istio = &spec.traffic_routing.istio;
-    check_object_names(spec, &mut errors);
-    match (&istio.destination_rule, &istio.hosts) {
-        (Some(_), Some(_)) | (None, None) => errors.at(
-            "trafficRouting.istio",
-            "set exactly one of destinationRule (subset mode) or hosts (host mode)",
-        ),
-        (Some(dr), None) if dr.stable_subset == dr.canary_subset => errors.at(
-            "trafficRouting.istio.destinationRule",
-            "stableSubset and canarySubset must differ",
-        ),
-        (None, Some(h)) if h.stable_service == h.canary_service => errors.at(
-            "trafficRouting.istio.hosts",
-            "stableService and canaryService must differ",
-        ),
-        _ => {}
-    }
+    check_target_and_routing(spec, &mut errors);
     let interval = duration_or(
         "analysis.interval",
         spec.analysis.interval.as_deref(),
@@ -484,100 +444,9 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<SpecError>> {
         &mut errors,
     );
     check_shared_limits(spec, (interval, tick), &mut errors);
-    if spec.steps.is_empty() {
-        errors.at("steps", "at least one step is needed");
-    }
-    if spec.steps.len() > 20 {
-        errors.at("steps", format!("{} steps, at most 20 are allowed", spec.steps.len()));
-    }
-    let mut steps = Vec::new();
-    let mut previous = 0;
-    for (i, step) in spec.steps.iter().enumerate() {
-        if !(1..=100).contains(&step.weight) {
-            errors.at(
-                format!("steps[{i}].weight"),
-                format!("{} is not in 1..=100", step.weight),
-            );
-        } else if step.weight <= previous {
-            errors.at(
-                format!("steps[{i}].weight"),
-                format!(
-                    "{} does not exceed the previous step's {previous}; weights must strictly increase",
-                    step.weight
-                ),
-            );
-        }
-        previous = step.weight;
-        let duration = duration_or(
-            &format!("steps[{i}].duration"),
-            step.duration.as_deref(),
-            interval,
-            &mut errors,
-        );
-        steps.push(PlannedStep {
-            weight: step.weight,
-            duration,
-        });
-    }
-    let defaults = SequentialConfig::default();
-    let seq = spec.analysis.sequential.clone().unwrap_or_default();
-    let sequential = SequentialConfig {
-        alpha: seq.alpha.unwrap_or(defaults.alpha),
-        theta0: seq.theta0.unwrap_or(defaults.theta0),
-        delta: seq.delta.unwrap_or(defaults.delta),
-        min_dwell: duration_or(
-            "analysis.sequential.minDwell",
-            seq.min_dwell.as_deref(),
-            defaults.min_dwell,
-            &mut errors,
-        ),
-        min_requests: seq.min_requests.unwrap_or(defaults.min_requests),
-    };
-    if !(sequential.alpha > 0.0 && sequential.alpha < 0.5) {
-        errors.at(
-            "analysis.sequential.alpha",
-            format!("{} is not in (0, 0.5)", sequential.alpha),
-        );
-    }
-    if sequential.theta0 < 1.0 {
-        errors.at(
-            "analysis.sequential.theta0",
-            format!("{} is below 1", sequential.theta0),
-        );
-    }
-    if sequential.delta <= 1.0 {
-        errors.at(
-            "analysis.sequential.delta",
-            format!("{} must be above 1", sequential.delta),
-        );
-    }
-    if spec.analysis.metrics.is_empty() {
-        errors.at(
-            "analysis.metrics",
-            "at least one metric is needed; weir never promotes without evidence",
-        );
-    }
-    if spec.analysis.metrics.len() > 16 {
-        errors.at(
-            "analysis.metrics",
-            format!("{} metrics, at most 16 are allowed", spec.analysis.metrics.len()),
-        );
-    }
-    if let Some(limit) = spec.analysis.failure_limit.filter(|l| *l > 100) {
-        errors.at("analysis.failureLimit", format!("{limit} is above 100"));
-    }
-    let mut metrics: Vec<MetricPlan> = Vec::new();
-    for (i, metric) in spec.analysis.metrics.iter().enumerate() {
-        if spec.analysis.metrics.iter().take(i).any(|m| m.name == metric.name) {
-            errors.at(
-                format!("{}.name", metric_field(i)),
-                format!("{} appears twice", metric.name),
-            );
-        }
-        if let Some(m) = metric_plan(i, metric, &mut errors) {
-            metrics.push(m);
-        }
-    }
+    let steps = planned_steps(spec, interval, &mut errors);
+    let sequential = sequential_config(spec, &mut errors);
+    let metrics = planned_metrics(spec, &mut errors);
     let provider = spec.analysis.provider.clone();
     if let Some(name) = &provider
         && !is_object_name(name)
@@ -605,19 +474,12 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<SpecError>> {
         .as_ref()
         .and_then(|w| Windows::parse("releaseWindows", w, &mut errors));
     let hooks = crate::hooks::plan("webhooks", &spec.webhooks, &mut errors);
-    let canary = Names::of(spec).canary;
-    if canary.len() > 253 {
-        errors.at(
-            "targetRef.name",
-            format!("{:?} is too long to name its canary", spec.target_ref.name),
-        );
-    }
     if !errors.is_empty() {
         return Err(errors.into_vec());
     }
     Ok(Plan {
         target: spec.target_ref.name.clone(),
-        canary,
+        canary: Names::of(spec).canary,
         steps,
         interval,
         tick,
@@ -632,6 +494,150 @@ pub fn plan(spec: &RolloutSpec) -> Result<Plan, Vec<SpecError>> {
         windows,
         hooks,
     })
+}
+
+/// `targetRef`, the names the spec gives, and one routing mode (subsets or hosts).
+fn check_target_and_routing(spec: &RolloutSpec, errors: &mut Problems) {
+    if spec.target_ref.kind != "Deployment" {
+        errors.at(
+            "targetRef.kind",
+            format!("{:?} is not supported; use Deployment", spec.target_ref.kind),
+        );
+    }
+    if !is_object_name(&spec.target_ref.name) {
+        let shown: String = spec.target_ref.name.chars().take(64).collect();
+        errors.at("targetRef.name", format!("{shown:?} is not a valid object name"));
+    }
+    check_object_names(spec, errors);
+    let istio = &spec.traffic_routing.istio;
+    match (&istio.destination_rule, &istio.hosts) {
+        (Some(_), Some(_)) | (None, None) => errors.at(
+            "trafficRouting.istio",
+            "set exactly one of destinationRule (subset mode) or hosts (host mode)",
+        ),
+        (Some(dr), None) if dr.stable_subset == dr.canary_subset => errors.at(
+            "trafficRouting.istio.destinationRule",
+            "stableSubset and canarySubset must differ",
+        ),
+        (None, Some(h)) if h.stable_service == h.canary_service => errors.at(
+            "trafficRouting.istio.hosts",
+            "stableService and canaryService must differ",
+        ),
+        _ => {}
+    }
+    if Names::of(spec).canary.len() > 253 {
+        errors.at(
+            "targetRef.name",
+            format!("{:?} is too long to name its canary", spec.target_ref.name),
+        );
+    }
+}
+
+/// The steps: 1 to 20, weights strictly increasing in 1..=100, each with its duration
+/// (the analysis interval unless it says).
+fn planned_steps(spec: &RolloutSpec, interval: Duration, errors: &mut Problems) -> Vec<PlannedStep> {
+    if spec.steps.is_empty() {
+        errors.at("steps", "at least one step is needed");
+    }
+    if spec.steps.len() > 20 {
+        errors.at("steps", format!("{} steps, at most 20 are allowed", spec.steps.len()));
+    }
+    let mut steps = Vec::new();
+    let mut previous = 0;
+    for (i, step) in spec.steps.iter().enumerate() {
+        if !(1..=100).contains(&step.weight) {
+            errors.at(
+                format!("steps[{i}].weight"),
+                format!("{} is not in 1..=100", step.weight),
+            );
+        } else if step.weight <= previous {
+            errors.at(
+                format!("steps[{i}].weight"),
+                format!(
+                    "{} does not exceed the previous step's {previous}; weights must strictly increase",
+                    step.weight
+                ),
+            );
+        }
+        previous = step.weight;
+        let field = format!("steps[{i}].duration");
+        let duration = duration_or(&field, step.duration.as_deref(), interval, errors);
+        steps.push(PlannedStep {
+            weight: step.weight,
+            duration,
+        });
+    }
+    steps
+}
+
+/// The sequential judge's settings, defaulted, within the bounds its guarantees need.
+fn sequential_config(spec: &RolloutSpec, errors: &mut Problems) -> SequentialConfig {
+    let defaults = SequentialConfig::default();
+    let seq = spec.analysis.sequential.clone().unwrap_or_default();
+    let sequential = SequentialConfig {
+        alpha: seq.alpha.unwrap_or(defaults.alpha),
+        theta0: seq.theta0.unwrap_or(defaults.theta0),
+        delta: seq.delta.unwrap_or(defaults.delta),
+        min_dwell: duration_or(
+            "analysis.sequential.minDwell",
+            seq.min_dwell.as_deref(),
+            defaults.min_dwell,
+            errors,
+        ),
+        min_requests: seq.min_requests.unwrap_or(defaults.min_requests),
+    };
+    if !(sequential.alpha > 0.0 && sequential.alpha < 0.5) {
+        errors.at(
+            "analysis.sequential.alpha",
+            format!("{} is not in (0, 0.5)", sequential.alpha),
+        );
+    }
+    if sequential.theta0 < 1.0 {
+        errors.at(
+            "analysis.sequential.theta0",
+            format!("{} is below 1", sequential.theta0),
+        );
+    }
+    if sequential.delta <= 1.0 {
+        errors.at(
+            "analysis.sequential.delta",
+            format!("{} must be above 1", sequential.delta),
+        );
+    }
+    sequential
+}
+
+/// The metrics: 1 to 16, names unique, each planned by its kind; the failure limit.
+fn planned_metrics(spec: &RolloutSpec, errors: &mut Problems) -> Vec<MetricPlan> {
+    let declared = &spec.analysis.metrics;
+    if declared.is_empty() {
+        errors.at(
+            "analysis.metrics",
+            "at least one metric is needed; weir never promotes without evidence",
+        );
+    }
+    if declared.len() > 16 {
+        errors.at(
+            "analysis.metrics",
+            format!("{} metrics, at most 16 are allowed", declared.len()),
+        );
+    }
+    if let Some(limit) = spec.analysis.failure_limit.filter(|l| *l > 100) {
+        errors.at("analysis.failureLimit", format!("{limit} is above 100"));
+    }
+    let mut metrics = Vec::new();
+    for (i, metric) in declared.iter().enumerate() {
+        if declared.iter().take(i).any(|m| m.name == metric.name) {
+            errors.at(
+                format!("{}.name", metric_field(i)),
+                format!("{} appears twice", metric.name),
+            );
+        }
+        if let Some(m) = metric_plan(i, metric, errors) {
+            metrics.push(m);
+        }
+    }
+    metrics
 }
 
 #[cfg(test)]

@@ -542,3 +542,18 @@ impl Problems {
         self.0
     }
 }
+
+/// Is this a Kubernetes object name (RFC 1123 subdomain)? Names are substituted into
+/// PromQL, so this is also what keeps a Rollout from injecting PromQL.
+pub fn is_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}

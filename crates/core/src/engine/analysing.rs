@@ -162,6 +162,7 @@ impl Decider {
     }
 
     /// Acts on one look's verdict: pass, breach, error or nothing yet.
+    // Long: one arm per verdict (pass, breach, error, nothing yet), side by side.
     fn act_on(&mut self, cx: &Cx, judgement: judge::Judgement, note: String, step: StepDue) -> Next {
         let plan = cx.plan;
         let index = self.at().map(|a| a.step as usize).unwrap_or(0);

@@ -86,6 +86,7 @@ fn release_histogram() -> Histogram {
 }
 
 impl Default for Telemetry {
+    // Long: the list of every metric weir exports, registered in one place.
     fn default() -> Self {
         let mut r = Registry::with_prefix("weir");
         let t = Telemetry {
@@ -288,7 +289,7 @@ mod tests {
     #[test]
     fn a_decision_is_counted_by_what_it_changed_and_a_deleted_rollout_leaves_no_series() {
         let t = Telemetry::default();
-        let rollout: Rollout = serde_saphyr::from_str(include_str!("../../examples/dev/40-rollout.yaml")).unwrap();
+        let rollout: Rollout = serde_saphyr::from_str(include_str!("../examples/dev/40-rollout.yaml")).unwrap();
         let now: Timestamp = "2026-11-29T02:01:00Z".parse().unwrap();
         // A look at step 1 with two metrics, one of them the user's own.
         let mut looked = analysing(0, "2026-11-29T02:00:00Z");
