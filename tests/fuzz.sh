@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Runs weir's fuzz targets (crates/fuzz) for a bounded time each: what weir reads from
+# Runs weir's fuzz targets (fuzz) for a bounded time each: what weir reads from
 # outside must never make it panic, hang (an input taking over 10 s fails) or balloon (a
 # single allocation over 256 MiB, or 1 GiB in all, fails); the engine target drives the
 # decision engine through arbitrary specs and sequences of worlds (structure-aware).
 # Seeds: the malformed corpus, the examples and a few Prometheus answers; what the
 # fuzzer finds goes to a temp dir, never into the repository. A crash leaves its input
-# in crates/fuzz/artifacts/. Each target prints its executions per second.
+# in fuzz/artifacts/. Each target prints its executions per second.
 # FUZZ_SECONDS per target (default 20; `make fuzz` for long runs). Installs cargo-fuzz
 # if missing.
 # `tests/fuzz.sh build` only builds the targets (make test does that beside cargo test).
@@ -32,13 +32,13 @@ run() { # target, seed dirs...
   echo "fuzzing $target for ${seconds}s ..." >&2
   # No sanitizer: weir has no unsafe code of its own, and without ASan the targets run
   # several times faster in a quarter of the memory. An optimised build with debug
-  # assertions (crates/fuzz's release profile: opt-level 1, assertions and overflow
+  # assertions (fuzz's release profile: opt-level 1, assertions and overflow
   # checks on): the debug build ran ~40 Rollouts a second.
-  if ! cargo $toolchain fuzz run $profile --sanitizer none --fuzz-dir "$repo/crates/fuzz" "$target" "$work/corpus-$target" "$@" -- \
+  if ! cargo $toolchain fuzz run $profile --sanitizer none --fuzz-dir "$repo/fuzz" "$target" "$work/corpus-$target" "$@" -- \
     -max_total_time="$seconds" -timeout=10 -malloc_limit_mb=256 -rss_limit_mb=1024 -print_final_stats=1 \
     >"$work/$target.log" 2>&1; then
     tail -60 "$work/$target.log" >&2
-    echo "fuzz target $target failed; its input is in crates/fuzz/artifacts/$target/" >&2
+    echo "fuzz target $target failed; its input is in fuzz/artifacts/$target/" >&2
     return 1
   fi
   local runs rss
@@ -49,7 +49,7 @@ run() { # target, seed dirs...
 profile="-O --debug-assertions"
 cd "$repo"
 if [ "${1:-}" = build ]; then
-  exec cargo $toolchain fuzz build $profile --sanitizer none --fuzz-dir "$repo/crates/fuzz"
+  exec cargo $toolchain fuzz build $profile --sanitizer none --fuzz-dir "$repo/fuzz"
 fi
 run rollout "$repo/tests/malformed" "$repo/examples/dev"
 run prometheus_answer "$work/answers"

@@ -2,12 +2,14 @@
 //! ApiServerVerifier pattern of kube-rs/controller-rs): method, path and body of each
 //! call, in order.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::client::Body;
+use kube::runtime::controller::Action as Requeue;
 use serde_json::{Value, json};
 use weir::admin::providers::Providers;
 use weir::api::{Phase, Rollout, RolloutStatus};
@@ -221,6 +223,21 @@ fn ok(v: Value) -> (u16, Value) {
     (200, v)
 }
 
+/// Reconciles `rollout` while the mocked API server plays `script`, the calls it
+/// expects in order (`expect`, `expect_apply`, ...): what the reconcile returned and
+/// what the script returned.
+async fn reconcile_while<T: Send + 'static>(
+    ctx: Arc<Context>,
+    rollout: Rollout,
+    script: impl Future<Output = T> + Send + 'static,
+) -> (Result<Requeue, weir::Error>, T) {
+    let server = tokio::spawn(script);
+    // The context goes with the reconcile (unless the caller kept a clone): its client is
+    // the mock's other end, so a script that waits for "no more requests" sees the end.
+    let result = controller::reconcile(Arc::new(rollout), ctx).await;
+    (result, server.await.expect("the API server's script"))
+}
+
 /// A controller context whose API server is the returned mock handle.
 fn mocked() -> (Arc<Context>, Handle) {
     mocked_with(Default::default())
@@ -304,7 +321,7 @@ async fn a_new_rollout_first_gets_its_finalizer_and_nothing_else() {
     let (ctx, mut handle) = mocked();
     let mut r = rollout(None);
     r.metadata.finalizers = None;
-    let server = tokio::spawn(async move {
+    let (result, mut handle) = reconcile_while(ctx, r, async move {
         let patch = expect(
             &mut handle,
             Method::PATCH,
@@ -318,9 +335,9 @@ async fn a_new_rollout_first_gets_its_finalizer_and_nothing_else() {
                    {"op": "add", "path": "/metadata/finalizers", "value": ["weir.dev/cleanup"]}])
         );
         handle
-    });
-    controller::reconcile(Arc::new(r), ctx).await.expect("reconcile");
-    let mut handle = server.await.unwrap();
+    })
+    .await;
+    result.expect("reconcile");
     assert!(
         handle.next_request().await.is_none(),
         "nothing else before the finalizer is on"
@@ -363,7 +380,7 @@ async fn taking_over_a_deployment_records_the_stable_revision_then_pauses_it() {
     let (ctx, mut handle) = mocked();
     let target = deployment("backend", "hello:0.3", false, json!({}));
     let revision = target_revision(&target);
-    let server = tokio::spawn(async move {
+    let (result, status) = reconcile_while(ctx, rollout(None), async move {
         expect_observation(&mut handle, &target, None, ok(virtual_service(0))).await;
         // The status first: the state it records is the intent of the writes after it.
         let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
@@ -380,11 +397,9 @@ async fn taking_over_a_deployment_records_the_stable_revision_then_pauses_it() {
         );
         expect_event(&mut handle, "Initialized").await;
         status
-    });
-    controller::reconcile(Arc::new(rollout(None)), ctx)
-        .await
-        .expect("reconcile");
-    let status = server.await.unwrap();
+    })
+    .await;
+    result.expect("reconcile");
     assert_eq!(status["kind"], "Rollout");
     assert_eq!(status["status"]["phase"], "Healthy");
     assert_eq!(status["status"]["stableRevision"], json!(revision));
@@ -405,17 +420,15 @@ async fn a_bump_starts_a_canary_and_its_ready_pod_gets_the_weight_by_a_patch_of_
     });
     let vs = virtual_service(0);
     let (t, v) = (target.clone(), vs.clone());
-    let server = tokio::spawn(async move {
+    let (result, (mut handle, status, canary)) = reconcile_while(ctx.clone(), rollout(Some(healthy)), async move {
         expect_observation(&mut handle, &t, None, ok(v)).await;
         let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
         let canary = expect_apply(&mut handle, &format!("{DEPLOYMENTS}/backend-canary"), ok(Value::Null)).await;
         expect_event(&mut handle, "CanaryStarted").await;
         (handle, status, canary)
-    });
-    controller::reconcile(Arc::new(rollout(Some(healthy))), ctx.clone())
-        .await
-        .expect("reconcile");
-    let (mut handle, status, canary) = server.await.unwrap();
+    })
+    .await;
+    result.expect("reconcile");
     assert_eq!(status["status"]["state"]["name"], "scaling");
     assert_eq!(status["status"]["phase"], "Progressing");
     // The canary: the target's spec, the track label set to canary in the pod labels
@@ -449,7 +462,7 @@ async fn a_bump_starts_a_canary_and_its_ready_pod_gets_the_weight_by_a_patch_of_
     );
     let scaling = with_status(&status);
     let v = vs.clone();
-    let server = tokio::spawn(async move {
+    let (result, (patch, status)) = reconcile_while(ctx, scaling, async move {
         let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
         let patch = expect(
             &mut handle,
@@ -460,9 +473,9 @@ async fn a_bump_starts_a_canary_and_its_ready_pod_gets_the_weight_by_a_patch_of_
         .await;
         expect_event(&mut handle, "StepStarted").await;
         (patch, status)
-    });
-    controller::reconcile(Arc::new(scaling), ctx).await.expect("reconcile");
-    let (patch, status) = server.await.unwrap();
+    })
+    .await;
+    result.expect("reconcile");
     assert_eq!(
         patch,
         json!([
@@ -499,15 +512,13 @@ async fn after_a_restart_no_weight_is_raised_before_a_fresh_look() {
         drain_until: None,
     });
     let canary = ready_canary(&revision);
-    let server = tokio::spawn(async move {
+    let (result, (mut handle, status)) = reconcile_while(ctx, rollout(Some(scaling)), async move {
         expect_observation(&mut handle, &target, Some(&canary), ok(virtual_service(0))).await;
         let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
         (handle, status)
-    });
-    controller::reconcile(Arc::new(rollout(Some(scaling))), ctx)
-        .await
-        .expect("reconcile");
-    let (mut handle, status) = server.await.unwrap();
+    })
+    .await;
+    result.expect("reconcile");
     assert!(no_request(&mut handle).await, "no weight written");
     assert_eq!(status["status"]["canaryWeight"], 0);
     assert!(
@@ -521,17 +532,15 @@ async fn after_a_restart_no_weight_is_raised_before_a_fresh_look() {
 async fn a_missing_virtual_service_becomes_a_precise_condition_without_writes() {
     let (ctx, mut handle) = mocked();
     let target = deployment("backend", "hello:0.3", true, json!({}));
-    let server = tokio::spawn(async move {
+    let (result, status) = reconcile_while(ctx, rollout(None), async move {
         expect_observation(&mut handle, &target, None, not_found()).await;
         let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
         let event = expect_event(&mut handle, "TrafficRoutingInvalid").await;
         assert_eq!(event["type"], "Warning");
         status
-    });
-    controller::reconcile(Arc::new(rollout(None)), ctx)
-        .await
-        .expect("reconcile");
-    let status = server.await.unwrap();
+    })
+    .await;
+    result.expect("reconcile");
     assert_eq!(status["status"]["phase"], "InvalidSpec");
     assert_eq!(status["status"]["message"], "VirtualService dev/backend not found");
     assert_eq!(status["status"]["conditions"][0]["type"], "SpecValid");
@@ -543,13 +552,13 @@ async fn an_invalid_spec_is_reported_without_reading_or_touching_anything() {
     let (ctx, mut handle) = mocked();
     let mut r = rollout(None);
     r.spec.steps[1].weight = 5;
-    let server = tokio::spawn(async move {
+    let (result, status) = reconcile_while(ctx, r, async move {
         let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
         expect_event(&mut handle, "InvalidSpec").await;
         status
-    });
-    controller::reconcile(Arc::new(r), ctx).await.expect("reconcile");
-    let status = server.await.unwrap();
+    })
+    .await;
+    result.expect("reconcile");
     assert_eq!(status["status"]["phase"], "InvalidSpec");
     assert!(
         status["status"]["message"]
@@ -668,7 +677,7 @@ async fn deleting_a_rollout_hands_traffic_and_the_deployment_back_before_the_fin
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let mut drained = deleted;
     drained.status = with_status(&status).status;
-    let server = tokio::spawn(async move {
+    let (result, mut handle) = reconcile_while(ctx, drained, async move {
         expect_observation(&mut handle, &target, Some(&canary), ok(virtual_service(0))).await;
         let release = expect_apply(&mut handle, &format!("{DEPLOYMENTS}/backend"), ok(Value::Null)).await;
         assert_eq!(
@@ -693,9 +702,9 @@ async fn deleting_a_rollout_hands_traffic_and_the_deployment_back_before_the_fin
         .await;
         assert_eq!(finalizer[1], json!({"op": "remove", "path": "/metadata/finalizers/0"}));
         handle
-    });
-    controller::reconcile(Arc::new(drained), ctx).await.expect("released");
-    let mut handle = server.await.unwrap();
+    })
+    .await;
+    result.expect("released");
     assert!(no_request(&mut handle).await);
 }
 

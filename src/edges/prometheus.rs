@@ -267,7 +267,7 @@ enum ApiData {
 
 /// Reads an answer of Prometheus's query API (at most `MAX_ANSWER_BYTES`, cut off by the
 /// caller): the samples of an instant vector or a scalar, or why the answer is refused.
-/// Fuzzed (`crates/fuzz`): no answer makes it panic, hang or allocate beyond the body.
+/// Fuzzed (`fuzz/`): no answer makes it panic, hang or allocate beyond the body.
 pub fn parse_answer(code: u16, body: &[u8]) -> Result<Vec<Sample>, QueryError> {
     let body: ApiResponse = serde_json::from_slice(body)
         .map_err(|e| QueryError::Rejected(format!("HTTP {code}, unreadable answer: {e}")))?;

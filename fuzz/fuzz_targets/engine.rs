@@ -62,7 +62,7 @@ struct Input {
     ticks: Vec<Tick>,
 }
 
-fn plan_of(s: &SpecIn) -> Result<Plan, Vec<String>> {
+fn plan_of(s: &SpecIn) -> Result<Plan, Vec<weir_core::spec::SpecError>> {
     let steps: Vec<serde_json::Value> = s
         .weights
         .iter()
