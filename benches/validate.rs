@@ -63,7 +63,17 @@ fn inputs() -> Vec<(&'static str, String)> {
 }
 
 fn main() {
-    println!("| input | bytes | median | worst | within 0.5 s | vs a real Rollout |");
+    // `cargo bench` (optimised, `--bench`) holds the 0.5 s bound. `cargo test` runs this
+    // unoptimised beside other builds as a smoke run: it must end, and fails only past
+    // ten times the bound (a timing on a loaded debug build is not a measurement).
+    let bound = match std::env::args().any(|a| a == "--bench") {
+        true => BOUND,
+        false => BOUND * 10,
+    };
+    println!(
+        "| input | bytes | median | worst | within {:.1} s | vs a real Rollout |",
+        bound.as_secs_f64()
+    );
     println!("|---|---:|---:|---:|:---:|---:|");
     let mut baseline = None;
     let mut all_within = true;
@@ -78,13 +88,13 @@ fn main() {
         times.sort();
         let (median, worst) = (times[2], times[4]);
         let base = *baseline.get_or_insert(median);
-        all_within &= worst < BOUND;
+        all_within &= worst < bound;
         println!(
             "| {name} | {} | {:.2} ms | {:.2} ms | {} | {:.2}x |",
             text.len(),
             median.as_secs_f64() * 1e3,
             worst.as_secs_f64() * 1e3,
-            if worst < BOUND { "yes" } else { "NO" },
+            if worst < bound { "yes" } else { "NO" },
             median.as_secs_f64() / base.as_secs_f64()
         );
     }

@@ -82,7 +82,7 @@ fn plan_of(s: &SpecIn) -> Result<Plan, Vec<weir_core::spec::SpecError>> {
         "analysis": {"judge": if s.threshold { "threshold" } else { "sequential" },
             "interval": format!("{}s", s.interval_s), "failureLimit": s.failure_limit, "metrics": metrics},
     });
-    let spec: RolloutSpec = serde_json::from_value(spec).map_err(|e| vec![e.to_string()])?;
+    let spec: RolloutSpec = serde_json::from_value(spec).map_err(|e| vec![weir_core::spec::SpecError::new("", e.to_string())])?;
     plan::plan(&spec)
 }
 
