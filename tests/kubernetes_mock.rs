@@ -11,6 +11,7 @@ use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::{Value, json};
+use weir::admin::Admin;
 use weir::admin::providers::Providers;
 use weir::api::{Phase, Rollout, RolloutStatus};
 use weir::controller::cache::{Change, Looks};
@@ -255,9 +256,12 @@ fn context(client: Client, receivers: Receivers) -> Arc<Context> {
         client,
         istio: IstioApi::version("v1"),
         prometheus: Prometheus::new().unwrap(),
-        providers: Providers::single("http://127.0.0.1:1").unwrap(),
+        admin: Arc::new(Admin {
+            providers: Providers::single("http://127.0.0.1:1").unwrap(),
+            receivers: receivers.clone(),
+            ..Default::default()
+        }),
         secrets_namespace: "weir-system".into(),
-        windows: Default::default(),
         notifier: Notifier::start(receivers, None, "weir-system".into()),
         webhooks: Webhooks::start(WebhookPolicy::default()).0,
         telemetry: Telemetry::default(),

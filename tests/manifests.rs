@@ -255,9 +255,22 @@ fn the_shipped_controller_configuration_is_read_by_the_controller() {
     let map: k8s_openapi::api::core::v1::ConfigMap = serde_yaml::from_value(documents(&path).remove(0)).unwrap();
     let data = map.data.unwrap_or_default();
     let file = |key: &str| data.get(key).cloned().unwrap_or_else(|| panic!("key {key}"));
-    weir::admin::providers::Providers::from_yaml(&file("providers.yaml")).expect("providers.yaml");
-    weir::admin::windows::WindowDefaults::from_yaml(&file("release-windows.yaml")).expect("release-windows.yaml");
-    weir::edges::notify::Receivers::from_yaml(&file("notifications.yaml")).expect("notifications.yaml");
+    let admin = weir::admin::Admin {
+        providers: weir::admin::providers::Providers::from_yaml(&file("providers.yaml")).expect("providers.yaml"),
+        windows: weir::admin::windows::WindowDefaults::from_yaml(&file("release-windows.yaml"))
+            .expect("release-windows.yaml"),
+        receivers: weir::admin::receivers::Receivers::from_yaml(&file("notifications.yaml"))
+            .expect("notifications.yaml"),
+        webhooks: weir::admin::webhooks::WebhookPolicy::from_yaml(&file("webhooks.yaml")).expect("webhooks.yaml"),
+    };
+    // The example's Rollout is admitted as shipped, and the demo declares the same
+    // templates as the shipped file.
+    let example = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dev/40-rollout.yaml")).unwrap();
+    let admitted = weir::cli::validate_bytes_as(&example, Some((&admin, Some("dev"))));
+    assert_eq!(admitted, [Vec::<String>::new()]);
+    let shipped: serde_yaml::Value = serde_yaml::from_str(&file("providers.yaml")).unwrap();
+    let demo: serde_yaml::Value = serde_yaml::from_str(weir_testkit::devcluster::EXAMPLE_TEMPLATES).unwrap();
+    assert_eq!(shipped["templates"], demo["templates"]);
     let controller =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/base/20-controller.yaml")).unwrap();
     for key in data.keys() {

@@ -238,10 +238,10 @@ fn a_bad_notifications_file_or_name_is_refused_with_its_field() {
         assert!(err.contains(expected), "{file}: {err:?} should contain {expected:?}");
     }
     let declared = receivers("receivers: [{name: team-slack, type: slack, urlSecret: slack-hook}]");
-    assert_eq!(declared.check(&["team-slack".into()]), Ok(()));
+    assert_eq!(declared.check("apps", &["team-slack".into()]), Ok(()));
     assert_eq!(
         declared
-            .check(&["team-slack".into(), "pager".into()])
+            .check("apps", &["team-slack".into(), "pager".into()])
             .map_err(|e| e.to_string()),
         Err("spec.notify[1]: \"pager\" is not a receiver the cluster admin declared (declared: team-slack)".into())
     );

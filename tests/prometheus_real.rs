@@ -132,7 +132,7 @@ fn custom(query: &str) -> MetricPlan {
     MetricPlan {
         name: "custom".into(),
         kind: MetricKind::Custom {
-            query: query.into(),
+            query: weir::plan::Query::Admitted(query.into()),
             min: None,
             max: Some(1.0),
         },

@@ -105,7 +105,7 @@ fn of<'a>(answers: &'a [HookAnswer], hook: &str) -> &'a HookAnswer {
 #[tokio::test]
 async fn yes_no_slow_silent_and_flaky_webhooks_each_get_their_answer() {
     let (base, seen) = service().await;
-    let (hooks, _woken) = Webhooks::start(WebhookPolicy::default());
+    let (hooks, _woken) = Webhooks::start(allowing(&base));
     let counts = Calls::default();
     let hooks = hooks.with_counts(counts.clone());
     let second = Duration::from_secs(1);
@@ -160,7 +160,7 @@ async fn yes_no_slow_silent_and_flaky_webhooks_each_get_their_answer() {
 #[tokio::test]
 async fn a_question_is_asked_once_and_its_answer_wakes_the_rollout() {
     let (base, seen) = service().await;
-    let (hooks, mut woken) = Webhooks::start(WebhookPolicy::default());
+    let (hooks, mut woken) = Webhooks::start(allowing(&base));
     let ask = call(&format!("{base}/slow"), "slow", Duration::from_secs(5), 0);
     hooks.ask(&rollout(), std::slice::from_ref(&ask));
     hooks.ask(&rollout(), std::slice::from_ref(&ask));
@@ -265,7 +265,7 @@ fn rollout_in(namespace: &str, name: &str) -> Rollout {
 #[tokio::test]
 async fn a_namespace_of_silent_hooks_holds_its_share_only_and_others_are_answered_at_once() {
     let (base, seen) = service().await;
-    let (hooks, _woken) = Webhooks::start(WebhookPolicy::default());
+    let (hooks, _woken) = Webhooks::start(allowing(&base));
     let never = |hook: &str, round: u32| {
         let mut c = call(&format!("{base}/never"), hook, Duration::from_secs(60), 5);
         c.kind = WebhookKind::Rollback;
@@ -308,4 +308,10 @@ async fn a_namespace_of_silent_hooks_holds_its_share_only_and_others_are_answere
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(hooks.in_flight("hostile"), 0, "forgetting cancels the calls in flight");
+}
+
+/// The admin's policy allowing the local test service (every call is checked against
+/// the policy again when it is made).
+fn allowing(base: &str) -> WebhookPolicy {
+    WebhookPolicy::from_yaml(&format!("allowedUrls: [\"{base}/\"]")).expect("a valid webhooks file")
 }

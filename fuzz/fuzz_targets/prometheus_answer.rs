@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     for kind in [
         MetricKind::SuccessRate { min: 99.0 },
         MetricKind::Duration { quantile: 0.99, max_ms: 500.0 },
-        MetricKind::Custom { query: "q".into(), min: Some(0.0), max: Some(1.0) },
+        MetricKind::Custom { query: weir_core::plan::Query::Admitted("q".into()), min: Some(0.0), max: Some(1.0) },
     ] {
         let metric = MetricPlan { name: "m".into(), kind };
         let _ = reading_from(&metric, &scope, &samples);

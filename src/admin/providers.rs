@@ -10,6 +10,9 @@
 //!     timeout: 5s                        # per query, at most 30s (default 5s)
 //!     secretRef: {name: prometheus-auth} # optional, in weir's own namespace
 //!     default: true                      # optional when there is only one
+//!     namespaces: [team-a, team-a-*]     # optional: who may use it (see `Scope`)
+//! templates: []                          # metric templates (see `templates`)
+//! tenantQueries: {}                      # PromQL in Rollouts: refused by default
 //! ```
 
 use std::collections::BTreeMap;
@@ -18,9 +21,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::scope::Scope;
+use super::templates::{Template, Templates, TenantQueries};
 use crate::Error;
 use crate::fair::FairSlots;
-use crate::plan;
+use crate::plan::{self, MetricKind, Plan, Query};
 use weir_core::spec::SpecError;
 
 /// The longest one query may take: a reconcile waits for its looks.
@@ -40,6 +45,10 @@ pub const TURN_WAIT: Duration = Duration::from_secs(1);
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct File {
     providers: Vec<Declared>,
+    #[serde(default)]
+    templates: Vec<Template>,
+    #[serde(default)]
+    tenant_queries: TenantQueries,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +62,8 @@ struct Declared {
     secret_ref: Option<SecretName>,
     #[serde(default)]
     default: bool,
+    #[serde(default)]
+    namespaces: Scope,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +82,8 @@ pub struct Provider {
     pub secret: Option<String>,
     /// Bounds the looks waiting on this provider at once.
     pub in_flight: Arc<FairSlots>,
+    /// The namespaces whose Rollouts may read it.
+    pub namespaces: Scope,
 }
 
 /// Every provider, and which one a Rollout that names none gets.
@@ -78,6 +91,7 @@ pub struct Provider {
 pub struct Providers {
     by_name: BTreeMap<String, Provider>,
     default: Option<String>,
+    templates: Templates,
 }
 
 impl Providers {
@@ -111,20 +125,70 @@ impl Providers {
         if providers.default.is_none() && providers.by_name.len() == 1 {
             providers.default = providers.by_name.keys().next().cloned();
         }
+        providers.templates = Templates::new(file.templates, file.tenant_queries)?;
+        if let Some((t, p)) = providers
+            .templates
+            .providers_named()
+            .find(|(_, p)| !providers.by_name.contains_key(*p))
+        {
+            return Err(Error::Usage(format!(
+                "providers file: template {t:?} names provider {p:?}, which is not declared"
+            )));
+        }
         Ok(providers)
     }
 
-    /// The provider a Rollout's plan names, or why it cannot have it (for its status).
-    pub fn resolve(&self, name: Option<&str>) -> Result<&Provider, SpecError> {
-        let known = || self.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
+    /// Admits each custom metric's query of a plan for a Rollout of `namespace` reading
+    /// `provider`: a template rendered, tenant PromQL confined, or every refusal named.
+    pub fn resolve_queries(&self, namespace: &str, provider: &str, plan: &mut Plan) -> Result<(), Vec<SpecError>> {
+        let mut problems = Vec::new();
+        for (i, metric) in plan.metrics.iter_mut().enumerate() {
+            let MetricKind::Custom { query, .. } = &mut metric.kind else {
+                continue;
+            };
+            match self.templates.admit(namespace, provider, query) {
+                Ok(admitted) => *query = Query::Admitted(admitted),
+                Err((field, problem)) => {
+                    problems.push(SpecError::new(format!("analysis.metrics[{i}].{field}"), problem))
+                }
+            }
+        }
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(problems),
+        }
+    }
+
+    /// The provider a Rollout of `namespace` names, or why it cannot have it (for its
+    /// status): one the admin declared, for that namespace.
+    pub fn resolve(&self, namespace: &str, name: Option<&str>) -> Result<&Provider, SpecError> {
+        let known = || {
+            let usable: Vec<&str> = self
+                .by_name
+                .values()
+                .filter(|p| p.namespaces.allows(namespace))
+                .map(|p| p.name.as_str())
+                .collect();
+            if usable.is_empty() {
+                "none".into()
+            } else {
+                usable.join(", ")
+            }
+        };
         let wrong = |problem: String| SpecError::new("analysis.provider", problem);
         match name.or(self.default.as_deref()) {
-            Some(name) => self.by_name.get(name).ok_or_else(|| {
-                wrong(format!(
-                    "{name:?} is not a metric provider the cluster admin declared (declared: {})",
+            Some(name) => match self.by_name.get(name) {
+                None => Err(wrong(format!(
+                    "{name:?} is not a metric provider the cluster admin declared (for namespace {namespace}: {})",
                     known()
-                ))
-            }),
+                ))),
+                Some(p) if !p.namespaces.allows(namespace) => Err(wrong(format!(
+                    "provider {name:?} is not for namespace {namespace} (the cluster admin declared it for {}); name one of: {}",
+                    p.namespaces.describe(),
+                    known()
+                ))),
+                Some(p) => Ok(p),
+            },
             None if self.by_name.is_empty() => {
                 Err(wrong("the cluster admin declared no metric provider to weir".into()))
             }
@@ -154,7 +218,11 @@ fn declared(i: usize, name: String, d: &Declared) -> Result<Provider, Error> {
             format!("{} is not in (0s, 30s]", humantime::format_duration(timeout)),
         ));
     }
+    d.namespaces
+        .check(&format!("providers[{i}]"))
+        .map_err(|e| Error::Usage(format!("providers file: {e}")))?;
     Ok(Provider {
+        namespaces: d.namespaces.clone(),
         name,
         address: d.address.clone(),
         timeout,
@@ -176,14 +244,14 @@ mod tests {
             "providers:\n- {name: main, address: 'http://prom:9090', default: true}\n- {name: team-b, address: 'https://b:9090', timeout: 2s, secretRef: {name: b-auth}}\n",
         )
         .unwrap();
-        assert_eq!(p.resolve(None).unwrap().name, "main");
-        let b = p.resolve(Some("team-b")).unwrap();
+        assert_eq!(p.resolve("apps", None).unwrap().name, "main");
+        let b = p.resolve("apps", Some("team-b")).unwrap();
         assert_eq!(
             (b.timeout, b.secret.as_deref()),
             (Duration::from_secs(2), Some("b-auth"))
         );
-        let err = p.resolve(Some("http://evil:9090")).unwrap_err();
-        assert!(err.to_string().starts_with("spec.analysis.provider: \"http://evil:9090\" is not a metric provider the cluster admin declared (declared: main, team-b)"), "{err}");
+        let err = p.resolve("apps", Some("http://evil:9090")).unwrap_err();
+        assert!(err.to_string().starts_with("spec.analysis.provider: \"http://evil:9090\" is not a metric provider the cluster admin declared (for namespace apps: main, team-b)"), "{err}");
     }
 
     #[test]
@@ -201,7 +269,7 @@ mod tests {
         assert!(err("providers: [{name: a, address: 'http://x', token: t}]").contains("unknown field `token`"));
         let none = Providers::from_yaml("providers: []").unwrap();
         assert!(
-            none.resolve(None)
+            none.resolve("apps", None)
                 .unwrap_err()
                 .to_string()
                 .contains("declared no metric provider")
@@ -209,10 +277,25 @@ mod tests {
         let two = Providers::from_yaml("providers: [{name: a, address: 'http://x'}, {name: b, address: 'http://y'}]")
             .unwrap();
         assert!(
-            two.resolve(None)
+            two.resolve("apps", None)
                 .unwrap_err()
                 .to_string()
                 .contains("no default metric provider; name one of: a, b")
+        );
+    }
+
+    #[test]
+    fn a_provider_scoped_to_a_team_is_refused_to_the_others() {
+        let p = Providers::from_yaml(
+            "providers:\n- {name: shared, address: 'http://prom:9090', default: true}\n- {name: team-b, address: 'https://b:9090', namespaces: [team-b, team-b-*]}\n",
+        )
+        .unwrap();
+        assert_eq!(p.resolve("team-b-web", Some("team-b")).unwrap().name, "team-b");
+        let err = p.resolve("team-a", Some("team-b")).unwrap_err();
+        assert_eq!(err.field, "analysis.provider");
+        assert!(
+            err.problem.contains("not for namespace team-a") && err.problem.contains("name one of: shared"),
+            "{err}"
         );
     }
 }

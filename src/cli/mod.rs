@@ -15,13 +15,14 @@ use kube::{Api, Client, CustomResourceExt};
 use serde_json::json;
 
 use crate::Error;
+use crate::admin::Admin;
 use crate::admin::providers::Providers;
+use crate::admin::receivers::Receivers;
+use crate::admin::webhooks::WebhookPolicy;
 use crate::admin::windows::WindowDefaults;
 use crate::api::{PAUSED_ANNOTATION, REQUEST_ANNOTATION, Rollout, RolloutSpec, RolloutStatus};
 use crate::controller;
 use crate::controller::leader::Election;
-use crate::edges::notify::Receivers;
-use crate::edges::webhooks::WebhookPolicy;
 use crate::plan;
 
 #[derive(Parser, Debug)]
@@ -47,6 +48,65 @@ pub enum LogFormat {
     Json,
 }
 
+/// The cluster admin's files, for the controller and for `weir validate`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AdminFiles {
+    /// The metric providers Rollouts may name, their metric templates and the rule for
+    /// PromQL written in Rollouts (a YAML file, see the README's security section).
+    #[arg(long, env = "WEIR_PROVIDERS", conflicts_with = "prometheus")]
+    pub providers: Option<PathBuf>,
+    /// Shortcut for one default provider, named `prometheus`, at this URL.
+    #[arg(long, env = "WEIR_PROMETHEUS")]
+    pub prometheus: Option<String>,
+    /// The admin's default release windows, per namespace or for all (a YAML file, see
+    /// the README): for Rollouts that set none of their own.
+    #[arg(long, env = "WEIR_RELEASE_WINDOWS")]
+    pub release_windows: Option<PathBuf>,
+    /// Where notifications go: Slack, Teams, signed webhooks (a YAML file, see the
+    /// README). A Rollout names receivers from it in `spec.notify`.
+    #[arg(long, env = "WEIR_NOTIFICATIONS")]
+    pub notifications: Option<PathBuf>,
+    /// Which addresses Rollouts' webhooks may call (a YAML file, see the README).
+    /// Default: Services of the Rollout's own namespace only.
+    #[arg(long, env = "WEIR_WEBHOOKS")]
+    pub webhooks: Option<PathBuf>,
+}
+
+impl AdminFiles {
+    /// Were any given (`weir validate` admits only then)?
+    fn any(&self) -> bool {
+        self.providers.is_some()
+            || self.prometheus.is_some()
+            || self.release_windows.is_some()
+            || self.notifications.is_some()
+            || self.webhooks.is_some()
+    }
+
+    /// Reads every file given; each refuses itself whole, naming the entry.
+    pub fn load(&self) -> Result<Admin, Error> {
+        let read = |path: &PathBuf| std::fs::read_to_string(path);
+        Ok(Admin {
+            providers: match (&self.providers, &self.prometheus) {
+                (Some(file), _) => Providers::from_yaml(&read(file)?)?,
+                (None, Some(url)) => Providers::single(url)?,
+                (None, None) => Providers::default(),
+            },
+            windows: match &self.release_windows {
+                Some(file) => WindowDefaults::from_yaml(&read(file)?)?,
+                None => WindowDefaults::default(),
+            },
+            receivers: match &self.notifications {
+                Some(file) => Receivers::from_yaml(&read(file)?)?,
+                None => Receivers::default(),
+            },
+            webhooks: match &self.webhooks {
+                Some(file) => WebhookPolicy::from_yaml(&read(file)?)?,
+                None => WebhookPolicy::default(),
+            },
+        })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller against the current kubeconfig (or in-cluster config).
@@ -60,28 +120,15 @@ pub enum Command {
         /// Watch one namespace only (default: all).
         #[arg(long, env = "WEIR_NAMESPACE")]
         namespace: Option<String>,
-        /// The metric providers Rollouts may name (a YAML file, see the README's
-        /// security section): the cluster admin's, never a Rollout's.
-        #[arg(long, env = "WEIR_PROVIDERS", conflicts_with = "prometheus")]
-        providers: Option<PathBuf>,
-        /// Shortcut for one default provider, named `prometheus`, at this URL.
-        #[arg(long, env = "WEIR_PROMETHEUS")]
-        prometheus: Option<String>,
+        #[command(flatten)]
+        admin: AdminFiles,
         /// weir's own namespace: providers' Secrets are read from here only.
         #[arg(long, env = "POD_NAMESPACE", default_value = "weir-system")]
         secrets_namespace: String,
-        /// The admin's default release windows, per namespace or for all (a YAML file,
-        /// see the README): for Rollouts that set none of their own.
-        #[arg(long, env = "WEIR_RELEASE_WINDOWS")]
-        release_windows: Option<PathBuf>,
-        /// Where notifications go: Slack, Teams, signed webhooks (a YAML file, see the
-        /// README). A Rollout names receivers from it in `spec.notify`.
-        #[arg(long, env = "WEIR_NOTIFICATIONS")]
-        notifications: Option<PathBuf>,
-        /// Which addresses Rollouts' webhooks may call (a YAML file, see the README).
-        /// Default: Services of the Rollout's own namespace only.
-        #[arg(long, env = "WEIR_WEBHOOKS")]
-        webhooks: Option<PathBuf>,
+        /// The cluster's DNS domain: webhooks to Services are called by fully
+        /// qualified name (`<svc>.<ns>.svc.<domain>.`), so no search list applies.
+        #[arg(long, env = "WEIR_CLUSTER_DOMAIN", default_value = "cluster.local")]
+        cluster_domain: String,
         /// Run as one of several replicas: elect a leader on a Lease in weir's own
         /// namespace (`--secrets-namespace`); only the leader runs the controller.
         #[arg(long, env = "WEIR_LEADER_ELECT")]
@@ -96,8 +143,18 @@ pub enum Command {
     },
     /// Print the Rollout CRD as YAML.
     Crd,
-    /// Check Rollout files offline with the controller's own validation (schema CEL rules and all).
-    Validate { files: Vec<PathBuf> },
+    /// Check Rollout files offline with the controller's own validation (schema CEL
+    /// rules and all). Given the admin's files, also what weir admits for the namespace:
+    /// providers, templates, tenant PromQL, receivers, webhook addresses.
+    Validate {
+        files: Vec<PathBuf>,
+        /// The namespace the Rollouts would be created in (default: each one's own
+        /// `metadata.namespace`, else `default`).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[command(flatten)]
+        admin: AdminFiles,
+    },
     /// Show a Rollout: step, weights, last metric values, and why it waits.
     Status {
         name: String,
@@ -251,12 +308,9 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
             http_addr,
             concurrency,
             namespace,
-            providers,
-            prometheus,
+            admin,
             secrets_namespace,
-            release_windows,
-            notifications,
-            webhooks,
+            cluster_domain,
             leader_elect,
             lease_duration,
             identity,
@@ -270,23 +324,7 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
                 }),
                 duration: lease_duration,
             });
-            let webhooks = match webhooks {
-                Some(file) => WebhookPolicy::from_yaml(&std::fs::read_to_string(&file)?)?,
-                None => WebhookPolicy::default(),
-            };
-            let receivers = match notifications {
-                Some(file) => Receivers::from_yaml(&std::fs::read_to_string(&file)?)?,
-                None => Receivers::default(),
-            };
-            let windows = match release_windows {
-                Some(file) => WindowDefaults::from_yaml(&std::fs::read_to_string(&file)?)?,
-                None => WindowDefaults::default(),
-            };
-            let providers = match (providers, prometheus) {
-                (Some(file), _) => Providers::from_yaml(&std::fs::read_to_string(&file)?)?,
-                (None, Some(url)) => Providers::single(&url)?,
-                (None, None) => Providers::default(),
-            };
+            let admin = admin.load()?;
             let client = Client::try_default().await?;
             controller::run(
                 client,
@@ -294,22 +332,29 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
                     http_addr,
                     concurrency,
                     namespace,
-                    providers,
+                    admin,
                     secrets_namespace,
-                    windows,
-                    receivers,
-                    webhooks,
+                    cluster_domain,
                     election,
                 },
             )
             .await?;
         }
         Command::Crd => print!("{}", crd_yaml()?),
-        Command::Validate { files } => {
+        Command::Validate {
+            files,
+            namespace,
+            admin,
+        } => {
+            let admin = match admin.any() {
+                true => Some(admin.load()?),
+                false => None,
+            };
             let mut ok = true;
             for file in files {
                 let bytes = std::fs::read(&file)?;
-                for (i, problems) in validate_bytes(&bytes).into_iter().enumerate() {
+                let admission = admin.as_ref().map(|a| (a, namespace.as_deref()));
+                for (i, problems) in validate_bytes_as(&bytes, admission).into_iter().enumerate() {
                     if problems.is_empty() {
                         println!("{}: Rollout #{}: valid", file.display(), i + 1);
                     } else {
@@ -392,8 +437,17 @@ pub fn crd_yaml() -> Result<String, Error> {
 /// API server would run them, then the controller's own checks. One list per Rollout.
 /// `validate_documents` for a file's bytes: text that is not UTF-8 is one problem.
 pub fn validate_bytes(bytes: &[u8]) -> Vec<Vec<String>> {
+    validate_bytes_as(bytes, None)
+}
+
+/// What `weir validate` checks of a file: with the admin's configuration and a namespace
+/// (else each Rollout's own), also the controller's admission.
+pub type Admission<'a> = Option<(&'a Admin, Option<&'a str>)>;
+
+/// `validate_bytes`, and admission when `admission` is given.
+pub fn validate_bytes_as(bytes: &[u8], admission: Admission) -> Vec<Vec<String>> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => validate_documents(text),
+        Ok(text) => validate_documents_as(text, admission),
         Err(e) => vec![vec![format!("not UTF-8: {e}")]],
     }
 }
@@ -401,17 +455,21 @@ pub fn validate_bytes(bytes: &[u8]) -> Vec<Vec<String>> {
 /// Every Rollout of a (multi-document) YAML text, validated; documents of other kinds
 /// are passed over. Size and nesting are bounded by the reader (`crate::yaml`).
 pub fn validate_documents(text: &str) -> Vec<Vec<String>> {
+    validate_documents_as(text, None)
+}
+
+fn validate_documents_as(text: &str, admission: Admission) -> Vec<Vec<String>> {
     match crate::yaml::documents(text) {
         Ok(docs) => docs
             .into_iter()
             .filter(|d| d.get("kind").and_then(|k| k.as_str()) == Some("Rollout"))
-            .map(validate_value)
+            .map(|d| validate_value(d, admission))
             .collect(),
         Err(problem) => vec![vec![problem]],
     }
 }
 
-fn validate_value(value: serde_json::Value) -> Vec<String> {
+fn validate_value(value: serde_json::Value, admission: Admission) -> Vec<String> {
     let rollout: Rollout = match serde_path_to_error::deserialize(value) {
         Ok(r) => r,
         Err(e) => return vec![format!("{}: {}", e.path(), e.inner())],
@@ -425,7 +483,15 @@ fn validate_value(value: serde_json::Value) -> Vec<String> {
             .map(|l| format!("the API server refuses it: {l}"))
             .collect(),
     };
-    if let Err(errors) = plan::plan(&rollout.spec) {
+    let checked = match admission {
+        None => plan::plan(&rollout.spec).map(drop),
+        Some((admin, namespace)) => {
+            let own = rollout.metadata.namespace.clone();
+            let namespace = namespace.or(own.as_deref()).unwrap_or("default");
+            admin.admit(namespace, &rollout.spec).map(drop)
+        }
+    };
+    if let Err(errors) = checked {
         problems.extend(errors.iter().map(ToString::to_string));
     }
     problems.dedup();

@@ -43,17 +43,16 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, error, info, warn};
 
 use crate::Error;
-use crate::admin::providers::Providers;
-use crate::admin::windows::WindowDefaults;
+use crate::admin::Admin;
 use crate::api::{ROLLOUT_LABEL, Rollout, RolloutStatus};
 use crate::controller::cache::{Change, Kept, Looks, Memo, Watched};
 use crate::controller::leader::Election;
 use crate::edges::events::EventPublisher;
 use crate::edges::kubernetes::{self, IstioApi, Observation};
-use crate::edges::notify::{self, Notification, Notifier, Receivers};
+use crate::edges::notify::{self, Notification, Notifier};
 use crate::edges::objects::{self, LAST_APPLIED_ANNOTATION, Objects};
 use crate::edges::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
-use crate::edges::webhooks::{WebhookPolicy, Webhooks};
+use crate::edges::webhooks::Webhooks;
 use crate::engine::{self, Action, AnalysisRequest, Decision, World, Write};
 use crate::fair::FairSlots;
 use crate::judge::Reading;
@@ -76,12 +75,10 @@ pub struct Context {
     pub events: EventPublisher,
     pub istio: IstioApi,
     pub prometheus: Prometheus,
-    /// The metric providers the cluster admin declared.
-    pub providers: Providers,
+    /// What the cluster admin declared, and what each namespace may reach of it.
+    pub admin: Arc<Admin>,
     /// weir's own namespace: the only one providers' Secrets are read from.
     pub secrets_namespace: String,
-    /// The admin's default release windows, for Rollouts that set none.
-    pub windows: WindowDefaults,
     /// Queues notifications for the receivers the admin declared.
     pub notifier: Notifier,
     /// Calls the Rollouts' webhooks (to addresses the admin allowed) in the background.
@@ -114,14 +111,11 @@ pub struct Options {
     pub http_addr: SocketAddr,
     pub concurrency: u16,
     pub namespace: Option<String>,
-    pub providers: Providers,
+    /// Providers, templates, windows, receivers, webhook addresses.
+    pub admin: Admin,
     pub secrets_namespace: String,
-    /// The admin's default release windows.
-    pub windows: WindowDefaults,
-    /// The notification receivers the admin declared.
-    pub receivers: Receivers,
-    /// The addresses the admin allows Rollouts' webhooks to call.
-    pub webhooks: WebhookPolicy,
+    /// The cluster's DNS domain: webhooks to Services are called by fully qualified name.
+    pub cluster_domain: String,
     /// Replicas elect a leader on a Lease; only the leader runs the controller.
     pub election: Option<Election>,
 }
@@ -132,18 +126,19 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     let istio = IstioApi::discover(&client).await;
     info!(version = %istio.virtual_service.version, "using Istio networking API");
     let telemetry = Telemetry::default();
-    let (webhooks, answered) = Webhooks::start(options.webhooks.clone());
-    let webhooks = webhooks.with_counts(telemetry.webhook_calls.clone());
+    let (webhooks, answered) = Webhooks::start(options.admin.webhooks.clone());
+    let webhooks = webhooks
+        .with_counts(telemetry.webhook_calls.clone())
+        .with_client(client.clone(), &options.cluster_domain);
     let ctx = Arc::new(Context {
         events: EventPublisher::new(client.clone(), std::env::var("POD_NAME").ok()),
         client: client.clone(),
         istio,
         prometheus: Prometheus::new()?,
-        providers: options.providers.clone(),
+        admin: Arc::new(options.admin.clone()),
         secrets_namespace: options.secrets_namespace.clone(),
-        windows: options.windows.clone(),
         notifier: Notifier::start(
-            options.receivers.clone(),
+            options.admin.receivers.clone(),
             Some(client.clone()),
             options.secrets_namespace.clone(),
         )

@@ -4,7 +4,7 @@
 use super::execute::{execute, publish};
 use super::readings::read_metrics;
 use super::*;
-use crate::admin::providers::Provider;
+use crate::admin::Admitted;
 use crate::edges::kubernetes::Observation;
 use weir_core::spec::SpecError;
 
@@ -117,28 +117,13 @@ async fn observe_for(ctx: &Context, rollout: &Rollout, names: &Names, full: bool
     }
 }
 
-/// What a reconcile reads of the admin's configuration, once: the plan of the spec (the
-/// admin's default windows applied), the metric provider it may use, its receivers and
-/// webhook addresses checked. A provider, receiver or address the admin did not allow
+/// What a reconcile reads of the admin's configuration, once (`Admin::admit`): the plan
+/// of the spec (the admin's default windows applied, its metrics' queries admitted) and
+/// the metric provider it may use; its receivers and webhook addresses checked. A
+/// provider, template, receiver or address the admin did not allow for its namespace
 /// makes the Rollout invalid, like any other field that does not fit.
-struct Dereferenced<'a> {
-    plan: Plan,
-    provider: &'a Provider,
-}
-
-fn dereference<'a>(ctx: &'a Context, rollout: &Rollout) -> Result<Dereferenced<'a>, Vec<SpecError>> {
-    let namespace = rollout.namespace().unwrap_or_default();
-    let spec = ctx.windows.apply(&namespace, &rollout.spec);
-    let plan = plan::plan(&spec)?;
-    let allowed = ctx.providers.resolve(plan.provider.as_deref()).and_then(|provider| {
-        ctx.notifier.check(&spec.notify)?;
-        ctx.webhooks.check(&namespace, &plan.hooks)?;
-        Ok(provider)
-    });
-    match allowed {
-        Ok(provider) => Ok(Dereferenced { plan, provider }),
-        Err(e) => Err(vec![e]),
-    }
+fn dereference<'a>(ctx: &'a Context, rollout: &Rollout) -> Result<Admitted<'a>, Vec<SpecError>> {
+    ctx.admin.admit(&rollout.namespace().unwrap_or_default(), &rollout.spec)
 }
 
 /// One pass of the pipeline over a Rollout, for a live one and a deleted one alike:
@@ -218,7 +203,7 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
             let world = obs.as_ref().map(|o| o.world.clone()).unwrap_or_else(World::unobserved);
             (engine::decide(Err(errors), generation, &status, &world, now), obs, None)
         }
-        Ok(Dereferenced { plan, provider }) => {
+        Ok(Admitted { plan, provider }) => {
             // A look of the judge reads no object again: the watches keep them current.
             let kept = match kept {
                 Some(kept) => kept,

@@ -5,17 +5,7 @@
 //! URLs read from Secrets in weir's own namespace; a Rollout only names receivers
 //! (`spec.notify`).
 //!
-//! ```yaml
-//! receivers:
-//!   - name: team-slack
-//!     type: slack                      # slack | teams | webhook
-//!     urlSecret: slack-hook            # Secret in weir's namespace, key `url`
-//!   - name: audit
-//!     type: webhook
-//!     url: https://audit.example/weir  # or the URL itself, in the admin's file
-//!     signingSecret: audit-hmac        # key `key`: X-Weir-Signature: sha256=<hmac>
-//!     on: [RolledBack, Promoted]       # default: every kind
-//! ```
+//! The receivers are the admin's (`admin::receivers`).
 //!
 //! Sending never delays a rollout: a reconcile only queues (and drops with a warning
 //! when a receiver's queue is full); deliveries run on their own tasks, a few at a time
@@ -32,16 +22,14 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::Error;
+pub use crate::admin::receivers::{Format, Kind, Receiver, Receivers, Url};
 use crate::edges::outbound::{self, Failed};
 use crate::fair::{FairQueue, FairSlots, Ticket};
 use crate::telemetry::{CallLabels, Calls};
-use crate::vocabulary::Reason;
-use weir_core::spec::SpecError;
 
 /// Deliveries queued for one receiver and not yet ended; more are dropped (with a warning).
 const QUEUE: usize = 256;
@@ -56,162 +44,6 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts after the first: with 5 s per attempt and the backoff (1, 2, 4, 8, 16 s) a
 /// delivery ends within about a minute.
 const RETRIES: usize = 5;
-
-/// What a notification tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Kind {
-    Started,
-    RolledBack,
-    Promoted,
-    /// Held by a release window, or waiting for a confirmation.
-    Waiting,
-    /// Half way to its progress deadline without moving on (no verdict, no ready pods,
-    /// no yes from a pre-rollout webhook), or a promotion past its deadline.
-    Stuck,
-    AnalysisError,
-}
-
-impl Kind {
-    const ALL: [Kind; 6] = [
-        Kind::Started,
-        Kind::RolledBack,
-        Kind::Promoted,
-        Kind::Waiting,
-        Kind::Stuck,
-        Kind::AnalysisError,
-    ];
-
-    /// The engine's Event that makes a notification, if any.
-    pub fn of_event(reason: Reason) -> Option<Kind> {
-        match reason {
-            Reason::CanaryStarted => Some(Kind::Started),
-            Reason::RolledBack => Some(Kind::RolledBack),
-            Reason::Promoted => Some(Kind::Promoted),
-            Reason::WaitingForWindow | Reason::WaitingForConfirmation => Some(Kind::Waiting),
-            Reason::DeadlineNear | Reason::WaitingForPods | Reason::PromotionStalled => Some(Kind::Stuck),
-            Reason::AnalysisError => Some(Kind::AnalysisError),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct File {
-    receivers: Vec<Declared>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Declared {
-    name: String,
-    #[serde(rename = "type")]
-    type_: Format,
-    #[serde(default)]
-    url: Option<String>,
-    #[serde(default)]
-    url_secret: Option<String>,
-    #[serde(default)]
-    signing_secret: Option<String>,
-    #[serde(default)]
-    on: Option<Vec<Kind>>,
-}
-
-/// The body a receiver expects.
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Slack,
-    Teams,
-    Webhook,
-}
-
-/// Where a receiver's URL comes from.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Url {
-    Literal(String),
-    /// Key `url` of this Secret in weir's namespace.
-    Secret(String),
-}
-
-/// One receiver, as the admin declared it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Receiver {
-    pub name: String,
-    pub format: Format,
-    pub url: Url,
-    /// Key `key` of this Secret in weir's namespace signs a webhook's body.
-    pub signing_secret: Option<String>,
-    pub on: Vec<Kind>,
-}
-
-/// Every receiver the admin declared.
-#[derive(Clone, Debug, Default)]
-pub struct Receivers(BTreeMap<String, Receiver>);
-
-impl Receivers {
-    /// Reads the admin's file; refuses it whole, every problem named by its path.
-    pub fn from_yaml(text: &str) -> Result<Receivers, Error> {
-        let file: File = crate::read_admin_file("notifications file", text)?;
-        let mut receivers = BTreeMap::new();
-        for (i, d) in file.receivers.into_iter().enumerate() {
-            let r = declared(i, d)?;
-            if receivers.contains_key(&r.name) {
-                return Err(Error::Usage(format!(
-                    "notifications file: receivers[{i}].name: {:?} is declared twice",
-                    r.name
-                )));
-            }
-            receivers.insert(r.name.clone(), r);
-        }
-        Ok(Receivers(receivers))
-    }
-
-    /// Checks a Rollout's `spec.notify`: every name must be a declared receiver.
-    pub fn check(&self, names: &[String]) -> Result<(), SpecError> {
-        for (i, name) in names.iter().enumerate() {
-            if !self.0.contains_key(name) {
-                let known = self.0.keys().cloned().collect::<Vec<_>>().join(", ");
-                return Err(SpecError::new(
-                    format!("notify[{i}]"),
-                    format!(
-                        "{name:?} is not a receiver the cluster admin declared (declared: {})",
-                        if known.is_empty() { "none" } else { &known }
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Receiver> {
-        self.0.get(name)
-    }
-}
-
-fn declared(i: usize, d: Declared) -> Result<Receiver, Error> {
-    let wrong = |field: &str, what: &str| Error::Usage(format!("notifications file: receivers[{i}].{field}: {what}"));
-    if !crate::plan::is_object_name(&d.name) {
-        return Err(wrong("name", "expected a lowercase name (letters, digits, '-')"));
-    }
-    let url = match (d.url, d.url_secret) {
-        (Some(u), None) if u.starts_with("http://") || u.starts_with("https://") => Url::Literal(u),
-        (Some(_), None) => return Err(wrong("url", "expected an http:// or https:// URL")),
-        (None, Some(s)) if crate::plan::is_object_name(&s) => Url::Secret(s),
-        (None, Some(_)) => return Err(wrong("urlSecret", "expected the name of a Secret")),
-        _ => return Err(wrong("url", "expected exactly one of url and urlSecret")),
-    };
-    if d.signing_secret.is_some() && d.type_ != Format::Webhook {
-        return Err(wrong("signingSecret", "only a webhook's body is signed"));
-    }
-    Ok(Receiver {
-        name: d.name,
-        format: d.type_,
-        url,
-        signing_secret: d.signing_secret,
-        on: d.on.unwrap_or_else(|| Kind::ALL.to_vec()),
-    })
-}
 
 /// One notification: what happened to which Rollout.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -244,27 +76,6 @@ impl Notification {
                 "text": self.message,
             }),
             Format::Webhook => json!(self),
-        }
-    }
-}
-
-impl Kind {
-    fn verb(self) -> &'static str {
-        match self {
-            Kind::Started => "canary started",
-            Kind::RolledBack => "rolled back",
-            Kind::Promoted => "promoted",
-            Kind::Waiting => "waiting (a release window or a confirmation)",
-            Kind::Stuck => "stuck",
-            Kind::AnalysisError => "cannot read its metrics",
-        }
-    }
-
-    fn colour(self) -> &'static str {
-        match self {
-            Kind::RolledBack | Kind::AnalysisError | Kind::Stuck => "D93F0B",
-            Kind::Promoted => "2EA44F",
-            Kind::Started | Kind::Waiting => "0366D6",
         }
     }
 }
@@ -303,8 +114,7 @@ impl Notifier {
     /// Starts the delivery task. `client` reads receivers' Secrets in `secrets_namespace`.
     pub fn start(receivers: Receivers, client: Option<Client>, secrets_namespace: String) -> Notifier {
         let lanes = receivers
-            .0
-            .keys()
+            .names()
             .map(|name| {
                 let lane = Lane {
                     in_flight: Arc::new(FairSlots::new(IN_FLIGHT, IN_FLIGHT_PER_NAMESPACE)),
@@ -343,18 +153,15 @@ impl Notifier {
         counts.get_or_create(&labels).inc();
     }
 
-    /// Checks a Rollout's `spec.notify` against the declared receivers.
-    pub fn check(&self, names: &[String]) -> Result<(), SpecError> {
-        self.receivers.check(names)
-    }
-
     /// Queues `notification` for each of `names` that wants its kind. Never waits.
     pub fn send(&self, names: &[String], notification: &Notification) {
         for name in names {
             let (Some(receiver), Some(lane)) = (self.receivers.get(name), self.lanes.get(name)) else {
                 continue;
             };
-            if !receiver.on.contains(&notification.kind) {
+            // Admission refused a receiver out of scope; checked again here, since the
+            // admin's file may have changed under a canary already running.
+            if !receiver.on.contains(&notification.kind) || !receiver.namespaces.allows(&notification.namespace) {
                 continue;
             }
             let Some(ticket) = lane.queue.enter(&notification.namespace) else {

@@ -77,7 +77,8 @@ pub fn query_for(metric: &MetricPlan, scope: &QueryScope, window: Duration, inte
                 r#"label_replace(histogram_quantile({quantile}, sum by (destination_workload, le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{w}]))), "weir_stat", "quantile", "", "") or label_replace(sum by (destination_workload, le) (increase(istio_request_duration_milliseconds_bucket{{{sel},le=~"{le}|\\+Inf"}}[{w}])), "weir_stat", "count", "", "")"#
             )
         }
-        MetricKind::Custom { query, .. } => render_template(query, scope, interval),
+        // Only admitted PromQL (`admin::templates`) is run; `read` refuses the rest.
+        MetricKind::Custom { query, .. } => render_template(query.admitted().unwrap_or_default(), scope, interval),
     }
 }
 
@@ -189,6 +190,18 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_errors_are_summarised_without_other_series_labels() {
+        let text = r#"found duplicate series for the match group {destination_workload="x"} on the right hand-side of the operation: [{__name__="kube_secret_info", namespace="kube-system", secret="db-password"}, {secret="token"}];many-to-many matching not allowed"#;
+        let s = summarise("execution", text);
+        assert!(!s.contains("db-password") && !s.contains("kube-system"), "{s}");
+        assert!(
+            s.starts_with("execution: found duplicate series for the match group {…} on the right"),
+            "{s}"
+        );
+        assert!(summarise("bad_data", &"x".repeat(1000)).chars().count() < 200);
+    }
+
+    #[test]
     fn a_dot_in_a_name_matches_only_a_dot() {
         let scope = QueryScope {
             namespace: "dev".into(),
@@ -272,11 +285,9 @@ pub fn parse_answer(code: u16, body: &[u8]) -> Result<Vec<Sample>, QueryError> {
     let body: ApiResponse = serde_json::from_slice(body)
         .map_err(|e| QueryError::Rejected(format!("HTTP {code}, unreadable answer: {e}")))?;
     if body.status != "success" {
-        return Err(QueryError::Rejected(format!(
-            "{}: {}",
-            body.error_type.unwrap_or_default(),
-            body.error.unwrap_or_default()
-        )));
+        let (kind, text) = (body.error_type.unwrap_or_default(), body.error.unwrap_or_default());
+        tracing::debug!(%kind, %text, "Prometheus refused a query");
+        return Err(QueryError::Rejected(summarise(&kind, &text)));
     }
     match body.data {
         Some(ApiData::Vector(v)) => Ok(v),
@@ -288,6 +299,39 @@ pub fn parse_answer(code: u16, body: &[u8]) -> Result<Vec<Sample>, QueryError> {
             "the query must return an instant vector or a scalar".into(),
         )),
     }
+}
+
+/// The longest summary of Prometheus's error text kept for status and Events.
+const SUMMARY_CHARS: usize = 160;
+
+/// Prometheus's error, summarised for status and Events (which every reader of the
+/// namespace sees, and which notifications carry): its kind and first line, every label
+/// set (`{...}`, which a many-to-many error prints whole, values of other series
+/// included) replaced by `{…}`, cut at `SUMMARY_CHARS`. The whole text is in weir's own
+/// log at debug level, for the admin.
+pub fn summarise(kind: &str, text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    let mut out = String::new();
+    let mut depth = 0usize;
+    for c in line.chars() {
+        match c {
+            '{' => {
+                if depth == 0 {
+                    out.push_str("{…}");
+                }
+                depth += 1;
+            }
+            '}' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    let mut summary: String = out.chars().take(SUMMARY_CHARS).collect();
+    if out.chars().count() > SUMMARY_CHARS {
+        summary.push('…');
+    }
+    let kind = if kind.is_empty() { "error" } else { kind };
+    format!("{kind}: {summary}")
 }
 
 /// One series of an instant vector.
@@ -398,6 +442,11 @@ impl Prometheus {
         window: Duration,
         interval: Duration,
     ) -> Reading {
+        if let MetricKind::Custom { query, .. } = &metric.kind
+            && query.admitted().is_none()
+        {
+            return Reading::Error("the metric's query was not admitted by the cluster admin's rules".into());
+        }
         let query = query_for(metric, scope, window, interval);
         match self.query(endpoint, &query).await {
             Ok(samples) => reading_from(metric, scope, &samples),

@@ -1,17 +1,18 @@
-//! Webhook gates, the controller's side: the addresses a Rollout may call (the cluster
-//! admin's allow list) and the calls themselves. The engine lists the calls it waits for
+//! Webhook gates, the controller's side: the calls themselves, each to an address
+//! checked again when it is made. The engine lists the calls it waits for
 //! (`Decision::asks`); each is made once, in the background, so a slow or silent webhook
 //! never delays a reconcile (a bad canary is still rolled back while a gate is asked);
 //! its answer is kept in memory and wakes the Rollout's reconcile, which hands it to the
 //! engine (`World::hook_answers`). A restart forgets calls in flight; the engine asks
 //! again.
 //!
-//! The admin's file (`--webhooks`, ConfigMap key `webhooks.yaml`):
-//! ```yaml
-//! ownNamespaceServices: true      # default: http(s)://<svc>.<rollout's namespace>.svc[.cluster.local][:port]/
-//! allowedUrls:                    # and these prefixes (scheme, host and port exact, path a prefix)
-//!   - http://flagger-loadtester.test.svc:8080/
-//! ```
+//! Which addresses may be called is the admin's (`admin::webhooks`). At each call the
+//! address is checked again for what it reaches now: a Service of the Rollout's own
+//! namespace is looked up and refused when it is an ExternalName (it may point at any
+//! name: another namespace, the API server) or has no selector (its endpoints are
+//! whatever the tenant wrote by hand); every `.svc` name is called fully qualified with
+//! a trailing dot, so weir's own DNS search list never applies (`x.ns.svc` would first
+//! be tried as `x.ns.svc.svc.cluster.local`, a Service of a namespace named `svc`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,13 +21,16 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures::future::{AbortHandle, abortable};
+use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
-use serde::{Deserialize, Serialize};
+use kube::{Api, Client};
+use serde::Serialize;
 use tracing::{info, warn};
-use weir_core::hooks::{HookAnswer, HookCall, HookKey, HookPlan, Reply, UrlParts, url_parts};
+use weir_core::hooks::{HookAnswer, HookCall, HookKey, HookPlan, Reply, url_parts};
 use weir_core::spec::SpecError;
 
+pub use crate::admin::webhooks::WebhookPolicy;
 use crate::api::Rollout;
 use crate::edges::outbound::{self, Failed};
 use crate::fair::FairSlots;
@@ -40,84 +44,6 @@ const IN_FLIGHT: usize = 32;
 const IN_FLIGHT_PER_NAMESPACE: usize = 8;
 /// The part of an answer's body kept as its detail.
 const DETAIL_BYTES: usize = 256;
-
-/// Which addresses a Rollout's webhooks may call.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WebhookPolicy {
-    own_namespace_services: bool,
-    allowed: Vec<UrlParts>,
-}
-
-impl Default for WebhookPolicy {
-    fn default() -> Self {
-        WebhookPolicy {
-            own_namespace_services: true,
-            allowed: Vec::new(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PolicyFile {
-    #[serde(default = "yes")]
-    own_namespace_services: bool,
-    #[serde(default)]
-    allowed_urls: Vec<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl WebhookPolicy {
-    pub fn from_yaml(text: &str) -> crate::Result<WebhookPolicy> {
-        let file: PolicyFile = crate::read_admin_file("webhooks file", text)?;
-        let allowed = file
-            .allowed_urls
-            .iter()
-            .enumerate()
-            .map(|(i, url)| {
-                url_parts(url).map_err(|e| crate::Error::Usage(format!("webhooks file: allowedUrls[{i}]: {e}")))
-            })
-            .collect::<crate::Result<_>>()?;
-        Ok(WebhookPolicy {
-            own_namespace_services: file.own_namespace_services,
-            allowed,
-        })
-    }
-
-    /// Checks every webhook address of a Rollout in `namespace`; the error names the field.
-    pub fn check(&self, namespace: &str, hooks: &[HookPlan]) -> Result<(), SpecError> {
-        for (i, hook) in hooks.iter().enumerate() {
-            let field = format!("webhooks[{i}].url");
-            let parts = url_parts(&hook.url).map_err(|e| SpecError::new(field.clone(), e))?;
-            if !self.allows(namespace, &parts) {
-                return Err(SpecError::new(
-                    field,
-                    format!(
-                        "{} is not an address the cluster admin allowed: use a Service of namespace {namespace} (http://<service>.{namespace}.svc[:port]/) or one of the admin's allowedUrls",
-                        hook.url
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn allows(&self, namespace: &str, url: &UrlParts) -> bool {
-        let own = self.own_namespace_services && {
-            let mut labels = url.host.split('.');
-            let service = labels.next().unwrap_or_default();
-            let rest: Vec<&str> = labels.collect();
-            crate::plan::is_object_name(service)
-                && matches!(rest.as_slice(), [ns, "svc"] | [ns, "svc", "cluster", "local"] if *ns == namespace)
-        };
-        own || self.allowed.iter().any(|a| {
-            a.scheme == url.scheme && a.host == url.host && a.port == url.port && url.path.starts_with(&a.path)
-        })
-    }
-}
 
 /// A webhook's latest call for one Rollout: in flight (and how to cancel it once a newer
 /// call supersedes it), or answered.
@@ -164,6 +90,10 @@ pub struct Webhooks {
     wake: UnboundedSender<ObjectRef<Rollout>>,
     /// Calls by type and answer.
     counts: Calls,
+    /// Looks up own-namespace Services before each call; `None` in tests without one.
+    client: Option<Client>,
+    /// The cluster's DNS domain, for fully qualified Service names.
+    cluster_domain: Arc<str>,
 }
 
 fn body_namespace(rollout: &ObjectRef<Rollout>) -> String {
@@ -198,6 +128,8 @@ impl Webhooks {
             slots: Arc::new(FairSlots::new(IN_FLIGHT, IN_FLIGHT_PER_NAMESPACE)),
             wake,
             counts: Calls::default(),
+            client: None,
+            cluster_domain: "cluster.local".into(),
         };
         (hooks, woken)
     }
@@ -207,8 +139,37 @@ impl Webhooks {
         Webhooks { counts, ..self }
     }
 
+    /// Looks up own-namespace Services through `client` before each call.
+    pub fn with_client(self, client: Client, cluster_domain: &str) -> Webhooks {
+        Webhooks {
+            client: Some(client),
+            cluster_domain: cluster_domain.into(),
+            ..self
+        }
+    }
+
     pub fn check(&self, namespace: &str, hooks: &[HookPlan]) -> Result<(), SpecError> {
         self.policy.check(namespace, hooks)
+    }
+
+    /// The address to call for `url`, or why it is not called: checked again against
+    /// the policy (it may have changed), an own-namespace Service looked up, every
+    /// `.svc` name made fully qualified.
+    pub async fn destination(&self, namespace: &str, url: &str) -> Result<String, String> {
+        let parts = url_parts(url)?;
+        if self.policy.check_one(namespace, url).is_err() {
+            return Err(format!("{url} is no longer an address the cluster admin allows"));
+        }
+        if let (Some(client), true) = (&self.client, self.policy.is_own_service(namespace, &parts)) {
+            let service = parts.host.split('.').next().unwrap_or_default();
+            let found = Api::<Service>::namespaced(client.clone(), namespace)
+                .get_opt(service)
+                .await
+                .map_err(|e| format!("looking up Service {namespace}/{service}: {e}"))?;
+            refuse_service(namespace, service, found.as_ref())?;
+        }
+        let host = fully_qualified(&parts.host, &self.cluster_domain);
+        Ok(format!("{}://{host}:{}{}", parts.scheme, parts.port, parts.path))
     }
 
     fn calls(&self) -> std::sync::MutexGuard<'_, LatestCalls> {
@@ -303,15 +264,27 @@ impl Webhooks {
         };
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let attempts = std::sync::atomic::AtomicU32::new(0);
-        let attempt = || async {
-            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.attempt(ask, &body).await
-        };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_secs(1))
             .with_max_delay(Duration::from_secs(8))
             .with_max_times(ask.retries as usize);
         let _slot = self.slots.acquire(&body_namespace(rollout)).await;
+        let url = match self.destination(&body_namespace(rollout), &ask.url).await {
+            Ok(url) => url,
+            Err(why) => {
+                warn!(webhook = %ask.key.hook, url = %ask.url, %why, "webhook not called");
+                return HookAnswer {
+                    key: ask.key.clone(),
+                    reply: Reply::NoAnswer,
+                    detail: format!("not called: {why}"),
+                    attempts: 0,
+                };
+            }
+        };
+        let attempt = || async {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.attempt(&url, ask, &body).await
+        };
         let (reply, detail) = match attempt.retry(backoff).when(|e| e.retry).await {
             Ok(answer) => answer,
             Err(failed) => {
@@ -328,10 +301,10 @@ impl Webhooks {
     }
 
     /// One attempt: a 2xx is yes, another final answer is no, the rest is retried.
-    async fn attempt(&self, ask: &HookCall, body: &[u8]) -> Result<(Reply, String), Failed> {
+    async fn attempt(&self, url: &str, ask: &HookCall, body: &[u8]) -> Result<(Reply, String), Failed> {
         let response = self
             .http
-            .post(&ask.url)
+            .post(url)
             .timeout(ask.timeout)
             .header("content-type", "application/json")
             .body(body.to_vec())
@@ -349,5 +322,55 @@ impl Webhooks {
             true => Ok((Reply::Yes, detail)),
             false => Ok((Reply::No, detail)),
         }
+    }
+}
+
+/// Refuses a Service a webhook must not be sent through: missing, an ExternalName (a DNS
+/// alias to anywhere), or without a selector (its endpoints are written by hand, so may
+/// name any address).
+fn refuse_service(namespace: &str, name: &str, service: Option<&Service>) -> Result<(), String> {
+    let Some(spec) = service.and_then(|s| s.spec.as_ref()) else {
+        return Err(format!("Service {namespace}/{name} does not exist"));
+    };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Err(format!(
+            "Service {namespace}/{name} is an ExternalName (to {:?}); weir calls only Services that select pods of namespace {namespace}",
+            spec.external_name.as_deref().unwrap_or_default()
+        ));
+    }
+    if spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
+        return Err(format!(
+            "Service {namespace}/{name} has no selector (its endpoints are written by hand); weir calls only Services that select pods of namespace {namespace}"
+        ));
+    }
+    Ok(())
+}
+
+/// `x.ns.svc` and `x.ns.svc.cluster.local` as `x.ns.svc.<domain>.`: no search list
+/// applies to a name with a trailing dot. Other hosts (the admin's addresses outside the
+/// cluster, IPs) are left as they are.
+pub fn fully_qualified(host: &str, cluster_domain: &str) -> String {
+    let suffix = format!(".svc.{cluster_domain}");
+    if host.ends_with(".svc") {
+        format!("{host}.{cluster_domain}.")
+    } else if host.ends_with(&suffix) {
+        format!("{host}.")
+    } else {
+        host.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names_are_called_fully_qualified() {
+        assert_eq!(fully_qualified("x.ns.svc", "cluster.local"), "x.ns.svc.cluster.local.");
+        assert_eq!(
+            fully_qualified("x.ns.svc.cluster.local", "cluster.local"),
+            "x.ns.svc.cluster.local."
+        );
+        assert_eq!(fully_qualified("127.0.0.1", "cluster.local"), "127.0.0.1");
     }
 }

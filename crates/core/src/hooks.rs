@@ -100,12 +100,44 @@ pub fn url_parts(url: &str) -> Result<UrlParts, String> {
         p if !p.starts_with('/') => format!("/{p}"),
         p => p.to_string(),
     };
+    check_path(&path)?;
     Ok(UrlParts {
         scheme,
         host: host.to_ascii_lowercase(),
         port,
         path,
     })
+}
+
+/// Refuses a path that an HTTP client or server could read as another one than its text
+/// says: dot segments (`..`, `%2e%2e`, `.`), empty segments (`//`), encoded or back
+/// slashes. An allow-list entry is a path prefix; each of these would let
+/// `/tenant-a/../tenant-b/hook` pass `/tenant-a/` and reach `/tenant-b/hook`. Refused,
+/// not normalised: the address weir calls is then exactly the one the Rollout shows.
+fn check_path(path_and_query: &str) -> Result<(), String> {
+    let path = path_and_query.split(['?', '#']).next().unwrap_or_default();
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\') || lower.contains("%2f") || lower.contains("%5c") {
+        return Err(format!(
+            "path {path:?} holds an encoded slash or a backslash; write the path plainly"
+        ));
+    }
+    let decoded = lower.replace("%2e", ".");
+    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, segment) in segments.iter().enumerate() {
+        if *segment == "." || *segment == ".." {
+            return Err(format!(
+                "path {path:?} holds a dot segment ({segment}); write the path it means"
+            ));
+        }
+        if segment.is_empty() && i != last {
+            return Err(format!(
+                "path {path:?} holds an empty segment (//); write the path it means"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Validates the Rollout's webhooks (`field` is their path, `webhooks`).
@@ -264,6 +296,16 @@ mod tests {
             "http://x/ y",
         ] {
             assert!(url_parts(bad).is_err(), "{bad} accepted");
+        }
+        for bent in [
+            "http://gw.shared.svc/tenant-a/../tenant-b/hook",
+            "http://gw.shared.svc/tenant-a/%2e%2E/tenant-b/hook",
+            "http://gw.shared.svc/tenant-a/./x",
+            "http://gw.shared.svc/tenant-a//x",
+            "http://gw.shared.svc/tenant-a/..%2ftenant-b",
+            "http://gw.shared.svc/tenant-a/%5C..",
+        ] {
+            assert!(url_parts(bent).is_err(), "{bent} accepted");
         }
     }
 }

@@ -124,12 +124,39 @@ pub enum MetricKind {
     SuccessRate { min: f64 },
     /// Latency at `quantile` in ms must stay at or under `max_ms` (an Istio bucket bound).
     Duration { quantile: f64, max_ms: f64 },
-    /// A user's PromQL template with absolute bounds.
+    /// PromQL beyond the built-ins, with absolute bounds.
     Custom {
-        query: String,
+        query: Query,
         min: Option<f64>,
         max: Option<f64>,
     },
+}
+
+/// Where a custom metric's PromQL comes from. The plan says what the Rollout asked for;
+/// the controller's admission (the admin's templates and rules, which the core does not
+/// know) turns it into `Admitted` or refuses it. Only admitted PromQL is ever sent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Query {
+    /// Written in the Rollout (`query:`).
+    Inline(String),
+    /// A template of the admin's (`templateRef`), with the Rollout's variables.
+    Template {
+        name: String,
+        variables: std::collections::BTreeMap<String, String>,
+    },
+    /// What admission let through: PromQL with only weir's own variables
+    /// (`TEMPLATE_VARIABLES`) left to substitute.
+    Admitted(String),
+}
+
+impl Query {
+    /// The PromQL to run, once admitted.
+    pub fn admitted(&self) -> Option<&str> {
+        match self {
+            Query::Admitted(q) => Some(q),
+            _ => None,
+        }
+    }
 }
 
 impl MetricKind {
@@ -367,14 +394,46 @@ fn request_duration(field: &str, metric: &Metric, errors: &mut Problems) -> Opti
     Some(MetricKind::Duration { quantile, max_ms })
 }
 
-fn custom(field: &str, metric: &Metric, query: &str, errors: &mut Problems) -> Option<MetricKind> {
+/// The longest value of a template variable.
+pub const MAX_VARIABLE_BYTES: usize = 256;
+
+/// Where a custom metric's PromQL comes from: exactly one of `query` and `templateRef`.
+fn custom_query(field: &str, metric: &Metric, errors: &mut Problems) -> Option<Query> {
+    match (&metric.query, &metric.template_ref) {
+        (Some(_), Some(_)) => {
+            errors.at(field, "set one of query and templateRef, not both");
+            None
+        }
+        (Some(query), None) => {
+            check_template(field, query, errors);
+            Some(Query::Inline(query.clone()))
+        }
+        (None, Some(template)) => {
+            for (name, value) in &metric.template_variables {
+                let at = format!("{field}.templateVariables.{name}");
+                if value.len() > MAX_VARIABLE_BYTES || value.contains("{{") || value.contains("}}") {
+                    errors.at(
+                        at,
+                        format!("expected at most {MAX_VARIABLE_BYTES} bytes without '{{{{' or '}}}}'"),
+                    );
+                }
+            }
+            Some(Query::Template {
+                name: template.name.clone(),
+                variables: metric.template_variables.clone(),
+            })
+        }
+        (None, None) => None,
+    }
+}
+
+fn custom(field: &str, metric: &Metric, query: Query, errors: &mut Problems) -> Option<MetricKind> {
     if metric.quantile.is_some() {
         errors.at(
             format!("{field}.quantile"),
             format!("applies only to {REQUEST_DURATION}"),
         );
     }
-    check_template(field, query, errors);
     let max = match &metric.max {
         Some(Bound::Duration(text)) => {
             errors.at(
@@ -395,7 +454,7 @@ fn custom(field: &str, metric: &Metric, query: &str, errors: &mut Problems) -> O
         errors.at(field, format!("min {lo} exceeds max {hi}"));
     }
     Some(MetricKind::Custom {
-        query: query.to_owned(),
+        query,
         min: metric.min,
         max,
     })
@@ -403,18 +462,36 @@ fn custom(field: &str, metric: &Metric, query: &str, errors: &mut Problems) -> O
 
 fn metric_plan(index: usize, metric: &Metric, errors: &mut Problems) -> Option<MetricPlan> {
     let field = metric_field(index);
+    if !is_object_name(&metric.name) || metric.name.contains('.') || metric.name.len() > 63 {
+        errors.at(
+            format!("{field}.name"),
+            format!(
+                "{:?} is not a metric name: expected lowercase letters, digits and '-' (at most 63)",
+                metric.name
+            ),
+        );
+        return None;
+    }
+    if metric.template_ref.is_none() && !metric.template_variables.is_empty() {
+        errors.at(
+            format!("{field}.templateVariables"),
+            "only a templateRef takes variables",
+        );
+    }
     if metric.min.is_none() && metric.max.is_none() {
         errors.at(field, format!("{} needs a min or a max bound", metric.name));
         return None;
     }
-    let kind = match (metric.name.as_str(), &metric.query) {
+    let kind = match (metric.name.as_str(), custom_query(&field, metric, errors)) {
         (SUCCESS_RATE, None) => success_rate(&field, metric, errors)?,
         (REQUEST_DURATION, None) => request_duration(&field, metric, errors)?,
         (_, Some(query)) => custom(&field, metric, query, errors)?,
         (other, None) => {
             errors.at(
                 format!("{field}.name"),
-                format!("{other:?} is not a built-in metric ({SUCCESS_RATE}, {REQUEST_DURATION}); give it a query"),
+                format!(
+                    "{other:?} is not a built-in metric ({SUCCESS_RATE}, {REQUEST_DURATION}); name a templateRef of the cluster admin's"
+                ),
             );
             return None;
         }
@@ -675,6 +752,8 @@ mod tests {
     fn latency_metric(max: Bound) -> Metric {
         Metric {
             name: REQUEST_DURATION.into(),
+            template_ref: None,
+            template_variables: Default::default(),
             query: None,
             min: None,
             max: Some(max),
@@ -729,6 +808,8 @@ mod tests {
     fn template_variables_are_the_only_thing_substituted() {
         let metric = Metric {
             name: "m".into(),
+            template_ref: None,
+            template_variables: Default::default(),
             query: Some(r#"up{job="{{ namespace }}"} + on() {{canary}}"#.into()),
             min: None,
             max: Some(1.0.into()),

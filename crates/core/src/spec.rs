@@ -321,11 +321,26 @@ pub struct SequentialParams {
 // No CEL rule on the bounds: the API server cannot type `max` for CEL (see `Bound`), so
 // "min or max" and "min <= max" are checked by weir (InvalidSpec, `weir validate`).
 pub struct Metric {
-    #[schemars(length(min = 1, max = 63))]
+    /// Names the metric in status, Events and notifications: a DNS label (lowercase
+    /// letters, digits, `-`), so it cannot carry markup into a chat message.
+    #[schemars(length(min = 1, max = 63), pattern(LABEL_PATTERN))]
     pub name: String,
-    /// PromQL template for a custom metric. Variables: `{{namespace}}`, `{{target}}`,
-    /// `{{canary}}`, `{{stable}}`, `{{interval}}`.
+    /// A metric template the cluster admin declared (`weir controller --providers`), for
+    /// PromQL beyond the built-in metrics: the admin owns the query, the Rollout passes
+    /// `templateVariables`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_ref: Option<TemplateRef>,
+    /// Values of the template's parameters, checked and escaped by the type the admin
+    /// gave each.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub template_variables: BTreeMap<String, String>,
+    /// PromQL of the Rollout's own, only in namespaces where the cluster admin allows it
+    /// (and confined as the admin says: length, metric names, a selector pinned to the
+    /// Rollout's namespace). Variables: `{{namespace}}`, `{{target}}`, `{{canary}}`,
+    /// `{{stable}}`, `{{interval}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4000))]
     pub query: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
@@ -336,6 +351,14 @@ pub struct Metric {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self > 0.0 && self < 1.0", "message": "quantile must be in (0, 1)"}]))]
     pub quantile: Option<f64>,
+}
+
+/// A metric template of the cluster admin's, by name.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateRef {
+    #[schemars(length(min = 1, max = 63), pattern(LABEL_PATTERN))]
+    pub name: String,
 }
 
 /// An upper bound: a number, or (for latency) a duration string such as `500ms` or `1.5s`.

@@ -49,6 +49,13 @@ pub fn weir_binary() -> Result<PathBuf, Error> {
 }
 
 /// One number from Prometheus's `/api/v1/query`: the first sample's value, if any.
+/// The metric templates `examples/dev`'s Rollout names, as `config/base/15-providers.yaml`
+/// declares them (`tests/manifests.rs` checks they are the same).
+pub const EXAMPLE_TEMPLATES: &str = r#"templates:
+  - name: jobs-failed-rate
+    query: 'sum(rate(jobs_failed_total{namespace="{{namespace}}",workload="{{canary}}"}[{{interval}}])) or vector(0)'
+"#;
+
 pub async fn instant_query(address: &str, query: &str) -> Option<f64> {
     let url = format!("{}/api/v1/query", address.trim_end_matches('/'));
     let client = reqwest::Client::builder()

@@ -185,6 +185,17 @@ async fn run(start: Instant) -> Result<(), Error> {
         &notifications,
         format!("receivers:\n  - {{name: team-slack, type: slack, url: '{slack}'}}\n"),
     )?;
+    // The admin's one metric provider (the local Prometheus) and the metric template the
+    // example's Rollout names: PromQL is the admin's, a Rollout only names a template.
+    let providers = cluster.dir().join("providers.yaml");
+    std::fs::write(
+        &providers,
+        format!(
+            "providers:\n  - {{name: prometheus, address: '{}', default: true}}\n{}",
+            prometheus.address,
+            devcluster::EXAMPLE_TEMPLATES
+        ),
+    )?;
     let http_addr = format!("127.0.0.1:{}", devcluster::free_port()?);
     // weir runs as users run it: its own process, with a kubeconfig for the local cluster.
     let kubeconfig = cluster.kubeconfig.display().to_string();
@@ -194,8 +205,7 @@ async fn run(start: Instant) -> Result<(), Error> {
         &[
             "controller".into(),
             format!("--http-addr={http_addr}"),
-            // The admin's one metric provider: the local Prometheus.
-            format!("--prometheus={}", prometheus.address),
+            format!("--providers={}", providers.display()),
             // The admin's notification receivers: one Slack channel (here a local stand-in).
             format!("--notifications={}", notifications.display()),
         ],
