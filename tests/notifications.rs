@@ -15,7 +15,7 @@ use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
-use weir::edges::notify::{Kind, Notification, Notifier, Receivers, signature};
+use weir::edges::notify::{Format, Kind, Notification, Notifier, Receivers, signature};
 
 /// What a receiver got, and how it answers the next requests (200 once the script ends;
 /// `None` in the script: never answer).
@@ -163,6 +163,31 @@ async fn slack_and_teams_get_their_own_bodies_and_only_the_kinds_they_want() {
     assert_eq!(card["@type"], "MessageCard");
     assert_eq!(card["title"], "weir: apps/backend promoted");
     assert_eq!(card["text"], "promoted revision 5d8f");
+}
+
+/// A tenant writes what it can into a message (a webhook's answer, say) to ping and phish
+/// the channel: each receiver shows it as text.
+#[test]
+fn a_message_cannot_mention_link_or_format_in_slack_or_teams() {
+    let hostile = Notification {
+        message: "confirm-step answered 403: <!channel> <https://evil.example|approve> **[approve](https://evil.example)** & # go".into(),
+        ..rolled_back()
+    };
+    let slack = hostile.body(Format::Slack)["text"].as_str().unwrap().to_string();
+    assert!(!slack.contains("<!channel>") && !slack.contains("<https:"), "{slack}");
+    assert!(
+        slack.contains("&lt;!channel&gt; &lt;https://evil.example|approve&gt;") && slack.contains("&amp;"),
+        "{slack}"
+    );
+    let teams = hostile.body(Format::Teams)["text"].as_str().unwrap().to_string();
+    assert!(
+        !teams.contains("[approve](") && !teams.contains("**") && !teams.contains("<!"),
+        "{teams}"
+    );
+    assert!(
+        teams.contains(r"\*\*\[approve\]\(https://evil.example\)\*\*"),
+        "{teams}"
+    );
 }
 
 #[tokio::test]

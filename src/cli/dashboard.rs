@@ -1,22 +1,32 @@
 //! `weir dashboard`: a read-only web page on loopback, for a person who would rather look
 //! than read `weir status`. `/` lists every Rollout as `weir get` does; `/rollouts/NS/NAME`
 //! draws the release in progress (or the last one): the canary weight over time from
-//! weir's Events, canary and baseline bad-request ratios over time against their bound
-//! from Prometheus (`--prometheus`, e.g. a port-forward), every decision marked where it
-//! happened, and the judge's last evidence (values, counts, Λ and why) from status. The
-//! pages are HTML with inline SVG drawn here: no JavaScript, nothing to build on the
-//! user's side; they reload themselves every 5 s.
+//! weir's Events and the share of requests the canary served, canary and baseline
+//! bad-request ratios per interval against their bound from Prometheus (`--prometheus`,
+//! e.g. a port-forward), every decision marked where it happened, and the judge's last
+//! evidence (values, counts, Λ and why) from status. The pages are HTML with inline SVG
+//! drawn here: no JavaScript, nothing to build on the user's side; they reload
+//! themselves every 5 s.
+//!
+//! What a page shows comes from Rollouts, Events and Prometheus, which tenants write: the
+//! pages are rendered by maud, which escapes every value it is given, so no text becomes
+//! markup. The server answers only requests whose `Host` is a loopback name of its own
+//! address (or one given with `--allow-host`), so a web page the user visits cannot
+//! reach it through DNS rebinding, and every answer carries a Content-Security-Policy
+//! that allows no script at all.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::response::Html;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
 use jiff::Timestamp;
 use k8s_openapi::api::events::v1::Event;
 use kube::{Api, Client, ResourceExt};
+use maud::{DOCTYPE, Markup, html};
 use tracing::info;
 
 use crate::Error;
@@ -34,23 +44,82 @@ struct Sources {
     http: reqwest::Client,
 }
 
-/// Serves the dashboard on `addr` until Ctrl-C.
-pub async fn serve(
+/// Every answer: no script may run, nothing may frame the page or be sniffed as another
+/// type. The style sheet is inline, the charts are inline SVG.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The `Host` values the dashboard answers: loopback names with its port, its own
+/// address, and any the user allowed (`--allow-host`, e.g. behind an SSH tunnel).
+pub fn allowed_hosts(addr: SocketAddr, extra: &[String]) -> Vec<String> {
+    let port = addr.port();
+    let mut hosts = vec![
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        addr.to_string(),
+    ];
+    hosts.extend(extra.iter().map(|h| h.to_ascii_lowercase()));
+    hosts
+}
+
+/// The dashboard's routes, its Host check and its security headers.
+pub fn router(
     client: Client,
     namespace: Option<String>,
     prometheus: Option<String>,
-    addr: SocketAddr,
-) -> Result<(), Error> {
+    hosts: Vec<String>,
+) -> axum::Router {
     let sources = Arc::new(Sources {
         client,
         namespace,
         prometheus: prometheus.map(|p| p.trim_end_matches('/').to_string()),
         http: crate::edges::outbound::client(Some(Duration::from_secs(10))),
     });
-    let app = axum::Router::new()
+    let hosts = Arc::new(hosts);
+    axum::Router::new()
         .route("/", axum::routing::get(list_page))
         .route("/rollouts/{namespace}/{name}", axum::routing::get(release_page))
-        .with_state(sources);
+        .with_state(sources)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            guard(hosts.clone(), req, next)
+        }))
+}
+
+/// Refuses a request for another host (DNS rebinding), and sets the security headers.
+async fn guard(hosts: Arc<Vec<String>>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let mut response = match host {
+        Some(h) if hosts.contains(&h) => next.run(req).await,
+        _ => (
+            StatusCode::MISDIRECTED_REQUEST,
+            "weir dashboard: this Host is not one the dashboard serves (see --allow-host)\n",
+        )
+            .into_response(),
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// Serves the dashboard on `addr` until Ctrl-C.
+pub async fn serve(
+    client: Client,
+    namespace: Option<String>,
+    prometheus: Option<String>,
+    addr: SocketAddr,
+    extra_hosts: &[String],
+) -> Result<(), Error> {
+    let app = router(client, namespace, prometheus, allowed_hosts(addr, extra_hosts));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(%addr, "dashboard on http://{addr}/");
     println!("weir dashboard on http://{addr}/ (Ctrl-C stops it)");
@@ -62,25 +131,25 @@ pub async fn serve(
     Ok(())
 }
 
-/// Text as HTML.
-fn esc(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+const STYLE: &str = "body{font-family:DejaVu Sans,sans-serif;margin:24px;color:#222} table{border-collapse:collapse}
+td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left;font-size:13px}
+.phase{font-weight:bold} .RolledBack,.InvalidSpec{color:#c0392b} .Succeeded,.Healthy{color:#1e8449}
+.Progressing,.Promoting{color:#1f618d} h2{margin-top:28px} .msg{color:#555}";
 
-fn page(title: &str, body: &str) -> Html<String> {
-    Html(format!(
-        r#"<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>{title}</title><style>
-body{{font-family:DejaVu Sans,sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse}}
-td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left;font-size:13px}}
-.phase{{font-weight:bold}} .RolledBack,.InvalidSpec{{color:#c0392b}} .Succeeded,.Healthy{{color:#1e8449}}
-.Progressing,.Promoting{{color:#1f618d}} h2{{margin-top:28px}} .msg{{color:#555}}
-</style></head><body>{body}</body></html>"#,
-        title = esc(title)
-    ))
+fn page(title: &str, body: Markup) -> Html<String> {
+    let markup = html! {
+        (DOCTYPE)
+        html {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content="5";
+                title { (title) }
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body { (body) }
+        }
+    };
+    Html(markup.into_string())
 }
 
 async fn list_page(State(sources): State<Arc<Sources>>) -> Html<String> {
@@ -90,31 +159,25 @@ async fn list_page(State(sources): State<Arc<Sources>>) -> Html<String> {
     };
     let rollouts = match api.list(&Default::default()).await {
         Ok(list) => list.items,
-        Err(e) => return page("weir", &format!("<p>cannot list Rollouts: {}</p>", esc(&e.to_string()))),
+        Err(e) => return page("weir", html! { p { "cannot list Rollouts: " (e.to_string()) } }),
     };
     let (head, lines) = report::get_rows(&rollouts, true);
-    let mut body = String::from("<h1>weir: Rollouts</h1><table><tr>");
-    for h in &head {
-        let _ = write!(body, "<th>{}</th>", esc(h));
-    }
-    body.push_str("</tr>");
-    for line in &lines {
-        let link = format!("/rollouts/{}", line[0]);
-        let _ = write!(
-            body,
-            r#"<tr><td><a href="{}">{}</a></td><td class="phase {}">{}</td>"#,
-            esc(&link),
-            esc(&line[0]),
-            esc(&line[1]),
-            esc(&line[1])
-        );
-        for cell in &line[2..] {
-            let _ = write!(body, "<td>{}</td>", esc(cell));
-        }
-        body.push_str("</tr>");
-    }
-    body.push_str("</table>");
-    page("weir", &body)
+    page(
+        "weir",
+        html! {
+            h1 { "weir: Rollouts" }
+            table {
+                tr { @for h in &head { th { (h) } } }
+                @for line in &lines {
+                    tr {
+                        td { a href=(format!("/rollouts/{}", line[0])) { (line[0]) } }
+                        td class=(format!("phase {}", line[1])) { (line[1]) }
+                        @for cell in &line[2..] { td { (cell) } }
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// A time series: (seconds since the chart's start, value).
@@ -130,44 +193,48 @@ async fn release_page(State(sources): State<Arc<Sources>>, Path((ns, name)): Pat
     let api: Api<Rollout> = Api::namespaced(sources.client.clone(), &ns);
     let rollout = match api.get(&name).await {
         Ok(r) => r,
-        Err(e) => return page(&name, &format!("<p>{ns}/{name}: {}</p>", esc(&e.to_string()))),
+        Err(e) => return page(&name, html! { p { (ns) "/" (name) ": " (e.to_string()) } }),
     };
     let status = rollout.status.clone().unwrap_or_default();
     let (start, end) = release_span(&status);
     let events = decisions(&sources.client, &ns, &name, start, end).await;
     let span = end.duration_since(start).as_secs_f64().max(1.0);
-    let mut body = format!(
-        r#"<p><a href="/">all Rollouts</a></p><h1>{ns}/{name}: <span class="phase {phase}">{phase}</span></h1><p class="msg">{msg}</p>"#,
-        ns = esc(&ns),
-        name = esc(&name),
-        phase = esc(&format!("{:?}", status.phase)),
-        msg = esc(&status.message)
-    );
-    let _ = write!(
-        body,
-        "<p>stable {} · canary {} · step {} · canary weight {}% · release from {} to {}</p>",
-        esc(status.stable_revision.as_deref().unwrap_or("-")),
-        esc(status.canary_revision.as_deref().unwrap_or("-")),
-        esc(status.step_display.as_deref().unwrap_or("-")),
-        status.canary_weight,
-        start.strftime("%H:%M:%S"),
-        end.strftime("%H:%M:%S")
-    );
     let written = weight_series(&events, span, status.canary_weight);
     let served = served_share(&sources, &rollout, (start, end)).await;
-    body.push_str("<h2>Canary weight (%)</h2>");
-    let lines = [
-        ("written (weir's Events)", "#1f618d", &written),
-        ("served (share of requests)", "#8e44ad", &served),
-    ];
-    body.push_str(&chart(&lines, None, &events.1, span, 100.0));
-    body.push_str(&ratio_charts(&sources, &rollout, (start, end), &events.1).await);
+    let phase = format!("{:?}", status.phase);
     let threshold = plan::plan(&rollout.spec)
         .ok()
         .filter(|p| p.judge == weir_core::spec::JudgeKind::Sequential)
         .map(|p| weir_core::judge::rollback_threshold(p.count_metrics(), p.sequential.alpha));
-    body.push_str(&evidence(&status, threshold));
-    page(&format!("{ns}/{name}"), &body)
+    let weight_lines = [
+        Line {
+            label: "written (weir's Events)",
+            colour: "#1f618d",
+            points: &written,
+        },
+        Line {
+            label: "served (share of requests per interval)",
+            colour: "#8e44ad",
+            points: &served,
+        },
+    ];
+    let body = html! {
+        p { a href="/" { "all Rollouts" } }
+        h1 { (ns) "/" (name) ": " span class=(format!("phase {phase}")) { (phase) } }
+        p class="msg" { (status.message) }
+        p {
+            "stable " (status.stable_revision.as_deref().unwrap_or("-"))
+            " · canary " (status.canary_revision.as_deref().unwrap_or("-"))
+            " · step " (status.step_display.as_deref().unwrap_or("-"))
+            " · canary weight " (status.canary_weight) "%"
+            " · release from " (start.strftime("%H:%M:%S").to_string()) " to " (end.strftime("%H:%M:%S").to_string())
+        }
+        h2 { "Canary weight (%)" }
+        (chart(&weight_lines, None, &events.1, span, Some(100.0)))
+        (ratio_charts(&sources, &rollout, (start, end), &events.1).await)
+        (evidence(&status, threshold))
+    };
+    page(&format!("{ns}/{name}"), body)
 }
 
 /// The release in progress, else the last one; a quarter of an hour when there is none.
@@ -246,7 +313,9 @@ async fn decisions(
     (told, markers)
 }
 
-/// The canary's share of the requests the mesh served, in percent (what the weights did).
+/// The canary's share of the requests the mesh served in each interval of the chart, in
+/// percent (what the weights did, interval by interval: not a trailing window, which
+/// would show the canary serving minutes after it stopped).
 async fn served_share(sources: &Sources, rollout: &Rollout, (start, end): (Timestamp, Timestamp)) -> Series {
     let (Some(prometheus), Ok(plan)) = (&sources.prometheus, plan::plan(&rollout.spec)) else {
         return Vec::new();
@@ -256,9 +325,15 @@ async fn served_share(sources: &Sources, rollout: &Rollout, (start, end): (Times
         stable: plan.target.clone(),
         canary: plan.canary.clone(),
     };
-    let query = prometheus::served_share_query(&scope);
+    let query = prometheus::served_share_query(&scope, step_of(start, end));
     let series = range(sources, prometheus, &query, start, end).await;
     series.into_iter().next().map(|(_, s)| s).unwrap_or_default()
+}
+
+/// The chart's interval: about 120 points over the span, at least 10 s (two scrapes).
+fn step_of(start: Timestamp, end: Timestamp) -> Duration {
+    let secs = (end.duration_since(start).as_secs_f64() / 120.0).max(10.0).ceil();
+    Duration::from_secs(secs as u64)
 }
 
 /// The canary weight as weir wrote it, step by step, from its Events. The API keeps a
@@ -294,20 +369,21 @@ fn number_before(text: &str, suffix: &str) -> Option<f64> {
     digits.chars().rev().collect::<String>().parse().ok()
 }
 
-/// Canary and baseline bad-request ratios over time for each built-in metric, against
-/// the bound the judge holds them to.
+/// Canary and baseline bad-request ratios per interval for each built-in metric, in
+/// percent, against the bound the judge holds them to. An interval in which a version
+/// served nothing has no point: its line ends where it stopped serving.
 // Long: one query and one chart per built-in metric, each step of it in reading order.
 async fn ratio_charts(
     sources: &Sources,
     rollout: &Rollout,
     (start, end): (Timestamp, Timestamp),
     markers: &[Marker],
-) -> String {
+) -> Markup {
     let Some(prometheus) = &sources.prometheus else {
-        return "<p>(run <code>weir dashboard --prometheus URL</code> to draw the canary's and the baseline's error and slow-request ratios)</p>".into();
+        return html! { p { "(run " code { "weir dashboard --prometheus URL" } " to draw the canary's and the baseline's error and slow-request ratios)" } };
     };
     let Ok(plan) = plan::plan(&rollout.spec) else {
-        return String::new();
+        return html! {};
     };
     let scope = QueryScope {
         namespace: rollout.namespace().unwrap_or_default(),
@@ -315,48 +391,46 @@ async fn ratio_charts(
         canary: plan.canary.clone(),
     };
     let span = end.duration_since(start).as_secs_f64().max(1.0);
-    let mut out = String::new();
+    let step = step_of(start, end);
+    let mut charts = Vec::new();
     for metric in &plan.metrics {
         let (Some(query), Some(bound)) = (
-            prometheus::bad_ratio_query(&metric.kind, &scope),
+            prometheus::bad_ratio_query(&metric.kind, &scope, step),
             metric.kind.bad_ratio_bound(),
         ) else {
             continue;
         };
         let title = match metric.kind {
-            MetricKind::SuccessRate { .. } => "Error ratio (5xx)",
-            _ => "Slow-request ratio (over the latency bound)",
+            MetricKind::SuccessRate { .. } => "Error ratio (5xx, % of requests)",
+            _ => "Slow-request ratio (over the latency bound, % of requests)",
         };
         let series = range(sources, prometheus, &query, start, end).await;
-        let canary = series
-            .iter()
-            .find(|(w, _)| *w == scope.canary)
-            .map(|(_, s)| s.clone())
-            .unwrap_or_default();
-        let stable = series
-            .iter()
-            .find(|(w, _)| *w == scope.stable)
-            .map(|(_, s)| s.clone())
-            .unwrap_or_default();
-        let top = canary
-            .iter()
-            .chain(&stable)
-            .map(|p| p.1)
-            .fold(bound * 2.0, f64::max)
-            .min(1.0);
-        let _ = write!(out, "<h2>{} — {}</h2>", esc(title), esc(&metric.name));
-        out.push_str(&chart(
-            &[
-                ("canary", "#c0392b", &canary),
-                ("baseline (stable)", "#1e8449", &stable),
-            ],
-            Some(bound),
-            markers,
-            span,
-            top,
-        ));
+        let percent = |workload: &str| -> Series {
+            series
+                .iter()
+                .find(|(w, _)| w == workload)
+                .map(|(_, s)| s.iter().map(|(t, v)| (*t, v * 100.0)).collect())
+                .unwrap_or_default()
+        };
+        let (canary, stable) = (percent(&scope.canary), percent(&scope.stable));
+        let lines = [
+            Line {
+                label: "canary",
+                colour: "#c0392b",
+                points: &canary,
+            },
+            Line {
+                label: "baseline (stable)",
+                colour: "#1e8449",
+                points: &stable,
+            },
+        ];
+        charts.push(html! {
+            h2 { (title) " — " (metric.name) }
+            (chart(&lines, Some(bound * 100.0), markers, span, None))
+        });
     }
-    out
+    html! { @for c in &charts { (c) } }
 }
 
 /// A range query: one series per `destination_workload`, in seconds since `start`.
@@ -412,125 +486,159 @@ async fn range(
         .collect()
 }
 
-const W: f64 = 960.0;
-const H: f64 = 220.0;
-const LEFT: f64 = 48.0;
-const TOP: f64 = 16.0;
-
-/// An SVG line chart: `lines` over `span` seconds, from 0 to `top`, a dashed `bound`
-/// and the decisions marked.
-fn chart(lines: &[(&str, &str, &Series)], bound: Option<f64>, markers: &[Marker], span: f64, top: f64) -> String {
-    let (pw, ph) = (W - LEFT - 16.0, H - TOP - 28.0);
-    let x = |t: f64| LEFT + (t / span).clamp(0.0, 1.0) * pw;
-    let y = |v: f64| TOP + ph - (v / top.max(f64::MIN_POSITIVE)).clamp(0.0, 1.0) * ph;
-    let mut svg = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img">"#);
-    let _ = write!(
-        svg,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>"##
-    );
-    for frac in [0.0, 0.5, 1.0] {
-        let _ = write!(
-            svg,
-            r##"<text x="{}" y="{}" font-size="11" text-anchor="end" fill="#666">{}</text>"##,
-            LEFT - 4.0,
-            y(top * frac) + 4.0,
-            short(top * frac)
-        );
-    }
-    for m in markers {
-        let _ = write!(
-            svg,
-            r##"<line x1="{0}" x2="{0}" y1="{TOP}" y2="{1}" stroke="#999" stroke-dasharray="2,3"/><text x="{0}" y="{2}" font-size="10" fill="#555" transform="rotate(-30 {0} {2})">{3}</text>"##,
-            x(m.at),
-            TOP + ph,
-            TOP + ph + 12.0,
-            esc(&m.reason)
-        );
-    }
-    if let Some(b) = bound {
-        let (right, at) = (LEFT + pw, y(b));
-        let _ = write!(
-            svg,
-            r##"<line x1="{LEFT}" x2="{right}" y1="{at}" y2="{at}" stroke="#e67e22" stroke-dasharray="6,4"/><text x="{tx}" y="{ty}" font-size="11" fill="#e67e22">bound {label}</text>"##,
-            tx = right - 90.0,
-            ty = at - 4.0,
-            label = short(b)
-        );
-    }
-    for (i, (label, colour, points)) in lines.iter().enumerate() {
-        let path: Vec<String> = points
-            .iter()
-            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
-            .collect();
-        let _ = write!(
-            svg,
-            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/><text x="{}" y="{}" font-size="12" fill="{colour}">{}</text>"#,
-            path.join(" "),
-            LEFT + 8.0 + 150.0 * i as f64,
-            TOP + 14.0,
-            esc(label)
-        );
-    }
-    svg.push_str("</svg>");
-    svg
+/// One line of a chart.
+struct Line<'a> {
+    label: &'a str,
+    colour: &'a str,
+    points: &'a Series,
 }
 
-fn short(v: f64) -> String {
-    match v {
-        v if v >= 10.0 => format!("{v:.0}"),
-        v if v >= 0.1 => format!("{v:.2}"),
-        v => format!("{v:.4}"),
+const W: f64 = 960.0;
+const H: f64 = 250.0;
+const LEFT: f64 = 56.0;
+const TOP: f64 = 16.0;
+/// Rows of decision labels under a chart, so labels at the same instant do not overlap.
+const LABEL_ROWS: usize = 4;
+
+/// A round top for a chart's axis and its tick spacing: 1, 2 or 5 times a power of ten,
+/// four ticks at most, so ticks read 0, 0.5, 1, 1.5 rather than 0.0502.
+fn nice_axis(max: f64) -> (f64, f64) {
+    let max = if max.is_finite() && max > 0.0 { max } else { 1.0 };
+    let raw = max / 4.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * magnitude);
+    ((max / step).ceil() * step, step)
+}
+
+/// A percentage for an axis or a bound, with its unit.
+fn percent(v: f64) -> String {
+    let text = format!("{v:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text} %")
+}
+
+/// Polylines of a series, broken where points are further apart than `gap` seconds (an
+/// interval without a point: the version served nothing then).
+fn segments(points: &Series, gap: f64) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut last: Option<f64> = None;
+    for &(t, v) in points {
+        match (last, out.last_mut()) {
+            (Some(l), Some(part)) if t - l <= gap => part.push((t, v)),
+            _ => out.push(vec![(t, v)]),
+        }
+        last = Some(t);
+    }
+    out
+}
+
+/// Each marker's label row: the first row whose last label ends before it starts.
+fn label_rows(xs: &[(f64, usize)]) -> Vec<usize> {
+    let mut ends = [f64::MIN; LABEL_ROWS];
+    xs.iter()
+        .map(|(x, chars)| {
+            let free = ends.iter().position(|end| end < x).unwrap_or(LABEL_ROWS - 1);
+            if let Some(end) = ends.get_mut(free) {
+                *end = x + 6.0 * *chars as f64 + 8.0;
+            }
+            free
+        })
+        .collect()
+}
+
+/// An SVG line chart in percent: `lines` over `span` seconds from 0 to `top` (else a
+/// round value above the data and the bound), a dashed `bound`, the decisions marked.
+// Long: one SVG, drawn top to bottom: frame, ticks, markers, bound, lines.
+fn chart(lines: &[Line], bound: Option<f64>, markers: &[Marker], span: f64, top: Option<f64>) -> Markup {
+    let highest = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.1))
+        .chain(bound.map(|b| b * 2.0))
+        .fold(0.0, f64::max);
+    let (top, tick) = match top {
+        Some(t) => (t, t / 4.0),
+        None => nice_axis(highest.min(100.0)),
+    };
+    let (pw, ph) = (W - LEFT - 16.0, H - TOP - 28.0 - 12.0 * LABEL_ROWS as f64);
+    let x = |t: f64| LEFT + (t / span).clamp(0.0, 1.0) * pw;
+    let y = |v: f64| TOP + ph - (v / top.max(f64::MIN_POSITIVE)).clamp(0.0, 1.0) * ph;
+    let ticks: Vec<f64> = (0..=((top / tick).round() as usize)).map(|i| i as f64 * tick).collect();
+    let rows = label_rows(&markers.iter().map(|m| (x(m.at), m.reason.len())).collect::<Vec<_>>());
+    // Points are one interval apart; more than two apart is a gap.
+    let gap = span / 120.0 * 2.5 + 20.0;
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" width=(W) height=(H) role="img" {
+            rect x=(LEFT) y=(TOP) width=(pw) height=(ph) fill="#fafafa" stroke="#ccc" {}
+            @for t in &ticks {
+                line x1=(LEFT) x2=(LEFT + pw) y1=(y(*t)) y2=(y(*t)) stroke="#eee" {}
+                text x=(LEFT - 4.0) y=(y(*t) + 4.0) font-size="11" text-anchor="end" fill="#666" { (percent(*t)) }
+            }
+            @for (m, row) in markers.iter().zip(&rows) {
+                line x1=(x(m.at)) x2=(x(m.at)) y1=(TOP) y2=(TOP + ph + 4.0 + 12.0 * *row as f64) stroke="#999" stroke-dasharray="2,3" {}
+                text x=(x(m.at) + 2.0) y=(TOP + ph + 14.0 + 12.0 * *row as f64) font-size="10" fill="#555" { (m.reason) }
+            }
+            @if let Some(b) = bound {
+                line x1=(LEFT) x2=(LEFT + pw) y1=(y(b)) y2=(y(b)) stroke="#e67e22" stroke-dasharray="6,4" {}
+                text x=(LEFT + pw - 90.0) y=(y(b) - 4.0) font-size="11" fill="#e67e22" { "bound " (percent(b)) }
+            }
+            @for (i, l) in lines.iter().enumerate() {
+                @for part in segments(l.points, gap) {
+                    polyline fill="none" stroke=(l.colour) stroke-width="2"
+                        points=(part.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect::<Vec<_>>().join(" ")) {}
+                }
+                text x=(LEFT + 8.0 + 260.0 * i as f64) y=(TOP + 14.0) font-size="12" fill=(l.colour) { (l.label) }
+            }
+        }
+    }
+}
+
+/// Λ against the threshold that rolls back, on a log scale: a bar that fills at it.
+fn lambda_bar(lambda: Option<f64>, threshold: Option<f64>) -> Markup {
+    let (Some(l), Some(t)) = (lambda, threshold) else {
+        return html! { "-" };
+    };
+    let filled = (l.max(1.0).ln() / t.ln()).clamp(0.0, 1.0) * 120.0;
+    let colour = if l >= t { "#c0392b" } else { "#1f618d" };
+    html! {
+        svg width="124" height="12" {
+            rect x="0" y="1" width="122" height="10" fill="none" stroke="#aaa" {}
+            rect x="1" y="2" width=(format!("{filled:.0}")) height="8" fill=(colour) {}
+        }
+        " " (format!("{l:.3e} / {t:.0}"))
     }
 }
 
 /// The judge's last evidence per metric, from status.
-/// Λ against the threshold that rolls back, on a log scale: a bar that fills at it.
-fn lambda_bar(lambda: Option<f64>, threshold: Option<f64>) -> String {
-    let (Some(l), Some(t)) = (lambda, threshold) else {
-        return "-".into();
-    };
-    let filled = (l.max(1.0).ln() / t.ln()).clamp(0.0, 1.0) * 120.0;
-    let colour = if l >= t { "#c0392b" } else { "#1f618d" };
-    format!(
-        r##"<svg width="124" height="12"><rect x="0" y="1" width="122" height="10" fill="none" stroke="#aaa"/><rect x="1" y="2" width="{filled:.0}" height="8" fill="{colour}"/></svg> {l:.3e} / {t:.0}"##
-    )
-}
-
-fn evidence(status: &crate::api::RolloutStatus, threshold: Option<f64>) -> String {
+fn evidence(status: &crate::api::RolloutStatus, threshold: Option<f64>) -> Markup {
     let Some(analysis) = &status.analysis else {
-        return String::new();
+        return html! {};
     };
-    let mut out = String::from(
-        "<h2>The judge's last look</h2><table><tr><th>metric</th><th>verdict</th><th>canary</th><th>baseline</th><th>canary bad/n</th><th>baseline bad/n</th><th>Λ / rollback threshold</th><th>why</th></tr>",
-    );
-    for m in &analysis.metrics {
-        let counts = |c: Option<crate::api::Counts>| {
-            c.map(|c| format!("{}/{}", c.bad, c.requests))
-                .unwrap_or_else(|| "-".into())
-        };
-        let value = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&m.name),
-            esc(&m.verdict),
-            value(m.canary_value),
-            value(m.baseline_value),
-            counts(m.canary_counts),
-            counts(m.baseline_counts),
-            lambda_bar(m.lambda, threshold),
-            esc(&m.reason)
-        );
+    let counts = |c: Option<crate::api::Counts>| {
+        c.map(|c| format!("{}/{}", c.bad, c.requests))
+            .unwrap_or_else(|| "-".into())
+    };
+    let value = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+    html! {
+        h2 { "The judge's last look" }
+        table {
+            tr { th { "metric" } th { "verdict" } th { "canary" } th { "baseline" } th { "canary bad/n" } th { "baseline bad/n" } th { "Λ / rollback threshold" } th { "why" } }
+            @for m in &analysis.metrics {
+                tr {
+                    td { (m.name) } td { (m.verdict) } td { (value(m.canary_value)) } td { (value(m.baseline_value)) }
+                    td { (counts(m.canary_counts)) } td { (counts(m.baseline_counts)) }
+                    td { (lambda_bar(m.lambda, threshold)) } td { (m.reason) }
+                }
+            }
+        }
+        @if let Some(rb) = &status.rollback {
+            h2 { "Rollback" }
+            p { "step " (rb.step) " (" (rb.weight) "%): " (rb.reason) }
+        }
     }
-    out.push_str("</table>");
-    if let Some(rb) = &status.rollback {
-        let _ = write!(
-            out,
-            "<h2>Rollback</h2><p>{}</p>",
-            esc(&format!("step {} ({}%): {}", rb.step, rb.weight, rb.reason))
-        );
-    }
-    out
 }
 
 #[cfg(test)]
@@ -569,8 +677,32 @@ mod tests {
             reason: "<script>".into(),
         }];
         let line: Series = vec![(0.0, 0.0), (10.0, 0.5)];
-        let svg = chart(&[("canary", "#c0392b", &line)], Some(0.01), &markers, 10.0, 1.0);
+        let lines = [Line {
+            label: "canary",
+            colour: "#c0392b",
+            points: &line,
+        }];
+        let svg = chart(&lines, Some(1.0), &markers, 10.0, None).into_string();
         assert!(svg.contains("&lt;script&gt;") && !svg.contains("<script>"));
-        assert!(svg.contains("<polyline") && svg.contains("bound 0.0100"));
+        assert!(svg.contains("<polyline") && svg.contains("bound 1 %"), "{svg}");
+    }
+
+    #[test]
+    fn axes_fall_on_round_values_with_their_unit() {
+        assert_eq!(nice_axis(0.0502 * 100.0), (6.0, 2.0));
+        assert_eq!(nice_axis(2.0), (2.0, 0.5));
+        assert_eq!(nice_axis(13.0), (15.0, 5.0));
+        assert_eq!(percent(0.5), "0.5 %");
+        assert_eq!(percent(25.0), "25 %");
+    }
+
+    #[test]
+    fn a_version_that_stops_serving_ends_its_line_and_labels_at_one_instant_stack() {
+        let points: Series = vec![(0.0, 1.0), (10.0, 1.0), (20.0, 2.0), (200.0, 0.0)];
+        assert_eq!(segments(&points, 25.0).len(), 2);
+        assert_eq!(
+            label_rows(&[(100.0, 10), (100.0, 10), (101.0, 10), (500.0, 5)]),
+            [0, 1, 2, 0]
+        );
     }
 }

@@ -188,6 +188,10 @@ pub enum Command {
         /// Every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
+        /// Another `Host` (with its port) the dashboard answers, e.g. through a tunnel;
+        /// by default only loopback names of `--addr` (no DNS rebinding).
+        #[arg(long)]
+        allow_host: Vec<String>,
     },
     /// Print a shell completion script (e.g. `weir completion bash > /etc/bash_completion.d/weir`).
     Completion { shell: clap_complete::Shell },
@@ -406,13 +410,14 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
             prometheus,
             namespace,
             all_namespaces,
+            allow_host,
         } => {
             let client = connect(context).await?;
             let namespace = match all_namespaces {
                 true => None,
                 false => Some(namespace.unwrap_or_else(|| client.default_namespace().to_string())),
             };
-            crate::cli::dashboard::serve(client, namespace, prometheus, addr).await?;
+            crate::cli::dashboard::serve(client, namespace, prometheus, addr, &allow_host).await?;
         }
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

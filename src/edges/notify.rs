@@ -66,18 +66,45 @@ impl Notification {
     pub fn body(&self, format: Format) -> Value {
         let title = format!("weir: {}/{} {}", self.namespace, self.name, self.kind.verb());
         match format {
-            Format::Slack => json!({"text": format!("*{title}*\n{}", self.message)}),
+            Format::Slack => json!({"text": format!("*{}*\n{}", slack_text(&title), slack_text(&self.message))}),
             Format::Teams => json!({
                 "@type": "MessageCard",
                 "@context": "https://schema.org/extensions",
                 "summary": title,
                 "themeColor": self.kind.colour(),
-                "title": title,
-                "text": self.message,
+                "title": teams_text(&title),
+                "text": teams_text(&self.message),
             }),
             Format::Webhook => json!(self),
         }
     }
+}
+
+/// Text as Slack's mrkdwn shows it and nothing more: `&`, `<` and `>` escaped as Slack
+/// asks, so no part of a message (a webhook's answer, a metric's value) can become a
+/// mention (`<!channel>`), a link (`<https://…|approve>`) or a user ping.
+pub fn slack_text(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Text as Teams' markdown shows it and nothing more: HTML's `&`, `<`, `>` as entities,
+/// every markdown mark escaped with a backslash (no link, emphasis, heading or list can
+/// be written in through a message).
+pub fn teams_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '!' | '|' | '~' | '{' | '}' | '+' | '-' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `sha256=` and the hex HMAC-SHA256 of `body` under `key`: the `X-Weir-Signature`

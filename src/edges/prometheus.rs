@@ -82,11 +82,13 @@ pub fn query_for(metric: &MetricPlan, scope: &QueryScope, window: Duration, inte
     }
 }
 
-/// A built-in metric's bad-request ratio per version (`destination_workload`) over 30 s
-/// windows, for the dashboard's charts: 5xx of all requests, or requests slower than the
-/// latency bound. A version without any bad request reads 0, not nothing.
-pub fn bad_ratio_query(kind: &MetricKind, scope: &QueryScope) -> Option<String> {
+/// A built-in metric's bad-request ratio per version (`destination_workload`) in each
+/// `window` (the dashboard's interval, so each point covers its interval and no other):
+/// 5xx of all requests, or requests slower than the latency bound. A version without
+/// any bad request reads 0; one that served nothing in the window reads nothing.
+pub fn bad_ratio_query(kind: &MetricKind, scope: &QueryScope, window: Duration) -> Option<String> {
     let sel = selector(scope);
+    let w = promql_duration(window);
     let (bad, all) = match kind {
         MetricKind::SuccessRate { .. } => (
             format!(r#"istio_requests_total{{{sel},response_code=~"5.."}}"#),
@@ -96,21 +98,23 @@ pub fn bad_ratio_query(kind: &MetricKind, scope: &QueryScope) -> Option<String> 
             let le = le_regex(*max_ms);
             let all = format!(r#"istio_request_duration_milliseconds_bucket{{{sel},le="+Inf"}}"#);
             let within = format!(r#"istio_request_duration_milliseconds_bucket{{{sel},le=~"{le}"}}"#);
-            let rate = |s: &str| format!("sum by (destination_workload) (rate({s}[30s]))");
-            return Some(format!("1 - {} / {}", rate(&within), rate(&all)));
+            let rate = |s: &str| format!("sum by (destination_workload) (increase({s}[{w}]))");
+            return Some(format!("1 - {} / ({} > 0)", rate(&within), rate(&all)));
         }
         MetricKind::Custom { .. } => return None,
     };
-    let rate = |s: &str| format!("sum by (destination_workload) (rate({s}[30s]))");
-    Some(format!("({} or {} * 0) / {}", rate(&bad), rate(&all), rate(&all)))
+    let rate = |s: &str| format!("sum by (destination_workload) (increase({s}[{w}]))");
+    Some(format!("({} or {} * 0) / ({} > 0)", rate(&bad), rate(&all), rate(&all)))
 }
 
-/// The canary's share of the requests served to both versions, in percent, over 15 s.
-pub fn served_share_query(scope: &QueryScope) -> String {
+/// The canary's share of the requests served to both versions in each `window`, in
+/// percent (0 in a window where only stable served).
+pub fn served_share_query(scope: &QueryScope, window: Duration) -> String {
     let sel = selector(scope);
     let canary = regex_literal(&scope.canary);
+    let w = promql_duration(window);
     format!(
-        r#"sum(rate(istio_requests_total{{{sel},destination_workload=~"{canary}"}}[15s])) / sum(rate(istio_requests_total{{{sel}}}[15s])) * 100"#
+        r#"(sum(increase(istio_requests_total{{{sel},destination_workload=~"{canary}"}}[{w}])) or vector(0)) / (sum(increase(istio_requests_total{{{sel}}}[{w}])) > 0) * 100"#
     )
 }
 

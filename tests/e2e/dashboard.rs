@@ -101,7 +101,7 @@ pub(crate) async fn dashboard_in_a_browser(bed: &Bed, env: &Env, f: &Failures) -
         f,
         after.contains("RolledBack")
             && after.contains("Error ratio")
-            && after.contains("bound 0.0100")
+            && after.contains("bound 1 %")
             && after.contains("/ 800"),
         format!("{ns}: the page after the rollback misses it:\n{after}"),
     );
