@@ -351,3 +351,102 @@ fn the_grafana_dashboard_reads_only_metrics_weir_exports() {
     }
     assert!(asked >= 15, "{asked} series asked for");
 }
+
+/// weir reads only the Secrets the admin's files name: the Role lists each by name and
+/// grants no Secret without `resourceNames`.
+#[test]
+fn weir_reads_only_the_secrets_the_admins_files_name() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/base/15-providers.yaml");
+    let map: k8s_openapi::api::core::v1::ConfigMap = serde_yaml::from_value(documents(&path).remove(0)).unwrap();
+    let data = map.data.unwrap_or_default();
+    let mut named = Vec::new();
+    for key in ["providers.yaml", "notifications.yaml"] {
+        let file: serde_yaml::Value = serde_yaml::from_str(&data[key]).unwrap();
+        let entries = file["providers"]
+            .as_sequence()
+            .into_iter()
+            .chain(file["receivers"].as_sequence());
+        for entry in entries.flatten() {
+            named.extend(entry["secretRef"]["name"].as_str().map(str::to_string));
+            named.extend(entry["urlSecret"].as_str().map(str::to_string));
+            named.extend(entry["signingSecret"].as_str().map(str::to_string));
+        }
+    }
+    let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/base/10-rbac.yaml");
+    let mut granted = Vec::new();
+    for doc in documents(&rbac) {
+        for rule in doc["rules"].as_sequence().into_iter().flatten() {
+            let resources = rule["resources"].as_sequence().cloned().unwrap_or_default();
+            if !resources.iter().any(|r| r.as_str() == Some("secrets")) {
+                continue;
+            }
+            let names = rule["resourceNames"].as_sequence().cloned().unwrap_or_default();
+            assert!(
+                !names.is_empty(),
+                "{}: a rule grants every Secret",
+                doc["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            assert_eq!(
+                doc["kind"].as_str(),
+                Some("Role"),
+                "Secrets only in weir's own namespace"
+            );
+            granted.extend(names.iter().filter_map(|n| n.as_str().map(str::to_string)));
+        }
+    }
+    for name in &named {
+        assert!(
+            granted.contains(name),
+            "Secret {name} is named by the admin's files but not granted"
+        );
+    }
+}
+
+/// The NetworkPolicy opens /metrics to the monitoring namespace only, the probes to the
+/// kubelet, and lets weir reach DNS, the API server, its provider and the tenants'
+/// Services, never the cloud metadata service.
+#[test]
+fn the_network_policy_keeps_metrics_to_monitoring_and_egress_to_what_weir_calls() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/base/30-network-policy.yaml");
+    let policy: NetworkPolicy = serde_yaml::from_value(documents(&path).remove(0)).unwrap();
+    let spec = policy.spec.unwrap();
+    let controller =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/base/20-controller.yaml")).unwrap();
+    assert!(controller.contains("--metrics-addr=0.0.0.0:9090") && controller.contains("--http-addr=0.0.0.0:8080"));
+    let port = |p: &k8s_openapi::api::networking::v1::NetworkPolicyPort| match &p.port {
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => *n,
+        _ => 0,
+    };
+    for rule in spec.ingress.unwrap() {
+        let ports: Vec<i32> = rule.ports.iter().flatten().map(port).collect();
+        if ports.contains(&9090) {
+            let from = rule.from.expect("/metrics from somewhere in particular");
+            let ns = from[0]
+                .namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .clone()
+                .unwrap();
+            assert_eq!(ns["kubernetes.io/metadata.name"], "monitoring");
+        } else {
+            assert_eq!(ports, [8080], "only the probes are open to all");
+        }
+    }
+    let egress = spec.egress.unwrap();
+    let ports: Vec<i32> = egress.iter().flat_map(|r| r.ports.iter().flatten().map(port)).collect();
+    for needed in [53, 443, 6443, 9090] {
+        assert!(ports.contains(&needed), "egress to port {needed}");
+    }
+    let blocks: Vec<_> = egress
+        .iter()
+        .flat_map(|r| r.to.iter().flatten())
+        .filter_map(|p| p.ip_block.clone())
+        .collect();
+    assert!(
+        blocks
+            .iter()
+            .all(|b| b.except.iter().flatten().any(|e| e == "169.254.0.0/16"))
+    );
+}

@@ -114,6 +114,10 @@ pub enum Command {
         /// Address of /metrics, /healthz and /readyz.
         #[arg(long, default_value = "127.0.0.1:8080", env = "WEIR_HTTP_ADDR")]
         http_addr: SocketAddr,
+        /// Serve /metrics here instead, apart from the probes (so that a NetworkPolicy
+        /// can open it to the monitoring namespace only).
+        #[arg(long, env = "WEIR_METRICS_ADDR")]
+        metrics_addr: Option<SocketAddr>,
         /// Rollouts reconciled at once.
         #[arg(long, default_value_t = 64)]
         concurrency: u16,
@@ -310,6 +314,7 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
     match command {
         Command::Controller {
             http_addr,
+            metrics_addr,
             concurrency,
             namespace,
             admin,
@@ -334,6 +339,7 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
                 client,
                 controller::Options {
                     http_addr,
+                    metrics_addr,
                     concurrency,
                     namespace,
                     admin,

@@ -92,34 +92,57 @@ impl Health {
     }
 }
 
-pub(super) async fn serve_http(addr: SocketAddr, ctx: Arc<Context>) -> Result<(), Error> {
+/// Serves `/healthz` and `/readyz` on `addr`, and `/metrics` on `metrics_addr` when
+/// given (else on `addr` too). Apart, the probes' port can stay open to the kubelet while
+/// the metrics port (every tenant's Rollout names and phases) is reachable only from the
+/// monitoring namespace (`config/base/30-network-policy.yaml`).
+pub(super) async fn serve_http(
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    ctx: Arc<Context>,
+) -> Result<(), Error> {
     use axum::routing::get;
-    let health = ctx.clone();
-    let metrics = move || {
-        let ctx = ctx.clone();
-        async move {
-            let mut body = String::new();
-            match prometheus_client::encoding::text::encode(&mut body, &ctx.telemetry.registry) {
-                Ok(()) => body,
-                Err(_) => String::from("# encoding failed\n"),
-            }
-        }
-    };
     let answer = |state: Result<&str, String>| match state {
         Ok(what) => (axum::http::StatusCode::OK, what.to_string()),
         Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, why),
     };
-    let (live, ready) = (health.clone(), health);
-    let app = axum::Router::new()
+    let (live, ready) = (ctx.clone(), ctx.clone());
+    let probes = axum::Router::new()
         .route(
             "/healthz",
             get(move || async move { answer(live.health.live().map(|()| "ok")) }),
         )
-        .route("/readyz", get(move || async move { answer(ready.health.ready()) }))
-        .route("/metrics", get(metrics));
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    info!(%addr, "serving /metrics, /healthz, /readyz");
-    axum::serve(listener, app).await?;
+        .route("/readyz", get(move || async move { answer(ready.health.ready()) }));
+    let metrics = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let ctx = ctx.clone();
+            async move {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &ctx.telemetry.registry) {
+                    Ok(()) => body,
+                    Err(_) => String::from("# encoding failed\n"),
+                }
+            }
+        }),
+    );
+    match metrics_addr {
+        None => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            info!(%addr, "serving /metrics, /healthz, /readyz");
+            axum::serve(listener, probes.merge(metrics)).await?;
+        }
+        Some(metrics_addr) => {
+            let (probe_listener, metrics_listener) = (
+                tokio::net::TcpListener::bind(addr).await?,
+                tokio::net::TcpListener::bind(metrics_addr).await?,
+            );
+            info!(%addr, %metrics_addr, "serving /healthz, /readyz; /metrics apart");
+            tokio::try_join!(async { axum::serve(probe_listener, probes).await }, async {
+                axum::serve(metrics_listener, metrics).await
+            })?;
+        }
+    }
     Ok(())
 }
 

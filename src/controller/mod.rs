@@ -109,6 +109,8 @@ const WORKER_TURN: Duration = Duration::from_millis(250);
 
 pub struct Options {
     pub http_addr: SocketAddr,
+    /// Where `/metrics` is served apart from the probes; `None`: on `http_addr`.
+    pub metrics_addr: Option<SocketAddr>,
     pub concurrency: u16,
     pub namespace: Option<String>,
     /// Providers, templates, windows, receivers, webhook addresses.
@@ -149,7 +151,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         health: Health::default(),
         workers: workers(options.concurrency, options.namespace.is_some()),
     });
-    let http = tokio::spawn(serve_http(options.http_addr, ctx.clone()));
+    let http = tokio::spawn(serve_http(options.http_addr, options.metrics_addr, ctx.clone()));
     let leadership = match &options.election {
         None => None,
         Some(election) => {
