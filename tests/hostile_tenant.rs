@@ -255,10 +255,7 @@ fn a_webhook_address_cannot_be_bent_past_the_allow_list() {
         ("http://gw.shared.svc/tenant-a//x", "holds an empty segment"),
         ("http://gw.shared.svc/tenant-a/..%2ftenant-b/hook", "encoded slash"),
     ] {
-        refused(
-            &tenant_tries("team-a", &hook(url)),
-            "spec.webhooks[0].url: path",
-        );
+        refused(&tenant_tries("team-a", &hook(url)), "spec.webhooks[0].url: path");
         refused(&tenant_tries("team-a", &hook(url)), problem);
     }
     assert!(tenant_tries("team-a", &hook("http://gw.shared.svc/tenant-a/hook")).contains("valid"));
@@ -396,7 +393,7 @@ async fn the_dashboard_reflects_no_markup_and_answers_only_its_own_host() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hosts = weir::cli::dashboard::allowed_hosts(addr, &[]);
-    let app = weir::cli::dashboard::router(client, None, None, hosts);
+    let app = weir::cli::dashboard::router(client, None, None, std::time::Duration::from_secs(30), hosts);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let http = reqwest::Client::new();
     let page = http

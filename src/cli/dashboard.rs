@@ -41,6 +41,9 @@ struct Sources {
     /// Every namespace, or one.
     namespace: Option<String>,
     prometheus: Option<String>,
+    /// The shortest interval a chart point covers (`--interval`): at least twice
+    /// Prometheus's scrape interval, or a window holds too few samples to count.
+    interval: Duration,
     http: reqwest::Client,
 }
 
@@ -67,12 +70,14 @@ pub fn router(
     client: Client,
     namespace: Option<String>,
     prometheus: Option<String>,
+    interval: Duration,
     hosts: Vec<String>,
 ) -> axum::Router {
     let sources = Arc::new(Sources {
         client,
         namespace,
         prometheus: prometheus.map(|p| p.trim_end_matches('/').to_string()),
+        interval,
         http: crate::edges::outbound::client(Some(Duration::from_secs(10))),
     });
     let hosts = Arc::new(hosts);
@@ -116,10 +121,17 @@ pub async fn serve(
     client: Client,
     namespace: Option<String>,
     prometheus: Option<String>,
+    interval: Duration,
     addr: SocketAddr,
     extra_hosts: &[String],
 ) -> Result<(), Error> {
-    let app = router(client, namespace, prometheus, allowed_hosts(addr, extra_hosts));
+    let app = router(
+        client,
+        namespace,
+        prometheus,
+        interval,
+        allowed_hosts(addr, extra_hosts),
+    );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(%addr, "dashboard on http://{addr}/");
     println!("weir dashboard on http://{addr}/ (Ctrl-C stops it)");
@@ -211,11 +223,13 @@ async fn release_page(State(sources): State<Arc<Sources>>, Path((ns, name)): Pat
             label: "written (weir's Events)",
             colour: "#1f618d",
             points: &written,
+            step: None,
         },
         Line {
             label: "served (share of requests per interval)",
             colour: "#8e44ad",
             points: &served,
+            step: Some(step_of(start, end, sources.interval).as_secs_f64()),
         },
     ];
     let body = html! {
@@ -325,14 +339,18 @@ async fn served_share(sources: &Sources, rollout: &Rollout, (start, end): (Times
         stable: plan.target.clone(),
         canary: plan.canary.clone(),
     };
-    let query = prometheus::served_share_query(&scope, step_of(start, end));
-    let series = range(sources, prometheus, &query, start, end).await;
+    let step = step_of(start, end, sources.interval);
+    let query = prometheus::served_share_query(&scope, step);
+    let series = range(sources, prometheus, &query, (start, end), step).await;
     series.into_iter().next().map(|(_, s)| s).unwrap_or_default()
 }
 
-/// The chart's interval: about 120 points over the span, at least 10 s (two scrapes).
-fn step_of(start: Timestamp, end: Timestamp) -> Duration {
-    let secs = (end.duration_since(start).as_secs_f64() / 120.0).max(10.0).ceil();
+/// The chart's interval: about 120 points over the span, at least `shortest`.
+fn step_of(start: Timestamp, end: Timestamp, shortest: Duration) -> Duration {
+    let secs = (end.duration_since(start).as_secs_f64() / 120.0)
+        .max(shortest.as_secs_f64())
+        .max(1.0)
+        .ceil();
     Duration::from_secs(secs as u64)
 }
 
@@ -391,7 +409,7 @@ async fn ratio_charts(
         canary: plan.canary.clone(),
     };
     let span = end.duration_since(start).as_secs_f64().max(1.0);
-    let step = step_of(start, end);
+    let step = step_of(start, end, sources.interval);
     let mut charts = Vec::new();
     for metric in &plan.metrics {
         let (Some(query), Some(bound)) = (
@@ -404,7 +422,7 @@ async fn ratio_charts(
             MetricKind::SuccessRate { .. } => "Error ratio (5xx, % of requests)",
             _ => "Slow-request ratio (over the latency bound, % of requests)",
         };
-        let series = range(sources, prometheus, &query, start, end).await;
+        let series = range(sources, prometheus, &query, (start, end), step).await;
         let percent = |workload: &str| -> Series {
             series
                 .iter()
@@ -418,11 +436,13 @@ async fn ratio_charts(
                 label: "canary",
                 colour: "#c0392b",
                 points: &canary,
+                step: Some(step.as_secs_f64()),
             },
             Line {
                 label: "baseline (stable)",
                 colour: "#1e8449",
                 points: &stable,
+                step: Some(step.as_secs_f64()),
             },
         ];
         charts.push(html! {
@@ -438,15 +458,14 @@ async fn range(
     sources: &Sources,
     prometheus: &str,
     query: &str,
-    start: Timestamp,
-    end: Timestamp,
+    (start, end): (Timestamp, Timestamp),
+    step: Duration,
 ) -> Vec<(String, Series)> {
-    let step = (end.duration_since(start).as_secs_f64() / 200.0).max(1.0);
     let params = [
         ("query", query.to_string()),
         ("start", start.as_second().to_string()),
         ("end", end.as_second().to_string()),
-        ("step", format!("{step:.0}")),
+        ("step", format!("{}", step.as_secs().max(1))),
     ];
     let url = format!("{prometheus}/api/v1/query_range");
     let Ok(response) = sources.http.get(url).query(&params).send().await else {
@@ -491,6 +510,9 @@ struct Line<'a> {
     label: &'a str,
     colour: &'a str,
     points: &'a Series,
+    /// Prometheus's interval between points: a longer gap means no point (the version
+    /// served nothing then), and the line breaks. `None`: a step function from Events.
+    step: Option<f64>,
 }
 
 const W: f64 = 960.0;
@@ -568,8 +590,6 @@ fn chart(lines: &[Line], bound: Option<f64>, markers: &[Marker], span: f64, top:
     let y = |v: f64| TOP + ph - (v / top.max(f64::MIN_POSITIVE)).clamp(0.0, 1.0) * ph;
     let ticks: Vec<f64> = (0..=((top / tick).round() as usize)).map(|i| i as f64 * tick).collect();
     let rows = label_rows(&markers.iter().map(|m| (x(m.at), m.reason.len())).collect::<Vec<_>>());
-    // Points are one interval apart; more than two apart is a gap.
-    let gap = span / 120.0 * 2.5 + 20.0;
     html! {
         svg xmlns="http://www.w3.org/2000/svg" width=(W) height=(H) role="img" {
             rect x=(LEFT) y=(TOP) width=(pw) height=(ph) fill="#fafafa" stroke="#ccc" {}
@@ -586,7 +606,7 @@ fn chart(lines: &[Line], bound: Option<f64>, markers: &[Marker], span: f64, top:
                 text x=(LEFT + pw - 90.0) y=(y(b) - 4.0) font-size="11" fill="#e67e22" { "bound " (percent(b)) }
             }
             @for (i, l) in lines.iter().enumerate() {
-                @for part in segments(l.points, gap) {
+                @for part in segments(l.points, l.step.map_or(f64::INFINITY, |s| s * 1.5)) {
                     polyline fill="none" stroke=(l.colour) stroke-width="2"
                         points=(part.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect::<Vec<_>>().join(" ")) {}
                 }
@@ -681,6 +701,7 @@ mod tests {
             label: "canary",
             colour: "#c0392b",
             points: &line,
+            step: Some(10.0),
         }];
         let svg = chart(&lines, Some(1.0), &markers, 10.0, None).into_string();
         assert!(svg.contains("&lt;script&gt;") && !svg.contains("<script>"));

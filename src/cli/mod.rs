@@ -192,6 +192,10 @@ pub enum Command {
         /// Every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
+        /// The shortest interval a chart point covers: at least twice Prometheus's
+        /// scrape interval.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
         /// Another `Host` (with its port) the dashboard answers, e.g. through a tunnel;
         /// by default only loopback names of `--addr` (no DNS rebinding).
         #[arg(long)]
@@ -416,6 +420,7 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
             prometheus,
             namespace,
             all_namespaces,
+            interval,
             allow_host,
         } => {
             let client = connect(context).await?;
@@ -423,7 +428,7 @@ async fn run(command: Command, context: Option<&str>) -> Result<ExitCode, Error>
                 true => None,
                 false => Some(namespace.unwrap_or_else(|| client.default_namespace().to_string())),
             };
-            crate::cli::dashboard::serve(client, namespace, prometheus, addr, &allow_host).await?;
+            crate::cli::dashboard::serve(client, namespace, prometheus, interval, addr, &allow_host).await?;
         }
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

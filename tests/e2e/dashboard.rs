@@ -65,6 +65,8 @@ pub(crate) async fn dashboard_in_a_browser(bed: &Bed, env: &Env, f: &Failures) -
             "dashboard".into(),
             format!("--addr=127.0.0.1:{port}"),
             format!("--prometheus={}", bed._prometheus.address),
+            // The local Prometheus scrapes every second.
+            "--interval=3s".into(),
             "-A".into(),
         ],
         bed.cluster.dir(),
