@@ -296,10 +296,12 @@ impl Bed {
         std::fs::write(
             &providers,
             format!(
-                "providers:\n{}{}{}{extra_providers}",
+                "providers:\n{}{}{}{extra_providers}{}",
                 declare("main", &prometheus),
                 declare("blind", &blind),
-                declare("blip", &blip)
+                declare("blip", &blip),
+                // The metric templates examples/dev's Rollout names, as config/ ships them.
+                devcluster::EXAMPLE_TEMPLATES
             ),
         )
         .unwrap();
