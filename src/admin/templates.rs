@@ -352,23 +352,7 @@ fn sample_query(query: &str, namespace: &str) -> String {
 
 /// Replaces `{{ name }}` by `values[name]`; other variables stay as written.
 fn substitute(query: &str, values: &BTreeMap<&str, String>) -> String {
-    let mut out = String::with_capacity(query.len());
-    let mut rest = query;
-    while let Some(open) = rest.find("{{") {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 2..];
-        let Some(close) = after.find("}}") else {
-            out.push_str(&rest[open..]);
-            return out;
-        };
-        match values.get(after[..close].trim()) {
-            Some(value) => out.push_str(value),
-            None => out.push_str(&rest[open..open + 2 + close + 2]),
-        }
-        rest = &after[close + 2..];
-    }
-    out.push_str(rest);
-    out
+    weir_core::plan::substitute(query, |name| values.get(name).cloned())
 }
 
 fn is_promql_name(s: &str) -> bool {

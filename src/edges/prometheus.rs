@@ -122,27 +122,13 @@ pub fn served_share_query(scope: &QueryScope, window: Duration) -> String {
 /// `{{ name }}` and `{{name}}` alike, as `plan::check_template` reads them; anything else
 /// in braces is left as written (`plan` has refused such a Rollout already).
 pub fn render_template(template: &str, scope: &QueryScope, interval: Duration) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find("{{") {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 2..];
-        let Some(close) = after.find("}}") else {
-            out.push_str(&rest[open..]);
-            return out;
-        };
-        let value = match after[..close].trim() {
-            "namespace" => scope.namespace.clone(),
-            "target" | "stable" => scope.stable.clone(),
-            "canary" => scope.canary.clone(),
-            "interval" => promql_duration(interval),
-            _ => rest[open..open + 2 + close + 2].to_string(),
-        };
-        out.push_str(&value);
-        rest = &after[close + 2..];
-    }
-    out.push_str(rest);
-    out
+    crate::plan::substitute(template, |name| match name {
+        "namespace" => Some(scope.namespace.clone()),
+        "target" | "stable" => Some(scope.stable.clone()),
+        "canary" => Some(scope.canary.clone()),
+        "interval" => Some(promql_duration(interval)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

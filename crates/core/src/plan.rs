@@ -295,6 +295,30 @@ fn check_shared_limits(spec: &RolloutSpec, (interval, tick): (Duration, Duration
     }
 }
 
+/// Replaces each `{{ name }}` (spaces or not) of a template by `value(name)`; a name
+/// without a value, and an unclosed `{{`, stay as written. The one reader of template
+/// variables: weir's own (`TEMPLATE_VARIABLES`) at query time, an admin template's
+/// parameters at admission.
+pub fn substitute(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        match value(after[..close].trim()) {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(&rest[open..open + 2 + close + 2]),
+        }
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn check_template(field: &str, query: &str, errors: &mut Problems) {
     let mut rest = query;
     while let Some(open) = rest.find("{{") {
