@@ -181,10 +181,12 @@ async fn list_page(State(sources): State<Arc<Sources>>) -> Html<String> {
             table {
                 tr { @for h in &head { th { (h) } } }
                 @for line in &lines {
-                    tr {
-                        td { a href=(format!("/rollouts/{}", line[0])) { (line[0]) } }
-                        td class=(format!("phase {}", line[1])) { (line[1]) }
-                        @for cell in &line[2..] { td { (cell) } }
+                    @if let [name, phase, rest @ ..] = line.as_slice() {
+                        tr {
+                            td { a href=(format!("/rollouts/{name}")) { (name) } }
+                            td class=(format!("phase {phase}")) { (phase) }
+                            @for cell in rest { td { (cell) } }
+                        }
                     }
                 }
             }
