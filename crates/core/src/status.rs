@@ -71,7 +71,60 @@ pub struct RolloutStatus {
     pub judged_here: bool,
 }
 
+/// How a phase reads to the conventions of kstatus (`sigs.k8s.io/cli-utils`), Flux's
+/// health checks and `kubectl wait --for=condition=Ready`: `Ready` True when the
+/// desired revision serves and nothing is in progress, `Reconciling` True while weir
+/// moves towards it, `Stalled` True when it cannot get there without a change (a
+/// rollback, an invalid spec). kstatus reads Reconciling → InProgress, Stalled → Failed,
+/// neither → Current. The README's phase table is this function.
+pub fn readiness(phase: &Phase) -> (ConditionType, Reason, &'static str) {
+    match phase {
+        Phase::Healthy => (
+            ConditionType::Ready,
+            Reason::Stable,
+            "no release in progress; stable serves",
+        ),
+        Phase::Succeeded => (ConditionType::Ready, Reason::Promoted, "the last release was promoted"),
+        Phase::Initializing => (
+            ConditionType::Reconciling,
+            Reason::InProgress,
+            "taking the Deployment over",
+        ),
+        Phase::Progressing | Phase::Promoting => (
+            ConditionType::Reconciling,
+            Reason::InProgress,
+            "a release is in progress",
+        ),
+        Phase::Paused => (
+            ConditionType::Reconciling,
+            Reason::PausedByUser,
+            "a person holds the canary at its step",
+        ),
+        Phase::Deleting => (ConditionType::Reconciling, Reason::Releasing, "handing everything back"),
+        Phase::RolledBack => (
+            ConditionType::Stalled,
+            Reason::RolledBack,
+            "the last release was rolled back; a new revision or weir retry moves on",
+        ),
+        Phase::InvalidSpec => (
+            ConditionType::Stalled,
+            Reason::InvalidSpec,
+            "the Rollout cannot be acted on; see the message",
+        ),
+    }
+}
+
 impl RolloutStatus {
+    /// Sets `Ready`, `Reconciling` and `Stalled` for the phase: exactly one is True
+    /// (`readiness`). Their transition times move only when the phase class changes.
+    pub fn set_readiness(&mut self, now: jiff::Timestamp) {
+        let (which, reason, message) = readiness(&self.phase);
+        // The two that are False carry the same reason: it says why they are not.
+        for kind in [ConditionType::Ready, ConditionType::Reconciling, ConditionType::Stalled] {
+            self.set_condition(kind, kind == which, reason, message, now);
+        }
+    }
+
     /// Sets a condition, moving its transition time only when its status changes.
     pub fn set_condition(
         &mut self,
@@ -285,4 +338,59 @@ pub struct Condition {
     pub reason: String,
     pub message: String,
     pub last_transition_time: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PHASES: [Phase; 9] = [
+        Phase::Initializing,
+        Phase::Healthy,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::Promoting,
+        Phase::Succeeded,
+        Phase::RolledBack,
+        Phase::InvalidSpec,
+        Phase::Deleting,
+    ];
+
+    #[test]
+    fn every_phase_sets_exactly_one_of_ready_reconciling_stalled() {
+        let t0: jiff::Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        for phase in PHASES {
+            let mut s = RolloutStatus {
+                phase: phase.clone(),
+                ..Default::default()
+            };
+            s.set_readiness(t0);
+            let on: Vec<_> = s.conditions.iter().filter(|c| c.status == "True").collect();
+            assert_eq!(on.len(), 1, "{phase:?}: {:?}", s.conditions);
+            assert_eq!(s.conditions.len(), 3, "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn readiness_times_move_only_when_the_class_of_phase_changes() {
+        let (t0, t1): (jiff::Timestamp, jiff::Timestamp) = (
+            "2026-12-01T00:00:00Z".parse().unwrap(),
+            "2026-12-01T01:00:00Z".parse().unwrap(),
+        );
+        let mut s = RolloutStatus {
+            phase: Phase::Progressing,
+            ..Default::default()
+        };
+        s.set_readiness(t0);
+        s.phase = Phase::Promoting;
+        s.set_readiness(t1);
+        assert!(s.conditions.iter().all(|c| c.last_transition_time == t0.to_string()));
+        s.phase = Phase::Succeeded;
+        s.set_readiness(t1);
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.last_transition_time.clone()),
+            ("True", t1.to_string())
+        );
+    }
 }

@@ -80,6 +80,12 @@ pub enum Reason {
     /// A reconcile panicked; the Rollout is retried with backoff, the others go on.
     ReconcilePanicked,
     // --- condition reasons only
+    /// No release in progress; the stable version serves everything.
+    Stable,
+    /// A release (or the takeover, or the deletion) is in progress.
+    InProgress,
+    /// A person holds the canary at its step.
+    PausedByUser,
     /// `SpecValid=True`.
     Valid,
     /// `WithinReleaseWindow=True`.
@@ -117,6 +123,15 @@ pub enum ConditionType {
     Stuck,
     /// `False` while a write of the last decision fails.
     Applied,
+    // --- the conventions kstatus, Flux and `kubectl wait` read (see `status::readiness`)
+    /// The desired revision serves all traffic and nothing is in progress.
+    Ready,
+    /// weir is moving the Rollout towards its desired state (a release, a takeover, a
+    /// deletion).
+    Reconciling,
+    /// The desired state cannot be reached without a change of the Rollout or the
+    /// cluster (rolled back, invalid).
+    Stalled,
 }
 
 impl ConditionType {

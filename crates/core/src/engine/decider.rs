@@ -215,6 +215,7 @@ impl Decider {
             (Some(_), false) => Phase::InvalidSpec,
             (None, false) => self.state.phase(),
         };
+        s.set_readiness(self.now);
         if let Some(message) = &self.invalid {
             s.message = message.clone();
         }
