@@ -151,7 +151,7 @@ fuzz_target!(|input: Input| {
         deleting |= t.delete;
         let w = world(t, plan.as_ref().ok());
         let d = match (deleting, &plan) {
-            (true, p) => engine::release(p.as_ref().ok(), &status, &w, std::time::Duration::from_secs(10), now),
+            (true, p) => engine::release(p.as_ref().ok(), Some(2), &status, &w, std::time::Duration::from_secs(10), now),
             (false, Ok(p)) => engine::decide(Ok(p), Some(1), &status, &w, now),
             (false, Err(e)) => engine::decide(Err(e.as_slice()), Some(1), &status, &w, now),
         };

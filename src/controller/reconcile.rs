@@ -267,7 +267,14 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
     let delay = planned
         .as_ref()
         .map_or(plan::DEFAULT_SCALE_DOWN_DELAY, |p| p.scale_down_delay);
-    let decision = engine::release(planned.as_ref(), &status, &obs.world, delay, now);
+    let decision = engine::release(
+        planned.as_ref(),
+        rollout.meta().generation,
+        &status,
+        &obs.world,
+        delay,
+        now,
+    );
     pass.end(&decision, Some(&obs), None).await?;
     if !decision.released {
         // A drain not yet over always says when it ends; should it not, look soon.

@@ -197,12 +197,15 @@ pub fn decide(
 /// step by step, not all at once onto a stable the HPA shrank.
 pub fn release(
     plan: Option<&Plan>,
+    generation: Option<i64>,
     status: &RolloutStatus,
     world: &World,
     scale_down_delay: Duration,
     now: Timestamp,
 ) -> Decision {
     let mut d = Decider::new(status, world, now, 0);
+    // The deletion is a generation of its own: observed, so GitOps tools stop waiting.
+    d.status.observed_generation = generation;
     d.seen.deleting = true;
     d.seen.drain_delay = Some(scale_down_delay);
     let next = d.release(plan, world, scale_down_delay);

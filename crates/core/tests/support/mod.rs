@@ -317,6 +317,7 @@ impl Sim {
         let d = match self.deleting {
             true => engine::release(
                 Some(&self.plan),
+                Some(2),
                 &self.status,
                 &world,
                 self.plan.scale_down_delay,
