@@ -24,6 +24,8 @@ use weir_testkit::meshsim::{self, MeshConfig};
 mod bed;
 mod dashboard;
 mod gates;
+mod gitops;
+mod helm;
 mod kit;
 mod leaders;
 mod releases;
@@ -47,6 +49,7 @@ fn end_to_end() {
         let env = bed.env();
         let controller = bed.controller.clone();
         let failures: Failures = Arc::default();
+        let (captured, capturing) = gitops::capture_phases(env.client.clone());
         let started = Instant::now();
         let results = tokio::join!(
             releases::healthy_canary_is_promoted(&env, &failures),
@@ -62,10 +65,13 @@ fn end_to_end() {
             resilience::a_synced_weight_is_repaired_at_once(&env, &failures),
             gates::webhook_gates_hold_and_roll_back(&env, &failures, &bed.gates),
             gates::a_night_with_a_window_a_report_and_conditions(&env, &failures, &bed.gates),
+            gitops::a_paused_canary_is_suspended_then_goes_on(&env, &failures),
         );
+        capturing.abort();
+        gitops::check_captured(&failures, &captured).await;
         let mut errors: Vec<String> = [
             results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7, results.8,
-            results.9, results.10, results.11, results.12,
+            results.9, results.10, results.11, results.12, results.13,
         ]
         .into_iter()
         .filter_map(Result::err)
@@ -85,6 +91,7 @@ fn end_to_end() {
             "e2e-drift",
             "e2e-gates",
             "e2e-night",
+            "e2e-gitops",
         ]
         .map(String::from)
         .to_vec();

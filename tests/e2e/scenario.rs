@@ -123,6 +123,17 @@ impl<'a> Scenario<'a> {
         deployment(&self.env.client, &self.ns, name).await
     }
 
+    /// Sets (or with `None` removes) an annotation of the Rollout, as `weir pause`,
+    /// `weir resume` and Argo CD's actions do.
+    pub(crate) async fn annotate(&self, key: &str, value: Option<&str>) {
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        let api = Api::<Rollout>::namespaced(self.env.client.clone(), &self.ns);
+        let patched = api
+            .patch("backend", &PatchParams::default(), &Patch::Merge(patch))
+            .await;
+        self.expect(patched.is_ok(), format!("annotating {key}: {patched:?}"));
+    }
+
     /// The Rollout as the API server has it now.
     pub(crate) async fn rollout(&self) -> Rollout {
         rollout(&self.env.client, &self.ns).await

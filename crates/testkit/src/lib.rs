@@ -4,6 +4,7 @@
 //! the Envoy sidecars (`meshsim`).
 
 pub mod devcluster;
+pub mod gitops;
 pub mod meshsim;
 pub mod rollouts;
 
