@@ -210,6 +210,10 @@ pub(crate) enum Identity {
     /// Its own ServiceAccount with exactly `config/namespaced`'s RBAC, made for this
     /// namespace, and `--namespace` set to it.
     NamespacedServiceAccount(&'static str),
+    /// Installed by `helm install` of `charts/weir` (the Rollout CRD too): weir runs as
+    /// the chart's ServiceAccount, with the arguments of the chart's Deployment and the
+    /// files of its ConfigMap (`helm::install`).
+    HelmChart,
 }
 
 impl Controller {
@@ -272,7 +276,11 @@ impl Bed {
         let cluster = LocalCluster::start(&bin).await.expect("local cluster");
         let client = cluster.client().await.unwrap();
         let repo = devcluster::repo_dir();
-        for file in ["testcluster/istio-crds.yaml", "crds/rollout.yaml"] {
+        let crds = match identity {
+            Identity::HelmChart => &["testcluster/istio-crds.yaml"][..],
+            _ => &["testcluster/istio-crds.yaml", "crds/rollout.yaml"],
+        };
+        for file in crds {
             let text = std::fs::read_to_string(repo.join(file)).unwrap();
             devcluster::apply_yaml(&client, &text)
                 .await
@@ -307,6 +315,7 @@ impl Bed {
         .unwrap();
         let kubeconfig = match identity {
             Identity::Admin => cluster.kubeconfig.display().to_string(),
+            Identity::HelmChart => String::new(),
             _ => service_account_kubeconfig(&cluster, &client, &bin, identity).await,
         };
         let namespace = match identity {
@@ -322,7 +331,7 @@ impl Bed {
             gates.base
         );
         std::fs::write(&notifications, inbox).unwrap();
-        let controller = Arc::new(Mutex::new(Controller {
+        let mut controller = Controller {
             process: None,
             port: String::new(),
             kubeconfig,
@@ -333,7 +342,12 @@ impl Bed {
             notifications: notifications.display().to_string(),
             name: "weir".into(),
             extra: Vec::new(),
-        }));
+        };
+        if identity == Identity::HelmChart {
+            let installed = super::helm::install(&cluster, &client, &mut controller).await;
+            installed.unwrap_or_else(|e| panic!("helm install: {e}"));
+        }
+        let controller = Arc::new(Mutex::new(controller));
         controller.lock().unwrap().start().expect("start weir");
         let port = controller.lock().unwrap().port.clone();
         wait_ready(&port).await;
@@ -436,8 +450,6 @@ pub(crate) async fn service_account_kubeconfig(
     bin: &Path,
     identity: Identity,
 ) -> String {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::ServiceAccount;
     let objects = match identity {
         Identity::NamespacedServiceAccount(ns) => {
             devcluster::apply_yaml(
@@ -458,6 +470,13 @@ pub(crate) async fn service_account_kubeconfig(
     devcluster::apply_yaml(client, &objects)
         .await
         .unwrap_or_else(|e| panic!("config/: {e}"));
+    token_kubeconfig(cluster, client).await
+}
+
+/// A kubeconfig that authenticates as weir-system's ServiceAccount `weir`.
+pub(crate) async fn token_kubeconfig(cluster: &LocalCluster, client: &Client) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
             expiration_seconds: Some(3600),
