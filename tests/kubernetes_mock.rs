@@ -17,7 +17,7 @@ use weir::api::{Phase, Rollout, RolloutStatus};
 use weir::controller::cache::{Change, Looks};
 use weir::controller::{self, Context};
 use weir::edges::events::EventPublisher;
-use weir::edges::kubernetes::{IstioApi, template_hash};
+use weir::edges::kubernetes::{RouterApis, template_hash};
 use weir::edges::notify::{Notifier, Receivers};
 use weir::edges::prometheus::Prometheus;
 use weir::edges::webhooks::{WebhookPolicy, Webhooks};
@@ -257,7 +257,7 @@ fn context(client: Client, receivers: Receivers) -> Arc<Context> {
     Arc::new(Context {
         events: EventPublisher::new(client.clone(), None),
         client,
-        istio: IstioApi::version("v1"),
+        routers: RouterApis::version("v1"),
         prometheus: Prometheus::new().unwrap(),
         admin: Arc::new(Admin {
             providers: Providers::single("http://127.0.0.1:1").unwrap(),

@@ -18,7 +18,7 @@ use kube::api::DynamicObject;
 use serde_json::Value;
 
 use crate::api::{Phase, Rollout, RolloutStatus};
-use crate::controller::index;
+use crate::controller::index::{self, Named};
 use crate::edges::kubernetes::Applied;
 use crate::edges::objects::{self, Objects, deployment_later, later, version_of};
 use crate::plan::Names;
@@ -134,7 +134,8 @@ pub struct Kept {
 pub struct Watched {
     target: String,
     canary: String,
-    virtual_service: String,
+    /// The routing object: its kind (VirtualService or HTTPRoute) and name.
+    route: (Named, String),
     destination_rule: Option<String>,
     services: Vec<String>,
     provider: Option<String>,
@@ -142,16 +143,17 @@ pub struct Watched {
 
 impl Watched {
     pub fn of(rollout: &Rollout, names: &Names, provider: Option<&str>) -> Watched {
-        let routing = &rollout.spec.traffic_routing.istio;
+        let router = rollout.spec.traffic_routing.router();
+        let istio = rollout.spec.traffic_routing.istio.as_ref();
         Watched {
             target: names.target.clone(),
             canary: names.canary.clone(),
-            virtual_service: routing.virtual_service.name.clone(),
-            destination_rule: routing.destination_rule.as_ref().map(|d| d.name.clone()),
-            services: routing
-                .hosts
-                .iter()
-                .flat_map(|h| [h.stable_service.clone(), h.canary_service.clone()])
+            route: router.map_or((Named::VirtualService, String::new()), |r| {
+                (index::route_kind(r), r.route_name().to_string())
+            }),
+            destination_rule: istio.and_then(|i| i.destination_rule.as_ref()).map(|d| d.name.clone()),
+            services: (router.and_then(|r| r.services()).into_iter())
+                .flat_map(|(s, c)| [s.to_string(), c.to_string()])
                 .collect(),
             provider: provider.map(str::to_string),
         }
@@ -172,7 +174,8 @@ pub struct Resumed {
 /// An object one of the watches delivered; `None`: deleted.
 pub enum Change<'a> {
     Deployment(&'a str, Option<&'a Deployment>),
-    VirtualService(&'a str, Option<&'a DynamicObject>),
+    /// A VirtualService or an HTTPRoute (`Named` says which).
+    Route(Named, &'a str, Option<&'a DynamicObject>),
     DestinationRule(&'a str, Option<&'a DynamicObject>),
 }
 
@@ -201,9 +204,11 @@ impl Kept {
                     Some(_) => return Taken::Echo,
                 }
             }
-            Change::VirtualService(name, o) | Change::DestinationRule(name, o) => {
+            Change::Route(_, name, o) | Change::DestinationRule(name, o) => {
                 let slot = match change {
-                    Change::VirtualService(..) if name == self.names.virtual_service => &mut objects.virtual_service,
+                    Change::Route(kind, ..) if (*kind, name) == (self.names.route.0, self.names.route.1.as_str()) => {
+                        &mut objects.route
+                    }
                     Change::DestinationRule(..) if Some(name) == self.names.destination_rule.as_deref() => {
                         &mut objects.destination_rule
                     }
@@ -561,7 +566,7 @@ mod tests {
             objects: Objects {
                 target: Some(deployment("web", "10", "hello:2")),
                 canary: Some(deployment("web-canary", "11", "hello:2")),
-                virtual_service: Some(serde_json::json!({"metadata": {"resourceVersion": "12"}, "spec": {}})),
+                route: Some(serde_json::json!({"metadata": {"resourceVersion": "12"}, "spec": {}})),
                 destination_rule: None,
                 services: Vec::new(),
                 auth: Ok(crate::edges::prometheus::Auth::Bearer("token".into())),
@@ -600,7 +605,7 @@ mod tests {
             canary.spec.template.spec.is_none(),
             "a canary is kept without its template"
         );
-        assert_eq!(objects.virtual_service.as_ref().and_then(version_of), Some("12"));
+        assert_eq!(objects.route.as_ref().and_then(version_of), Some("12"));
         assert_eq!(objects.auth, Ok(crate::edges::prometheus::Auth::Bearer("token".into())));
     }
 }

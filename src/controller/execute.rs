@@ -32,7 +32,7 @@ pub(super) async fn execute(
                 info!(rollout = %key_of(rollout), ?action, "applying");
                 let names = Names::of(&rollout.spec);
                 let result = match obs {
-                    Some(obs) => kubernetes::apply(&ctx.client, &ctx.istio, rollout, &names, obs, action).await,
+                    Some(obs) => kubernetes::apply(&ctx.client, &ctx.routers, rollout, &names, obs, action).await,
                     None => Err(Error::Invariant("an action without an observation".into())),
                 };
                 match result {

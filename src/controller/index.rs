@@ -16,13 +16,22 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
-use crate::api::Rollout;
+use crate::api::{Rollout, Router};
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Named {
     Target,
     VirtualService,
     DestinationRule,
+    HttpRoute,
+}
+
+/// How the index names a router's routing object.
+pub fn route_kind(router: Router) -> Named {
+    match router {
+        Router::Istio(_) => Named::VirtualService,
+        Router::GatewayApi(_) => Named::HttpRoute,
+    }
 }
 
 /// (object hash, Rollout as "namespace/name").
@@ -54,12 +63,12 @@ pub fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
 fn entries(r: &Rollout) -> Vec<Entry> {
     let ns = r.namespace().unwrap_or_default();
     let rollout: Arc<str> = Arc::from(format!("{ns}/{}", r.name_any()));
-    let routing = &r.spec.traffic_routing.istio;
-    let mut named = vec![
-        (Named::Target, r.spec.target_ref.name.as_str()),
-        (Named::VirtualService, routing.virtual_service.name.as_str()),
-    ];
-    if let Some(dr) = &routing.destination_rule {
+    let routing = &r.spec.traffic_routing;
+    let mut named = vec![(Named::Target, r.spec.target_ref.name.as_str())];
+    if let Some(router) = routing.router() {
+        named.push((route_kind(router), router.route_name()));
+    }
+    if let Some(dr) = routing.istio.as_ref().and_then(|i| i.destination_rule.as_ref()) {
         named.push((Named::DestinationRule, dr.name.as_str()));
     }
     named

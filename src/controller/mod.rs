@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::DynamicObject;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -48,7 +48,7 @@ use crate::api::{ROLLOUT_LABEL, Rollout, RolloutStatus};
 use crate::controller::cache::{Change, Kept, Looks, Memo, Watched};
 use crate::controller::leader::Election;
 use crate::edges::events::EventPublisher;
-use crate::edges::kubernetes::{self, IstioApi, Observation};
+use crate::edges::kubernetes::{self, Observation, RouterApis};
 use crate::edges::notify::{self, Notification, Notifier};
 use crate::edges::objects::{self, LAST_APPLIED_ANNOTATION, Objects};
 use crate::edges::prometheus::{Auth, Endpoint, Prometheus, QueryScope};
@@ -73,7 +73,7 @@ fn key_of(rollout: &Rollout) -> String {
 pub struct Context {
     pub client: Client,
     pub events: EventPublisher,
-    pub istio: IstioApi,
+    pub routers: RouterApis,
     pub prometheus: Prometheus,
     /// What the cluster admin declared, and what each namespace may reach of it.
     pub admin: Arc<Admin>,
@@ -122,11 +122,19 @@ pub struct Options {
     pub election: Option<Election>,
 }
 
+/// Whether the cluster serves Gateway API's HTTPRoute (v1).
+async fn gateway_api_installed(client: &Client) -> bool {
+    let served = kube::discovery::group(client, crate::edges::gateway::GROUP).await;
+    let served = served.is_ok_and(|g| g.versions().any(|v| v == crate::edges::gateway::VERSION));
+    info!(served, "Gateway API HTTPRoute");
+    served
+}
+
 /// Runs the controller until SIGTERM or Ctrl-C.
 // Long: builds the context from the options, one field at a time, then runs.
 pub async fn run(client: Client, options: Options) -> Result<(), Error> {
-    let istio = IstioApi::discover(&client).await;
-    info!(version = %istio.virtual_service.version, "using Istio networking API");
+    let routers = RouterApis::discover(&client).await;
+    info!(version = %routers.virtual_service.version, "using Istio networking API");
     let telemetry = Telemetry::default();
     let (webhooks, answered) = Webhooks::start(options.admin.webhooks.clone());
     let webhooks = webhooks
@@ -135,7 +143,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     let ctx = Arc::new(Context {
         events: EventPublisher::new(client.clone(), std::env::var("POD_NAME").ok()),
         client: client.clone(),
-        istio,
+        routers,
         prometheus: Prometheus::new()?,
         admin: Arc::new(options.admin.clone()),
         secrets_namespace: options.secrets_namespace.clone(),
@@ -267,15 +275,24 @@ async fn control(
     let (sweep, swept) = futures::channel::mpsc::unbounded();
     let sweeper = tokio::spawn(resync(reader.clone(), sweep));
     let controller = Controller::for_stream(rollout_changes, reader);
-    let (vs_api, dr_api): (Api<DynamicObject>, Api<DynamicObject>) = match &options.namespace {
-        Some(ns) => (
-            Api::namespaced_with(client.clone(), ns, &ctx.istio.virtual_service),
-            Api::namespaced_with(client.clone(), ns, &ctx.istio.destination_rule),
-        ),
-        None => (
-            Api::all_with(client.clone(), &ctx.istio.virtual_service),
-            Api::all_with(client.clone(), &ctx.istio.destination_rule),
-        ),
+    let api = |ar: &ApiResource| -> Api<DynamicObject> {
+        match &options.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+            None => Api::all_with(client.clone(), ar),
+        }
+    };
+    let (vs_api, dr_api) = (api(&ctx.routers.virtual_service), api(&ctx.routers.destination_rule));
+    // HTTPRoutes are watched where Gateway API is installed; elsewhere a Rollout that
+    // names one reads "not found" in its status.
+    let route_changes = match gateway_api_installed(&client).await {
+        true => routing_triggers(
+            api(&ctx.routers.http_route),
+            Named::HttpRoute,
+            index.clone(),
+            ctx.clone(),
+        )
+        .boxed(),
+        false => futures::stream::empty().boxed(),
     };
     let telemetry_ctx = ctx.clone();
     controller
@@ -290,6 +307,7 @@ async fn control(
             ctx.clone(),
         ))
         .reconcile_on(routing_triggers(dr_api, Named::DestinationRule, index, ctx.clone()))
+        .reconcile_on(route_changes)
         // A webhook's answer wakes its Rollout.
         .reconcile_on(answered)
         .reconcile_on(swept)

@@ -107,7 +107,7 @@ fn finalizer_write_failed(e: kube::Error) -> Error {
 /// Observes what the decision needs: everything, when the spec can be planned; else as
 /// much as the names in the spec allow (a canary can still be withdrawn), or nothing.
 async fn observe_for(ctx: &Context, rollout: &Rollout, names: &Names, full: bool) -> Option<Observation> {
-    match objects::fetch(&ctx.client, &ctx.istio, rollout, names, None, &ctx.secrets_namespace).await {
+    match objects::fetch(&ctx.client, &ctx.routers, rollout, names, None, &ctx.secrets_namespace).await {
         Ok(objects) => Some(kubernetes::observation(rollout, names, &objects)),
         Err(e) if !full => {
             warn!(rollout = %key_of(rollout), %e, "cannot observe the objects of an invalid Rollout");
@@ -210,7 +210,7 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
                 None => Kept {
                     objects: objects::fetch(
                         &ctx.client,
-                        &ctx.istio,
+                        &ctx.routers,
                         &rollout,
                         &names,
                         Some(provider),
@@ -252,10 +252,19 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
     let (pass, status, _) = Pass::begin(ctx, &rollout, &Watched::of(&rollout, &names, None));
     let (now, key) = (pass.now, pass.key.clone());
     // A fresh read, never the watches' copy: this is the proof that lets the finalizer go.
-    let obs = match objects::fetch(&ctx.client, &ctx.istio, &rollout, &names, None, &ctx.secrets_namespace).await {
+    let obs = match objects::fetch(
+        &ctx.client,
+        &ctx.routers,
+        &rollout,
+        &names,
+        None,
+        &ctx.secrets_namespace,
+    )
+    .await
+    {
         Ok(objects) => {
             let mut obs = kubernetes::observation(&rollout, &names, &objects);
-            if objects.virtual_service.is_none() {
+            if objects.route.is_none() {
                 // No VirtualService routes anything to the canary.
                 obs.world.traffic = Ok(0);
             }

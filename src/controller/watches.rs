@@ -65,7 +65,7 @@ pub(super) fn on_deployment(ctx: &Context, index: &Index, d: &Deployment, delete
         .collect()
 }
 
-/// Like `on_deployment`, for a VirtualService or DestinationRule.
+/// Like `on_deployment`, for a VirtualService, DestinationRule or HTTPRoute.
 pub(super) fn on_routing(
     ctx: &Context,
     index: &Index,
@@ -78,7 +78,7 @@ pub(super) fn on_routing(
     let object = (!deleted).then_some(o);
     let change = match named {
         Named::DestinationRule => Change::DestinationRule(&name, object),
-        _ => Change::VirtualService(&name, object),
+        route => Change::Route(route, &name, object),
     };
     index
         .naming(named, &ns, &name)

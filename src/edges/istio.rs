@@ -1,66 +1,15 @@
-//! The traffic router: reads the user's VirtualService, finds the stable and canary
-//! destinations of the routes weir manages, and builds a JSON Patch that changes those
-//! weights and nothing else. Also checks that the DestinationRule subsets (or the two
+//! Istio's router: reads the user's VirtualService and finds the stable and canary
+//! destinations of the routes weir manages (`routes` builds the JSON Patch that changes
+//! those weights and nothing else). Also checks that the DestinationRule subsets (or the two
 //! Services in host mode) really tell the stable pods from the canary pods.
 //!
 //! Pure functions over `serde_json::Value`: the objects are the user's, in whatever shape
 //! Istio accepts, and everything weir does not understand must survive untouched.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::{IstioRouting, Labels};
-
-/// One HTTP route weir manages, located by index in `spec.http`.
-///
-/// Istio's weights are relative: a destination gets its weight over the route's total.
-/// weir splits the stable + canary pair's own weight between the two and leaves every
-/// other destination's share of the route as it was. Where that pair's weight is too
-/// small to express a percent (stable 1 beside legacy 1: weights that do not sum to
-/// 100), the whole route is scaled up once, every weight by the same factor, so the
-/// other destinations keep their share.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ManagedRoute {
-    pub http_index: usize,
-    pub stable_index: usize,
-    pub canary_index: usize,
-    /// The route's other destinations: (index, weight).
-    pub others: Vec<(usize, u32)>,
-    pub stable_weight: u32,
-    pub canary_weight: u32,
-}
-
-impl ManagedRoute {
-    /// The weight stable and canary split between them.
-    fn pair(&self) -> u32 {
-        self.stable_weight + self.canary_weight
-    }
-
-    /// The factor all weights of the route are scaled by so the pair has at least 100:
-    /// 1 for routes whose weights sum to 100 (as Istio's examples do) or whose pair
-    /// already has 100.
-    pub fn scale(&self) -> u32 {
-        let others: u32 = self.others.iter().map(|(_, w)| w).sum();
-        match self.pair() {
-            0 => 1,
-            pair if pair >= 100 || pair + others == 100 => 1,
-            pair => 100u32.div_ceil(pair),
-        }
-    }
-
-    /// Canary weight as a percent of the pair's (what the Rollout's steps mean).
-    pub fn canary_percent(&self) -> u32 {
-        let pair = self.pair();
-        (self.canary_weight * 100 + pair / 2).checked_div(pair).unwrap_or(0)
-    }
-
-    /// (stable, canary) weights for a canary percent; they sum to the pair's weight
-    /// times `scale()`.
-    pub fn weights_for(&self, percent: u32) -> (u32, u32) {
-        let pair = self.pair() * self.scale();
-        let canary = (pair * percent.min(100) + 50) / 100;
-        (pair - canary, canary)
-    }
-}
+use crate::edges::routes::{ManagedRoute, Shape};
 
 /// A destination host as written (`backend`, `backend.dev`, `backend.dev.svc.cluster.local`)
 /// reduced to (name, namespace), short names resolved in the VirtualService's namespace.
@@ -192,6 +141,7 @@ pub fn managed_routes(vs: &Value, names: &[String], matcher: &DestinationMatch) 
             .map(|i| (i, weight_of(dests, i)))
             .collect();
         let route = ManagedRoute {
+            shape: Shape::VirtualService,
             http_index,
             stable_index,
             canary_index,
@@ -213,42 +163,6 @@ pub fn managed_routes(vs: &Value, names: &[String], matcher: &DestinationMatch) 
         ));
     }
     Ok(managed)
-}
-
-/// The canary percent now in force: the highest over the managed routes, so a
-/// half-written change is never read as "less canary traffic" than there is.
-pub fn observed_canary_percent(routes: &[ManagedRoute]) -> u32 {
-    routes.iter().map(ManagedRoute::canary_percent).max().unwrap_or(0)
-}
-
-/// The managed routes do not all carry the same canary percent (one was edited by hand
-/// or by a sync): a write is due to bring every route to the state's weight.
-pub fn routes_disagree(routes: &[ManagedRoute]) -> bool {
-    let mut percents = routes.iter().map(ManagedRoute::canary_percent);
-    let first = percents.next();
-    percents.any(|p| Some(p) != first)
-}
-
-/// JSON Patch that sets the canary percent on every managed route. It carries the
-/// resourceVersion it was computed from, which the API server treats as a precondition:
-/// a concurrent edit fails with 409 Conflict instead of landing weights at stale
-/// indices; the next reconcile recomputes.
-pub fn weight_patch(vs: &Value, routes: &[ManagedRoute], percent: u32) -> Value {
-    let mut ops = Vec::new();
-    if let Some(rv) = vs.pointer("/metadata/resourceVersion") {
-        ops.push(json!({"op": "replace", "path": "/metadata/resourceVersion", "value": rv}));
-    }
-    for r in routes {
-        let scale = r.scale();
-        for (i, w) in r.others.iter().filter(|_| scale > 1) {
-            ops.push(json!({"op": "add", "path": format!("/spec/http/{}/route/{i}/weight", r.http_index), "value": w * scale}));
-        }
-        let (stable, canary) = r.weights_for(percent);
-        for (i, w) in [(r.stable_index, stable), (r.canary_index, canary)] {
-            ops.push(json!({"op": "add", "path": format!("/spec/http/{}/route/{i}/weight", r.http_index), "value": w}));
-        }
-    }
-    Value::Array(ops)
 }
 
 fn labels_of(v: Option<&Value>) -> Labels {
@@ -346,6 +260,8 @@ pub fn destination_rule_host(dr: &Value) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edges::routes::{observed_canary_percent, weight_patch};
+    use serde_json::json;
 
     fn vs() -> Value {
         serde_json::from_str(
@@ -387,6 +303,7 @@ mod tests {
     #[test]
     fn weights_always_sum_to_the_pairs_and_others_keep_their_share() {
         let r = ManagedRoute {
+            shape: Shape::VirtualService,
             http_index: 0,
             stable_index: 0,
             canary_index: 1,

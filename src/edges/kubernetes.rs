@@ -17,34 +17,48 @@ use serde_json::{Value, json};
 
 use super::objects::Objects;
 use crate::Error;
+use crate::api::Router;
 use crate::api::{Labels, PAUSED_ANNOTATION, REQUEST_ANNOTATION, REVISION_ANNOTATION, ROLLOUT_LABEL, Rollout};
-use crate::edges::istio::{self, DestinationMatch, ManagedRoute};
+use crate::edges::gateway;
+use crate::edges::istio::{self, DestinationMatch};
 use crate::edges::prometheus::Auth;
+use crate::edges::routes::{self, ManagedRoute};
 use crate::engine::{Action, CanaryState, Pods, TargetState, World};
 use crate::plan::Names;
 
 pub const FIELD_MANAGER: &str = "weir";
 const ISTIO_GROUP: &str = "networking.istio.io";
 
-/// Which served version of Istio's networking API to use (v1, or v1beta1 on older meshes).
+/// The routers' APIs: which served version of Istio's networking API to use (v1, or
+/// v1beta1 on older meshes), and Gateway API's HTTPRoute (v1).
 #[derive(Clone, Debug)]
-pub struct IstioApi {
+pub struct RouterApis {
     pub virtual_service: ApiResource,
     pub destination_rule: ApiResource,
+    pub http_route: ApiResource,
 }
 
-impl IstioApi {
-    pub fn version(version: &str) -> IstioApi {
+impl RouterApis {
+    pub fn version(version: &str) -> RouterApis {
         let gvk = |kind: &str| ApiResource::from_gvk(&GroupVersionKind::gvk(ISTIO_GROUP, version, kind));
-        IstioApi {
+        RouterApis {
             virtual_service: gvk("VirtualService"),
             destination_rule: gvk("DestinationRule"),
+            http_route: ApiResource::from_gvk(&GroupVersionKind::gvk(gateway::GROUP, gateway::VERSION, "HTTPRoute")),
+        }
+    }
+
+    /// The API of the object that carries a router's weights.
+    pub fn route(&self, router: Router) -> &ApiResource {
+        match router {
+            Router::Istio(_) => &self.virtual_service,
+            Router::GatewayApi(_) => &self.http_route,
         }
     }
 
     /// Prefers `v1`, accepts `v1beta1`; `v1` when discovery cannot tell (the missing CRD
     /// then shows up as a precise "not found" in each Rollout's status).
-    pub async fn discover(client: &Client) -> IstioApi {
+    pub async fn discover(client: &Client) -> RouterApis {
         match kube::discovery::group(client, ISTIO_GROUP).await {
             Ok(group) => {
                 let versions = group.versions().collect::<Vec<_>>();
@@ -53,9 +67,9 @@ impl IstioApi {
                 } else {
                     "v1beta1"
                 };
-                IstioApi::version(v)
+                RouterApis::version(v)
             }
-            Err(_) => IstioApi::version("v1"),
+            Err(_) => RouterApis::version("v1"),
         }
     }
 }
@@ -83,7 +97,7 @@ pub fn canary_labels(template_labels: &Labels, track_label: &str) -> Labels {
 pub struct Observation {
     pub world: World,
     pub target: Option<Deployment>,
-    pub virtual_service: Option<Value>,
+    pub route: Option<Value>,
     pub routes: Vec<ManagedRoute>,
     pub auth: Result<Auth, String>,
 }
@@ -160,7 +174,7 @@ pub fn observation(rollout: &Rollout, names: &Names, objects: &Objects) -> Obser
             hook_answers: Vec::new(),
         },
         target: objects.target.clone(),
-        virtual_service: None,
+        route: None,
         routes: Vec::new(),
         auth: objects.auth.clone(),
     };
@@ -183,19 +197,67 @@ pub fn observation(rollout: &Rollout, names: &Names, objects: &Objects) -> Obser
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
     let canary_pods = canary_labels(&stable_pods, &names.track_label);
-    obs.world.traffic = observe_routing(rollout, &ns, &stable_pods, &canary_pods, objects, &mut obs);
+    obs.world.traffic = observe_routing(rollout, &ns, (&stable_pods, &canary_pods), objects, &mut obs);
     obs
 }
 
 fn observe_routing(
     rollout: &Rollout,
     ns: &str,
-    stable_pods: &Labels,
-    canary_pods: &Labels,
+    pods: (&Labels, &Labels),
     objects: &Objects,
     obs: &mut Observation,
 ) -> Result<u32, String> {
-    let routing = &rollout.spec.traffic_routing.istio;
+    let router =
+        (rollout.spec.traffic_routing.router()).ok_or("spec.trafficRouting: set exactly one of istio or gatewayAPI")?;
+    if router.services().is_some() {
+        check_track_services(ns, objects, pods)?;
+    }
+    let routes = match router {
+        Router::Istio(istio) => istio_routes(istio, ns, pods, objects)?,
+        Router::GatewayApi(g) => {
+            let Some(route) = &objects.route else {
+                return Err(format!("HTTPRoute {ns}/{} not found", g.http_route.name));
+            };
+            gateway::managed_rules(route, &g.http_route.rules, &g.stable_service, &g.canary_service)?
+        }
+    };
+    let percent = routes::observed_canary_percent(&routes);
+    obs.world.routes_disagree = routes::routes_disagree(&routes);
+    obs.routes = routes;
+    obs.route = objects.route.clone();
+    Ok(percent)
+}
+
+/// The stable and canary Services (Istio's host mode, Gateway API) exist and select
+/// their own track's pods only.
+fn check_track_services(
+    ns: &str,
+    objects: &Objects,
+    (stable_pods, canary_pods): (&Labels, &Labels),
+) -> Result<(), String> {
+    let mut selectors = Vec::new();
+    for (name, svc) in &objects.services {
+        let Some(svc) = svc else {
+            return Err(format!("Service {ns}/{name} not found"));
+        };
+        let selector = svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+        selectors.push((name.as_str(), selector));
+    }
+    if let [(stable, s), (canary, c)] = &selectors[..] {
+        istio::check_services((stable, s), (canary, c), stable_pods, canary_pods)?;
+    }
+    Ok(())
+}
+
+/// The routes of an Istio VirtualService weir manages, after its DestinationRule's
+/// subsets are checked (subset mode).
+fn istio_routes(
+    routing: &crate::api::IstioRouting,
+    ns: &str,
+    (stable_pods, canary_pods): (&Labels, &Labels),
+    objects: &Objects,
+) -> Result<Vec<ManagedRoute>, String> {
     let mut dr_host = None;
     if let Some(dr_ref) = &routing.destination_rule {
         let Some(dr) = &objects.destination_rule else {
@@ -213,34 +275,16 @@ fn observe_routing(
             return Err(format!("DestinationRule {ns}/{} has no spec.host", dr_ref.name));
         }
     }
-    if routing.hosts.is_some() {
-        let mut selectors = Vec::new();
-        for (name, svc) in &objects.services {
-            let Some(svc) = svc else {
-                return Err(format!("Service {ns}/{name} not found"));
-            };
-            selectors.push((
-                name.as_str(),
-                svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default(),
-            ));
-        }
-        if let [(stable, s), (canary, c)] = &selectors[..] {
-            istio::check_services((stable, s), (canary, c), stable_pods, canary_pods)?;
-        }
-    }
-    let vs_name = &routing.virtual_service.name;
-    let Some(vs) = &objects.virtual_service else {
-        return Err(format!("VirtualService {ns}/{vs_name} not found"));
+    let Some(vs) = &objects.route else {
+        return Err(format!(
+            "VirtualService {ns}/{} not found",
+            routing.virtual_service.name
+        ));
     };
     let Some(matcher) = DestinationMatch::new(routing, dr_host.as_deref()) else {
         return Err("spec.trafficRouting.istio needs destinationRule or hosts".into());
     };
-    let routes = istio::managed_routes(vs, &routing.virtual_service.routes, &matcher)?;
-    let percent = istio::observed_canary_percent(&routes);
-    obs.world.routes_disagree = istio::routes_disagree(&routes);
-    obs.routes = routes;
-    obs.virtual_service = Some(vs.clone());
-    Ok(percent)
+    istio::managed_routes(vs, &routing.virtual_service.routes, &matcher)
 }
 
 /// The canary Deployment for a revision: the target's spec with the track label set to
@@ -302,7 +346,8 @@ pub enum Applied {
     Target(Deployment),
     /// `None`: deleted.
     Canary(Option<Deployment>),
-    VirtualService(Value),
+    /// The routing object whose weights weir set: a VirtualService or an HTTPRoute.
+    Route(Value),
 }
 
 /// Applies one action; returns the object written, as the API server answered (`None`:
@@ -311,7 +356,7 @@ pub enum Applied {
 // Long: one arm per `engine::Action`, each the write that makes it true.
 pub async fn apply(
     client: &Client,
-    istio_api: &IstioApi,
+    apis: &RouterApis,
     rollout: &Rollout,
     names: &Names,
     obs: &Observation,
@@ -370,20 +415,13 @@ pub async fn apply(
             Applied::Canary(Some(d))
         }
         Action::SetCanaryWeight(percent) => {
-            let vs = obs
-                .virtual_service
-                .as_ref()
-                .ok_or_else(|| Error::Invariant("weights set without a VirtualService".into()))?;
-            let patch: json_patch::Patch = serde_json::from_value(istio::weight_patch(vs, &obs.routes, *percent))?;
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &istio_api.virtual_service);
-            let o = api
-                .patch(
-                    &rollout.spec.traffic_routing.istio.virtual_service.name,
-                    &PatchParams::default(),
-                    &Patch::Json::<()>(patch),
-                )
-                .await?;
-            Applied::VirtualService(serde_json::to_value(o)?)
+            let route = (obs.route.as_ref()).ok_or_else(|| Error::Invariant("weights set without a route".into()))?;
+            let router = (rollout.spec.traffic_routing.router())
+                .ok_or_else(|| Error::Invariant("weights set without a router".into()))?;
+            let patch: json_patch::Patch = serde_json::from_value(routes::weight_patch(route, &obs.routes, *percent))?;
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, apis.route(router));
+            let o = (api.patch(router.route_name(), &PatchParams::default(), &Patch::Json::<()>(patch))).await?;
+            Applied::Route(serde_json::to_value(o)?)
         }
     };
     Ok(Some(applied))

@@ -4,10 +4,12 @@
 //! (gates a Rollout asks) and `notify` (messages to receivers), both through `outbound`.
 
 pub mod events;
+pub mod gateway;
 pub mod istio;
 pub mod kubernetes;
 pub mod notify;
 pub mod objects;
 pub mod outbound;
 pub mod prometheus;
+pub mod routes;
 pub mod webhooks;

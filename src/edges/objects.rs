@@ -10,11 +10,11 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::{Api, Client};
 use serde_json::Value;
 
-use super::kubernetes::{Applied, IstioApi, namespace, not_found};
+use super::kubernetes::{Applied, RouterApis, namespace, not_found};
 use super::prometheus::Auth;
 use crate::Error;
 use crate::admin::providers::Provider;
-use crate::api::Rollout;
+use crate::api::{IstioRouting, Rollout, Router};
 use crate::plan::Names;
 
 /// The objects one Rollout depends on, as read from the API server (or kept current by
@@ -23,9 +23,10 @@ use crate::plan::Names;
 pub struct Objects {
     pub target: Option<Deployment>,
     pub canary: Option<Deployment>,
-    pub virtual_service: Option<Value>,
+    /// The object that carries the weights: a VirtualService or an HTTPRoute.
+    pub route: Option<Value>,
     pub destination_rule: Option<Value>,
-    /// Host mode's stable and canary Services, by name.
+    /// The stable and canary Services (Istio's host mode, Gateway API), by name.
     pub services: Vec<(String, Option<Service>)>,
     pub auth: Result<Auth, String>,
 }
@@ -35,7 +36,7 @@ pub struct Objects {
 /// controller); a missing object is `None`.
 pub async fn fetch(
     client: &Client,
-    istio_api: &IstioApi,
+    apis: &RouterApis,
     rollout: &Rollout,
     names: &Names,
     provider: Option<&Provider>,
@@ -43,26 +44,30 @@ pub async fn fetch(
 ) -> Result<Objects, Error> {
     let ns = namespace(rollout);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let routing = &rollout.spec.traffic_routing.istio;
+    let router = (rollout.spec.traffic_routing.router())
+        .ok_or_else(|| Error::Invariant("a Rollout without a router was not planned".into()))?;
     let target = deployments.get_opt(&names.target).await?.map(stripped);
     let canary = deployments.get_opt(&names.canary).await?.map(canary_kept);
     let auth = provider_auth(client, provider, secrets_ns).await?;
-    let destination_rule = match &routing.destination_rule {
-        Some(dr) => get_dynamic(client, &ns, &istio_api.destination_rule, &dr.name).await?,
-        None => None,
+    let destination_rule = match router {
+        Router::Istio(IstioRouting {
+            destination_rule: Some(dr),
+            ..
+        }) => get_dynamic(client, &ns, &apis.destination_rule, &dr.name).await?,
+        _ => None,
     };
     let mut services = Vec::new();
-    if let Some(hosts) = &routing.hosts {
+    if let Some((stable, canary)) = router.services() {
         let api: Api<Service> = Api::namespaced(client.clone(), &ns);
-        for name in [&hosts.stable_service, &hosts.canary_service] {
-            services.push((name.clone(), api.get_opt(name).await?));
+        for name in [stable, canary] {
+            services.push((name.to_string(), api.get_opt(name).await?));
         }
     }
-    let virtual_service = get_dynamic(client, &ns, &istio_api.virtual_service, &routing.virtual_service.name).await?;
+    let route = get_dynamic(client, &ns, apis.route(router), router.route_name()).await?;
     Ok(Objects {
         target,
         canary,
-        virtual_service,
+        route,
         destination_rule,
         services,
         auth,
@@ -145,7 +150,7 @@ impl Objects {
         match applied {
             Applied::Target(d) => self.target = Some(stripped(d)),
             Applied::Canary(d) => self.canary = d.map(canary_kept),
-            Applied::VirtualService(o) => self.virtual_service = Some(stripped_value(o)),
+            Applied::Route(o) => self.route = Some(stripped_value(o)),
         }
     }
 
@@ -156,7 +161,7 @@ impl Objects {
             Applied::Target(d) => deployment_later(Some(d), self.target.as_ref()),
             Applied::Canary(Some(d)) => deployment_later(Some(d), self.canary.as_ref()),
             Applied::Canary(None) => true,
-            Applied::VirtualService(o) => later(version_of(o), self.virtual_service.as_ref().and_then(version_of)),
+            Applied::Route(o) => later(version_of(o), self.route.as_ref().and_then(version_of)),
         };
         if newer {
             self.record(applied.clone());
@@ -191,7 +196,7 @@ impl Objects {
         Some(Objects {
             target: later_of(r.target, w.target, deployment_version)?,
             canary: later_of(r.canary, w.canary, deployment_version)?,
-            virtual_service: later_of(r.virtual_service, w.virtual_service, version_of)?,
+            route: later_of(r.route, w.route, version_of)?,
             destination_rule: later_of(r.destination_rule, w.destination_rule, version_of)?,
             services: r.services,
             auth: r.auth,

@@ -16,6 +16,97 @@ pub(crate) struct Env {
     pub(crate) bin: std::path::PathBuf,
 }
 
+/// Which router a scenario's application is routed by.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Layout {
+    /// `examples/dev`: a VirtualService and DestinationRule subsets, sidecars.
+    Istio,
+    /// `examples/ambient`: an ambient namespace, an HTTPRoute parented by the Service,
+    /// one Service per version.
+    GatewayApi,
+}
+
+impl Layout {
+    /// The scenario's namespace: `e2e-<name>`, or `e2e-gw-<name>` on Gateway API.
+    pub(crate) fn namespace(self, name: &str) -> String {
+        match self {
+            Layout::Istio => format!("e2e-{name}"),
+            Layout::GatewayApi => format!("e2e-gw-{name}"),
+        }
+    }
+
+    pub(crate) fn app(self, ns: &str, provider: &str) -> String {
+        match self {
+            Layout::Istio => app(ns, provider, "backend"),
+            Layout::GatewayApi => ambient_app(ns, provider),
+        }
+    }
+
+    /// The routing object and where in it the canary's weight is.
+    pub(crate) fn weight_at(self) -> (ApiResource, &'static str) {
+        let gvk = |group: &str, kind: &str| ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(group, "v1", kind));
+        match self {
+            Layout::Istio => (
+                gvk("networking.istio.io", "VirtualService"),
+                "/spec/http/0/route/1/weight",
+            ),
+            Layout::GatewayApi => (
+                gvk("gateway.networking.k8s.io", "HTTPRoute"),
+                "/spec/rules/0/backendRefs/1/weight",
+            ),
+        }
+    }
+}
+
+/// `examples/ambient`, made fast like `app`: the same Deployment and analysis, routed by
+/// an HTTPRoute whose parent is the Service, to one Service per version.
+pub(crate) fn ambient_app(ns: &str, provider: &str) -> String {
+    let istio = app(ns, provider, "backend");
+    let start = istio.find("apiVersion: networking.istio.io/v1").unwrap_or(0);
+    let end = istio.find("apiVersion: weir.dev/v1alpha1").unwrap_or(istio.len());
+    let routing = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: backend-stable, namespace: {ns}}}
+spec: {{selector: {{app: backend, weir.dev/track: stable}}, ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: backend-canary, namespace: {ns}}}
+spec: {{selector: {{app: backend, weir.dev/track: canary}}, ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: backend, namespace: {ns}}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: backend, port: 80}}]
+  rules:
+    - name: primary
+      timeouts: {{request: 5s}}
+      backendRefs:
+        - {{name: backend-stable, port: 80, weight: 100}}
+        - {{name: backend-canary, port: 80, weight: 0}}
+---
+"#
+    );
+    let rollout = istio[end..].replace(
+        "    istio:
+      virtualService: {name: backend}
+      destinationRule: {name: backend, stableSubset: stable, canarySubset: canary}
+",
+        "    gatewayAPI:
+      httpRoute: {name: backend}
+      stableService: backend-stable
+      canaryService: backend-canary
+",
+    );
+    let namespace = istio[..start].replace(
+        "labels: {istio-injection: enabled}",
+        "labels: {istio.io/dataplane-mode: ambient}",
+    );
+    namespace + &routing + &rollout
+}
+
 /// The example application, made fast: steps of 4 s, looks every second.
 pub(crate) fn app(ns: &str, provider: &str, vs_name: &str) -> String {
     format!(
@@ -286,6 +377,10 @@ impl Bed {
                 .await
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
         }
+        let gateway_api = devcluster::gateway_api_crds().expect("Gateway API's CRDs");
+        devcluster::apply_yaml(&client, &gateway_api)
+            .await
+            .expect("Gateway API's CRDs apply");
         let config =
             MeshConfig::from_yaml(&std::fs::read_to_string(repo.join("testcluster/mesh.yaml")).unwrap()).unwrap();
         let mesh = meshsim::start(client.clone(), config, "127.0.0.1:0".parse().unwrap(), seed)

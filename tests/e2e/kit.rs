@@ -12,18 +12,19 @@ pub(crate) fn vs_api(client: &Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &ar)
 }
 
-/// Records every canary weight the VirtualService shows, as it changes.
-pub(crate) fn record_weights(client: Client, ns: &str) -> (Arc<Mutex<Vec<u64>>>, tokio::task::JoinHandle<()>) {
+/// Records every canary weight the VirtualService (or HTTPRoute) shows, as it changes.
+pub(crate) fn record_weights(
+    client: Client,
+    ns: &str,
+    layout: Layout,
+) -> (Arc<Mutex<Vec<u64>>>, tokio::task::JoinHandle<()>) {
     let weights = Arc::new(Mutex::new(vec![]));
-    let (w, api) = (weights.clone(), vs_api(&client, ns));
+    let (ar, pointer) = layout.weight_at();
+    let (w, api) = (weights.clone(), Api::<DynamicObject>::namespaced_with(client, ns, &ar));
     let task = tokio::spawn(async move {
         loop {
             if let Ok(vs) = api.get("backend").await {
-                let weight = vs
-                    .data
-                    .pointer("/spec/http/0/route/1/weight")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0);
+                let weight = vs.data.pointer(pointer).and_then(|v| v.as_u64()).unwrap_or(0);
                 let mut w = w.lock().unwrap();
                 if w.last() != Some(&weight) {
                     w.push(weight);
@@ -111,13 +112,23 @@ pub(crate) fn image_of(d: &Deployment) -> String {
 /// no ready pod before that (the VirtualService can land before the first pods are
 /// ready) are weir's business only from here on: the count is returned as the baseline.
 pub(crate) async fn setup(env: &Env, ns: &str, provider: &str) -> Result<(Arc<Mutex<Vec<u64>>>, u64), String> {
-    devcluster::apply_yaml(&env.client, &app(ns, provider, "backend"))
+    setup_on(env, ns, provider, Layout::Istio).await
+}
+
+/// `setup` for a layout.
+pub(crate) async fn setup_on(
+    env: &Env,
+    ns: &str,
+    provider: &str,
+    layout: Layout,
+) -> Result<(Arc<Mutex<Vec<u64>>>, u64), String> {
+    devcluster::apply_yaml(&env.client, &layout.app(ns, provider))
         .await
         .map_err(|e| format!("{ns}: apply: {e}"))?;
     wait_phase(&env.client, ns, &[Phase::Healthy], Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let no_ready_before = env.mesh.lock().unwrap().no_ready_pods(ns);
-    let (weights, _task) = record_weights(env.client.clone(), ns);
+    let (weights, _task) = record_weights(env.client.clone(), ns, layout);
     Ok((weights, no_ready_before))
 }
 

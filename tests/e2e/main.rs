@@ -66,12 +66,14 @@ fn end_to_end() {
             gates::webhook_gates_hold_and_roll_back(&env, &failures, &bed.gates),
             gates::a_night_with_a_window_a_report_and_conditions(&env, &failures, &bed.gates),
             gitops::a_paused_canary_is_suspended_then_goes_on(&env, &failures),
+            releases::healthy_canary_is_promoted_on(&env, &failures, Layout::GatewayApi),
+            releases::bad_canary_is_rolled_back_on(&env, &failures, "bad", "request-success-rate", Layout::GatewayApi),
         );
         capturing.abort();
         gitops::check_captured(&failures, &captured).await;
         let mut errors: Vec<String> = [
             results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7, results.8,
-            results.9, results.10, results.11, results.12, results.13,
+            results.9, results.10, results.11, results.12, results.13, results.14, results.15,
         ]
         .into_iter()
         .filter_map(Result::err)
@@ -92,6 +94,8 @@ fn end_to_end() {
             "e2e-gates",
             "e2e-night",
             "e2e-gitops",
+            "e2e-gw-healthy",
+            "e2e-gw-bad",
         ]
         .map(String::from)
         .to_vec();

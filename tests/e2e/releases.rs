@@ -6,7 +6,11 @@
 use super::*;
 
 pub(crate) async fn healthy_canary_is_promoted(env: &Env, f: &Failures) -> Result<(), String> {
-    let s = Scenario::start(env, f, "e2e-healthy", &env.provider).await?;
+    healthy_canary_is_promoted_on(env, f, Layout::Istio).await
+}
+
+pub(crate) async fn healthy_canary_is_promoted_on(env: &Env, f: &Failures, layout: Layout) -> Result<(), String> {
+    let s = Scenario::start_on(env, f, &layout.namespace("healthy"), &env.provider, layout).await?;
     let before = s.rollout().await.status.unwrap_or_default().stable_revision;
     let bumped = Instant::now();
     s.bump("nginxdemos/hello:2.0").await;
@@ -61,7 +65,17 @@ pub(crate) async fn healthy_canary_is_promoted(env: &Env, f: &Failures) -> Resul
 }
 
 pub(crate) async fn bad_canary_is_rolled_back(env: &Env, f: &Failures, tag: &str, metric: &str) -> Result<(), String> {
-    let s = Scenario::start(env, f, &format!("e2e-{tag}"), &env.provider).await?;
+    bad_canary_is_rolled_back_on(env, f, tag, metric, Layout::Istio).await
+}
+
+pub(crate) async fn bad_canary_is_rolled_back_on(
+    env: &Env,
+    f: &Failures,
+    tag: &str,
+    metric: &str,
+    layout: Layout,
+) -> Result<(), String> {
+    let s = Scenario::start_on(env, f, &layout.namespace(tag), &env.provider, layout).await?;
     s.bump(&format!("nginxdemos/hello:2.0-{tag}")).await;
     let status = s.expect_rolled_back().await?;
     let rb = status.rollback.clone().unwrap_or_default();

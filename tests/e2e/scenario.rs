@@ -36,7 +36,18 @@ impl<'a> Scenario<'a> {
     /// Applies the application in `ns`, its metrics read from `provider`, and waits until
     /// weir has taken it over.
     pub(crate) async fn start(env: &'a Env, failures: &'a Failures, ns: &str, provider: &str) -> Result<Self, String> {
-        let (weights, no_ready_before) = setup(env, ns, provider).await?;
+        Scenario::start_on(env, failures, ns, provider, Layout::Istio).await
+    }
+
+    /// `start`, with the application routed as `layout` says.
+    pub(crate) async fn start_on(
+        env: &'a Env,
+        failures: &'a Failures,
+        ns: &str,
+        provider: &str,
+        layout: Layout,
+    ) -> Result<Self, String> {
+        let (weights, no_ready_before) = setup_on(env, ns, provider, layout).await?;
         Ok(Scenario {
             env,
             failures,

@@ -226,14 +226,21 @@ impl Plan {
 /// Rollout can neither reach another kind of object through a crafted path nor carry an
 /// unbounded string.
 fn check_object_names(spec: &RolloutSpec, errors: &mut Problems) {
-    let istio = &spec.traffic_routing.istio;
-    let mut names = vec![("trafficRouting.istio.virtualService.name", &istio.virtual_service.name)];
-    if let Some(dr) = &istio.destination_rule {
-        names.push(("trafficRouting.istio.destinationRule.name", &dr.name));
+    let mut names = vec![];
+    if let Some(istio) = &spec.traffic_routing.istio {
+        names.push(("trafficRouting.istio.virtualService.name", &istio.virtual_service.name));
+        if let Some(dr) = &istio.destination_rule {
+            names.push(("trafficRouting.istio.destinationRule.name", &dr.name));
+        }
+        if let Some(h) = &istio.hosts {
+            names.push(("trafficRouting.istio.hosts.stableService", &h.stable_service));
+            names.push(("trafficRouting.istio.hosts.canaryService", &h.canary_service));
+        }
     }
-    if let Some(h) = &istio.hosts {
-        names.push(("trafficRouting.istio.hosts.stableService", &h.stable_service));
-        names.push(("trafficRouting.istio.hosts.canaryService", &h.canary_service));
+    if let Some(g) = &spec.traffic_routing.gateway_api {
+        names.push(("trafficRouting.gatewayAPI.httpRoute.name", &g.http_route.name));
+        names.push(("trafficRouting.gatewayAPI.stableService", &g.stable_service));
+        names.push(("trafficRouting.gatewayAPI.canaryService", &g.canary_service));
     }
     for (field, name) in names {
         if !is_object_name(name) {
@@ -610,7 +617,38 @@ fn check_target_and_routing(spec: &RolloutSpec, errors: &mut Problems) {
         errors.at("targetRef.name", format!("{shown:?} is not a valid object name"));
     }
     check_object_names(spec, errors);
-    let istio = &spec.traffic_routing.istio;
+    check_router(spec, errors);
+    if Names::of(spec).canary.len() > 253 {
+        errors.at(
+            "targetRef.name",
+            format!("{:?} is too long to name its canary", spec.target_ref.name),
+        );
+    }
+}
+
+/// One router, and for Istio one routing mode (subsets or hosts); two distinct Services.
+fn check_router(spec: &RolloutSpec, errors: &mut Problems) {
+    let routing = &spec.traffic_routing;
+    if let Some(g) = &routing.gateway_api {
+        if g.stable_service == g.canary_service {
+            errors.at(
+                "trafficRouting.gatewayAPI",
+                "stableService and canaryService must differ",
+            );
+        }
+        if g.http_route.rules.len() > 16 {
+            errors.at("trafficRouting.gatewayAPI.httpRoute.rules", "at most 16 rules");
+        }
+    }
+    let Some(istio) = &routing.istio else {
+        if routing.gateway_api.is_none() {
+            errors.at("trafficRouting", "set exactly one of istio or gatewayAPI");
+        }
+        return;
+    };
+    if routing.gateway_api.is_some() {
+        errors.at("trafficRouting", "set exactly one of istio or gatewayAPI");
+    }
     match (&istio.destination_rule, &istio.hosts) {
         (Some(_), Some(_)) | (None, None) => errors.at(
             "trafficRouting.istio",
@@ -625,12 +663,6 @@ fn check_target_and_routing(spec: &RolloutSpec, errors: &mut Problems) {
             "stableService and canaryService must differ",
         ),
         _ => {}
-    }
-    if Names::of(spec).canary.len() > 253 {
-        errors.at(
-            "targetRef.name",
-            format!("{:?} is too long to name its canary", spec.target_ref.name),
-        );
     }
 }
 

@@ -181,10 +181,84 @@ pub struct TargetRef {
     pub name: String,
 }
 
+/// The router that carries the weights: Istio's VirtualService, or a Gateway API
+/// HTTPRoute (the mesh's, parented by a Service, sidecar or ambient waypoint; or a
+/// Gateway's, for ingress).
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.istio) != has(self.gatewayAPI)", "message": "set exactly one of istio or gatewayAPI"}]))]
 pub struct TrafficRouting {
-    pub istio: IstioRouting,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio: Option<IstioRouting>,
+    #[serde(default, rename = "gatewayAPI", skip_serializing_if = "Option::is_none")]
+    pub gateway_api: Option<GatewayApiRouting>,
+}
+
+/// One router of `TrafficRouting`, as the edges use it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Router<'a> {
+    Istio(&'a IstioRouting),
+    GatewayApi(&'a GatewayApiRouting),
+}
+
+impl TrafficRouting {
+    /// The router the spec names; `None` when it names none (or both: the API server's
+    /// rule refuses that, `plan` reports it).
+    pub fn router(&self) -> Option<Router<'_>> {
+        match (&self.istio, &self.gateway_api) {
+            (Some(istio), None) => Some(Router::Istio(istio)),
+            (None, Some(gateway)) => Some(Router::GatewayApi(gateway)),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> Router<'a> {
+    /// The name of the object that carries the weights.
+    pub fn route_name(self) -> &'a str {
+        match self {
+            Router::Istio(istio) => &istio.virtual_service.name,
+            Router::GatewayApi(gateway) => &gateway.http_route.name,
+        }
+    }
+
+    /// The two Services that tell stable from canary (host mode, Gateway API).
+    pub fn services(self) -> Option<(&'a str, &'a str)> {
+        match self {
+            Router::Istio(istio) => istio
+                .hosts
+                .as_ref()
+                .map(|h| (h.stable_service.as_str(), h.canary_service.as_str())),
+            Router::GatewayApi(g) => Some((g.stable_service.as_str(), g.canary_service.as_str())),
+        }
+    }
+}
+
+/// A Gateway API HTTPRoute whose rules send to two Services, one per version: the
+/// stable Service selects the stable pods, the canary Service the canary's (both made
+/// by the user, as Istio's host mode; weir keeps its canary pods' track label so the
+/// canary Service selects them). HTTPRoute routes to Services, not subsets.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.stableService != self.canaryService", "message": "stableService and canaryService must differ"}]))]
+pub struct GatewayApiRouting {
+    pub http_route: HttpRouteRef,
+    #[schemars(length(min = 1, max = 63), pattern(LABEL_PATTERN))]
+    pub stable_service: String,
+    #[schemars(length(min = 1, max = 63), pattern(LABEL_PATTERN))]
+    pub canary_service: String,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteRef {
+    #[schemars(length(min = 1, max = 253), pattern(NAME_PATTERN))]
+    pub name: String,
+    /// Names of the rules (`spec.rules[].name`) weir manages. Empty: every rule whose
+    /// backendRefs have both Services.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rules: Vec<String>,
 }
 
 /// The user's own VirtualService, and either DestinationRule subsets (subset mode) or two

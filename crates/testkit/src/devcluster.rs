@@ -777,3 +777,33 @@ pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
+
+/// Gateway API's standard-channel CRDs (HTTPRoute, GRPCRoute, Gateway, GatewayClass,
+/// ReferenceGrant) from the module `testcluster/gateway-api/go.mod` pins, as one YAML
+/// text to apply.
+pub fn gateway_api_crds() -> Result<String, Error> {
+    let out = Command::new("bash")
+        .arg(repo_dir().join("testcluster/gateway-api-crds.sh"))
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(Error::Setup(format!(
+            "testcluster/gateway-api-crds.sh failed ({})",
+            out.status
+        )));
+    }
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let kinds = [
+        "httproutes",
+        "grpcroutes",
+        "gateways",
+        "gatewayclasses",
+        "referencegrants",
+    ];
+    let mut text = String::new();
+    for kind in kinds {
+        text += &std::fs::read_to_string(dir.join(format!("gateway.networking.k8s.io_{kind}.yaml")))?;
+        text += "\n---\n";
+    }
+    Ok(text)
+}

@@ -1,8 +1,9 @@
 //! A mesh traffic simulator that stands in for the Envoy sidecars in the local cluster.
 //!
-//! It watches VirtualServices, DestinationRules, Services and Pods; sends requests at a
-//! configured rate through each VirtualService's default route, split by its weights, to
-//! the ready pods each destination selects; decides each request's outcome from the
+//! It watches VirtualServices, DestinationRules, Gateway API HTTPRoutes, Services and
+//! Pods; sends requests at a configured rate through each VirtualService's and each
+//! HTTPRoute's default route, split by its weights, to the ready pods each destination
+//! selects; decides each request's outcome from the
 //! behaviour profile of the pod's image tag; and serves what Istio's sidecars would
 //! report on `/metrics` (`istio_requests_total`, `istio_request_duration_milliseconds`).
 //! A request routed to a destination without ready pods is answered 503 with response
@@ -185,8 +186,8 @@ where
     tokio::spawn(stream.for_each(|_| futures::future::ready(())))
 }
 
-fn reflect_dynamic(client: &Client, kind: &str) -> (Store<DynamicObject>, JoinHandle<()>) {
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("networking.istio.io", "v1", kind));
+fn reflect_dynamic(client: &Client, group: &str, kind: &str) -> (Store<DynamicObject>, JoinHandle<()>) {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, "v1", kind));
     let writer = reflector::store::Writer::new(ar.clone());
     let reader = writer.as_reader();
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
@@ -209,9 +210,11 @@ pub async fn start(client: Client, config: MeshConfig, listen: SocketAddr, seed:
         reflect(Api::<Pod>::all(client.clone()), pods_w),
         reflect(Api::<Service>::all(client.clone()), svc_w),
     ];
-    let (vss, t1) = reflect_dynamic(&client, "VirtualService");
-    let (drs, t2) = reflect_dynamic(&client, "DestinationRule");
-    tasks.extend([t1, t2]);
+    let (vss, t1) = reflect_dynamic(&client, "networking.istio.io", "VirtualService");
+    let (drs, t2) = reflect_dynamic(&client, "networking.istio.io", "DestinationRule");
+    // Where Gateway API is not installed the watch retries and the store stays empty.
+    let (http_routes, t3) = reflect_dynamic(&client, "gateway.networking.k8s.io", "HTTPRoute");
+    tasks.extend([t1, t2, t3]);
 
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -230,6 +233,7 @@ pub async fn start(client: Client, config: MeshConfig, listen: SocketAddr, seed:
     let world = World {
         vss,
         drs,
+        http_routes,
         pods,
         services,
     };
@@ -252,6 +256,7 @@ pub async fn start(client: Client, config: MeshConfig, listen: SocketAddr, seed:
 struct World {
     vss: Store<DynamicObject>,
     drs: Store<DynamicObject>,
+    http_routes: Store<DynamicObject>,
     pods: Store<Pod>,
     services: Store<Service>,
 }
@@ -471,8 +476,57 @@ impl World {
                 .collect();
             out.push(dests);
         }
+        for route in self.http_routes.state() {
+            out.extend(http_route_destinations(&route, &snapshot, config));
+        }
         out
     }
+}
+
+/// An HTTPRoute's default rule (the first whose matches take every request: none, or a
+/// bare `PathPrefix /`, which the API server writes for none) resolved to weighted
+/// Services and their ready pods, as a waypoint or a gateway would route it. Its parent
+/// (a Service for mesh traffic, a Gateway for ingress) only says who sends the traffic.
+fn http_route_destinations(
+    route: &DynamicObject,
+    snapshot: &Snapshot,
+    config: &MeshConfig,
+) -> Option<Vec<Destination>> {
+    let ns = route.namespace().unwrap_or_default();
+    let rules = route.data.pointer("/spec/rules").and_then(Value::as_array)?;
+    let rule = rules.iter().find(|r| takes_everything(r.get("matches")))?;
+    let backends = rule.get("backendRefs").and_then(Value::as_array)?;
+    let destinations = backends
+        .iter()
+        .filter(|b| b.get("kind").and_then(Value::as_str).unwrap_or("Service") == "Service")
+        .map(|b| {
+            let service = b.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let namespace = b.get("namespace").and_then(Value::as_str).unwrap_or(&ns).to_string();
+            Destination {
+                groups: snapshot.groups(config, &namespace, &service, None),
+                weight: b.get("weight").and_then(Value::as_u64).map_or(1, |w| w as u32),
+                namespace,
+                service,
+            }
+        })
+        .collect();
+    Some(destinations)
+}
+
+fn takes_everything(matches: Option<&Value>) -> bool {
+    let Some(matches) = matches.and_then(Value::as_array) else {
+        return true;
+    };
+    matches.is_empty()
+        || matches.iter().any(|m| {
+            let path = m.get("path");
+            let root = path.is_none_or(|p| p.get("value").and_then(Value::as_str).is_none_or(|v| v == "/"));
+            let prefix = path
+                .and_then(|p| p.get("type"))
+                .and_then(Value::as_str)
+                .is_none_or(|t| t == "PathPrefix");
+            root && prefix && m.get("headers").is_none() && m.get("queryParams").is_none() && m.get("method").is_none()
+        })
 }
 
 /// Requests of one series counted in a tick.
