@@ -1,10 +1,11 @@
 # The two commands of the README. Both install and build what is missing first.
 .PHONY: demo test bench fuzz image krew peers
 
+# ROUTER=gateway-api runs examples/ambient (Gateway API HTTPRoute) instead of examples/dev.
 demo:
 	./testcluster/prepare.sh
 	cargo build --release --bin weir
-	cargo run --release -p weir-testkit --bin demo
+	WEIR_DEMO_ROUTER=$(ROUTER) cargo run --release -p weir-testkit --bin demo
 
 test:
 	./testcluster/prepare.sh --no-build

@@ -1,7 +1,10 @@
 //! `make demo`: a whole canary story on this machine, no cluster needed.
 //!
 //! Starts a local control plane (built from Go modules), the mesh simulator, a real
-//! Prometheus and the weir controller; applies `examples/dev`; bumps the backend image
+//! Prometheus and the weir controller; applies `examples/dev` (Istio: a VirtualService
+//! and DestinationRule subsets), or with `WEIR_DEMO_ROUTER=gateway-api` (`make demo
+//! ROUTER=gateway-api`) `examples/ambient` (an ambient namespace, a waypoint, an HTTPRoute
+//! parented by the Service, one Service per version); bumps the backend image
 //! and shows the canary go 10 → 25 → 50 → 100 live until it is promoted; then bumps to
 //! a bad image and shows the rollback; prints a summary and stops everything. A local
 //! stand-in for a Slack channel prints the notifications weir sends it as they arrive.
@@ -19,22 +22,49 @@ use weir_testkit::devcluster::{self, LocalCluster, LocalPrometheus};
 use weir_testkit::meshsim::{self, MeshConfig};
 use weir_testkit::{Error, rollouts};
 
+/// The example the demo runs: where it is and what it names.
+struct Example {
+    dir: &'static str,
+    namespace: &'static str,
+    /// The Deployment, its container and its Rollout share this name.
+    name: &'static str,
+    /// What the example applies, for the story.
+    routing: &'static str,
+}
+
+const ISTIO: Example = Example {
+    dir: "examples/dev",
+    namespace: "dev",
+    name: "backend",
+    routing: "backend + frontend, DestinationRule, VirtualService, Rollout",
+};
+
+const GATEWAY_API: Example = Example {
+    dir: "examples/ambient",
+    namespace: "shop",
+    name: "checkout",
+    routing: "an ambient namespace, its waypoint, checkout with a Service per version, an HTTPRoute parented by the Service, Rollout",
+};
+
 fn say(start: Instant, what: &str) {
     println!("[{:>6.1}s] {what}", start.elapsed().as_secs_f64());
 }
 
-async fn bump(client: &Client, image: &str) -> Result<(), Error> {
-    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "backend", "image": image}]}}}});
-    Api::<Deployment>::namespaced(client.clone(), "dev")
-        .patch("backend", &PatchParams::default(), &Patch::Strategic(patch))
+async fn bump(client: &Client, ex: &Example, image: &str) -> Result<(), Error> {
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": ex.name, "image": image}]}}}});
+    Api::<Deployment>::namespaced(client.clone(), ex.namespace)
+        .patch(ex.name, &PatchParams::default(), &Patch::Strategic(patch))
         .await?;
     Ok(())
 }
 
 /// The canary's live value of a built-in metric over the last 10 s, asked of Prometheus
 /// directly: weir writes its evidence into status only when it decides something.
-async fn canary_value(prometheus: &str, name: &str) -> String {
-    let sel = r#"reporter="destination",destination_workload_namespace="dev",destination_workload="backend-canary""#;
+async fn canary_value(prometheus: &str, ex: &Example, name: &str) -> String {
+    let (ns, workload) = (ex.namespace, ex.name);
+    let sel = format!(
+        r#"reporter="destination",destination_workload_namespace="{ns}",destination_workload="{workload}-canary""#
+    );
     let query = match name {
         "request-success-rate" => format!(
             r#"sum(rate(istio_requests_total{{{sel},response_code!~"5.*"}}[10s])) / sum(rate(istio_requests_total{{{sel}}}[10s])) * 100"#
@@ -53,6 +83,7 @@ async fn canary_value(prometheus: &str, name: &str) -> String {
 /// numbers change, until `until`.
 async fn watch(
     client: &Client,
+    ex: &Example,
     prometheus: &str,
     start: Instant,
     until: &[Phase],
@@ -61,11 +92,11 @@ async fn watch(
     let mut last = String::new();
     let began = Instant::now();
     loop {
-        let s = rollouts::status(client, "dev", "backend").await?;
+        let s = rollouts::status(client, ex.namespace, ex.name).await?;
         let (success, p99) = if s.canary_weight > 0 {
             (
-                canary_value(prometheus, "request-success-rate").await,
-                canary_value(prometheus, "request-duration").await,
+                canary_value(prometheus, ex, "request-success-rate").await,
+                canary_value(prometheus, ex, "request-duration").await,
             )
         } else {
             ("-".into(), "-".into())
@@ -123,10 +154,17 @@ async fn slack_channel(start: Instant) -> Result<(String, Arc<AtomicUsize>), Err
 }
 
 /// Bumps the image and shows the canary live until it is promoted or rolled back.
-async fn release(client: &Client, prometheus: &str, start: Instant, image: &str) -> Result<RolloutStatus, Error> {
-    bump(client, image).await?;
+async fn release(
+    client: &Client,
+    ex: &Example,
+    prometheus: &str,
+    start: Instant,
+    image: &str,
+) -> Result<RolloutStatus, Error> {
+    bump(client, ex, image).await?;
     watch(
         client,
+        ex,
         prometheus,
         start,
         &[Phase::Progressing],
@@ -135,6 +173,7 @@ async fn release(client: &Client, prometheus: &str, start: Instant, image: &str)
     .await?;
     watch(
         client,
+        ex,
         prometheus,
         start,
         &[Phase::Succeeded, Phase::RolledBack],
@@ -143,7 +182,8 @@ async fn release(client: &Client, prometheus: &str, start: Instant, image: &str)
     .await
 }
 
-async fn run(start: Instant) -> Result<(), Error> {
+// Long: the demo's story, one step after the other, as a person would run it.
+async fn run(start: Instant, ex: &Example) -> Result<(), Error> {
     say(
         start,
         "building or finding the control plane (testcluster/build.sh; the first build takes ~15 min) ...",
@@ -162,6 +202,7 @@ async fn run(start: Instant) -> Result<(), Error> {
     for file in ["testcluster/istio-crds.yaml", "crds/rollout.yaml"] {
         devcluster::apply_yaml(&client, &std::fs::read_to_string(repo.join(file))?).await?;
     }
+    devcluster::apply_yaml(&client, &devcluster::gateway_api_crds()?).await?;
     let config = MeshConfig::from_yaml(&std::fs::read_to_string(repo.join("testcluster/mesh.yaml"))?)?;
     let mesh = meshsim::start(
         client.clone(),
@@ -218,7 +259,7 @@ async fn run(start: Instant) -> Result<(), Error> {
     );
 
     let mut example = String::new();
-    let mut files: Vec<_> = std::fs::read_dir(repo.join("examples/dev"))?
+    let mut files: Vec<_> = std::fs::read_dir(repo.join(ex.dir))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .collect();
@@ -236,15 +277,13 @@ async fn run(start: Instant) -> Result<(), Error> {
         "progressDeadline": "30s", "scaleDownDelay": "3s",
         "analysis": {"interval": "6s", "tick": "1s",
                      "sequential": {"minDwell": "3s", "minRequests": 10}}}});
-    rollouts::api(&client, "dev")
-        .patch("backend", &PatchParams::default(), &Patch::Merge(fast))
+    rollouts::api(&client, ex.namespace)
+        .patch(ex.name, &PatchParams::default(), &Patch::Merge(fast))
         .await?;
-    say(
-        start,
-        "applied examples/dev: backend + frontend, DestinationRule, VirtualService, Rollout",
-    );
+    say(start, &format!("applied {}: {}", ex.dir, ex.routing));
     watch(
         &client,
+        ex,
         &prometheus.address,
         start,
         &[Phase::Healthy],
@@ -252,9 +291,10 @@ async fn run(start: Instant) -> Result<(), Error> {
     )
     .await?;
 
+    let (ns, name) = (ex.namespace, ex.name);
     say(
         start,
-        "$ kubectl -n dev set image deployment/backend backend=nginxdemos/hello:0.4",
+        &format!("$ kubectl -n {ns} set image deployment/{name} {name}=nginxdemos/hello:0.4"),
     );
     // Requests that met a subset without ready pods before the first bump are the
     // example's own start-up (its pods becoming ready), not weir's doing.
@@ -262,15 +302,17 @@ async fn run(start: Instant) -> Result<(), Error> {
         .telemetry
         .lock()
         .map_err(|_| Error::Setup("telemetry lock".into()))?
-        .no_ready_pods("dev");
-    let good = release(&client, &prometheus.address, start, "nginxdemos/hello:0.4").await?;
+        .no_ready_pods(ns);
+    let good = release(&client, ex, &prometheus.address, start, "nginxdemos/hello:0.4").await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     say(
         start,
-        "$ kubectl -n dev set image deployment/backend backend=nginxdemos/hello:0.5-bad   (5 % of its requests fail)",
+        &format!(
+            "$ kubectl -n {ns} set image deployment/{name} {name}=nginxdemos/hello:0.5-bad   (5 % of its requests fail)"
+        ),
     );
-    let bad = release(&client, &prometheus.address, start, "nginxdemos/hello:0.5-bad").await?;
+    let bad = release(&client, ex, &prometheus.address, start, "nginxdemos/hello:0.5-bad").await?;
 
     // Deliveries run in the background: give the last one a moment.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -278,15 +320,15 @@ async fn run(start: Instant) -> Result<(), Error> {
         .telemetry
         .lock()
         .map_err(|_| Error::Setup("telemetry lock".into()))?;
-    let (canary_n, canary_5xx) = t.served("dev", "backend-canary");
-    let (stable_n, stable_5xx) = t.served("dev", "backend");
+    let (canary_n, canary_5xx) = t.served(ns, &format!("{name}-canary"));
+    let (stable_n, stable_5xx) = t.served(ns, name);
     println!("\nSummary");
     println!("  0.4      -> {:?}: {}", good.phase, good.message);
     println!("  0.5-bad  -> {:?}: {}", bad.phase, bad.message);
     println!("  requests served: stable {stable_n} ({stable_5xx} 5xx), canary {canary_n} ({canary_5xx} 5xx)");
     println!(
         "  requests sent to a destination without ready pods since the first bump: {}",
-        t.no_ready_pods("dev") - no_ready_before
+        t.no_ready_pods(ns) - no_ready_before
     );
     println!(
         "  notifications received by the Slack channel: {}",
@@ -314,8 +356,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let example = match std::env::var("WEIR_DEMO_ROUTER").as_deref() {
+        Ok("gateway-api") => GATEWAY_API,
+        Ok("istio") | Ok("") | Err(_) => ISTIO,
+        Ok(other) => {
+            eprintln!("demo: WEIR_DEMO_ROUTER={other:?}: use istio or gateway-api");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let start = Instant::now();
-    match runtime.block_on(run(start)) {
+    match runtime.block_on(run(start, &example)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo failed: {e}");
