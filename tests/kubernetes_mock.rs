@@ -269,6 +269,7 @@ fn context(client: Client, receivers: Receivers) -> Arc<Context> {
         webhooks: Webhooks::start(WebhookPolicy::default()).0,
         telemetry: Telemetry::default(),
         looks: Looks::default(),
+        hosts: Default::default(),
         health: Default::default(),
         workers: controller::workers(64, false),
     })

@@ -18,7 +18,7 @@ use kube::runtime::watcher;
 
 use crate::api::{Rollout, Router};
 
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Named {
     Target,
     VirtualService,

@@ -12,6 +12,7 @@
 
 pub mod cache;
 mod execute;
+pub mod hosts;
 mod http;
 pub mod index;
 pub mod leader;
@@ -85,6 +86,8 @@ pub struct Context {
     pub webhooks: Webhooks,
     pub telemetry: Telemetry,
     pub looks: Looks,
+    /// Which Services the VirtualServices and HTTPRoutes route (from their watches).
+    pub hosts: hosts::Hosts,
     pub health: Health,
     /// The controller's reconcile workers, shared between namespaces (`workers`).
     pub workers: FairSlots,
@@ -156,6 +159,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         webhooks,
         telemetry,
         looks: Looks::default(),
+        hosts: Default::default(),
         health: Health::default(),
         workers: workers(options.concurrency, options.namespace.is_some()),
     });

@@ -104,11 +104,21 @@ fn finalizer_write_failed(e: kube::Error) -> Error {
     }
 }
 
+/// `kubernetes::observation`, and one rule the objects alone cannot tell: a route whose
+/// Service another router's object also routes is unusable (`hosts`).
+fn observe(ctx: &Context, rollout: &Rollout, names: &Names, objects: &Objects) -> Observation {
+    let mut obs = kubernetes::observation(rollout, names, objects);
+    if let (Some(router), Some(route)) = (rollout.spec.traffic_routing.router(), &objects.route) {
+        obs.world.routing_conflict = ctx.hosts.conflict(index::route_kind(router), route);
+    }
+    obs
+}
+
 /// Observes what the decision needs: everything, when the spec can be planned; else as
 /// much as the names in the spec allow (a canary can still be withdrawn), or nothing.
 async fn observe_for(ctx: &Context, rollout: &Rollout, names: &Names, full: bool) -> Option<Observation> {
     match objects::fetch(&ctx.client, &ctx.routers, rollout, names, None, &ctx.secrets_namespace).await {
-        Ok(objects) => Some(kubernetes::observation(rollout, names, &objects)),
+        Ok(objects) => Some(observe(ctx, rollout, names, &objects)),
         Err(e) if !full => {
             warn!(rollout = %key_of(rollout), %e, "cannot observe the objects of an invalid Rollout");
             None
@@ -221,7 +231,7 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
                     read_at: Instant::now(),
                 },
             };
-            let mut obs = kubernetes::observation(&rollout, &names, &kept.objects);
+            let mut obs = observe(ctx, &rollout, &names, &kept.objects);
             obs.world.hook_answers = ctx.webhooks.answers(&pass.key);
             if let Some(req) = engine::analysis_request(plan, &status, now) {
                 obs.world.readings = Some(read_metrics(ctx, &rollout, plan, provider, &obs.auth, req).await);
@@ -263,7 +273,7 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
     .await
     {
         Ok(objects) => {
-            let mut obs = kubernetes::observation(&rollout, &names, &objects);
+            let mut obs = observe(ctx, &rollout, &names, &objects);
             if objects.route.is_none() {
                 // No VirtualService routes anything to the canary.
                 obs.world.traffic = Ok(0);

@@ -76,6 +76,7 @@ pub(super) fn on_routing(
     let ns = o.namespace().unwrap_or_default();
     let name = o.name_any();
     let object = (!deleted).then_some(o);
+    ctx.hosts.follow(named, o, deleted);
     let change = match named {
         Named::DestinationRule => Change::DestinationRule(&name, object),
         route => Change::Route(route, &name, object),
@@ -138,6 +139,7 @@ fn vanished(ctx: &Context, index: &Index, gone: Vec<u64>) -> Vec<ObjectRef<Rollo
         return Vec::new();
     }
     ctx.looks.forget_objects();
+    ctx.hosts.forget(&gone);
     let remembered = ctx.looks.remembered().into_iter();
     let remembered = remembered.map(|(ns, name)| ObjectRef::new(&name).within(&ns));
     gone.into_iter()

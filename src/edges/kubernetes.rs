@@ -168,6 +168,7 @@ pub fn observation(rollout: &Rollout, names: &Names, objects: &Objects) -> Obser
             canary: objects.canary.as_ref().map(canary_state),
             traffic: Ok(0),
             routes_disagree: false,
+            routing_conflict: None,
             request: request(rollout),
             pause_requested: pause_requested(rollout),
             readings: None,

@@ -30,6 +30,7 @@ mod kit;
 mod leaders;
 mod releases;
 mod resilience;
+mod routers;
 mod scenario;
 mod tenants;
 
@@ -68,12 +69,16 @@ fn end_to_end() {
             gitops::a_paused_canary_is_suspended_then_goes_on(&env, &failures),
             releases::healthy_canary_is_promoted_on(&env, &failures, Layout::GatewayApi),
             releases::bad_canary_is_rolled_back_on(&env, &failures, "bad", "request-success-rate", Layout::GatewayApi),
+            resilience::rollout_deleted_mid_canary_leaves_a_plain_setup_on(&env, &failures, Layout::GatewayApi),
+            resilience::a_synced_weight_is_repaired_at_once_on(&env, &failures, Layout::GatewayApi),
+            routers::a_service_routed_twice_is_refused_naming_both(&env, &failures),
         );
         capturing.abort();
         gitops::check_captured(&failures, &captured).await;
         let mut errors: Vec<String> = [
             results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7, results.8,
-            results.9, results.10, results.11, results.12, results.13, results.14, results.15,
+            results.9, results.10, results.11, results.12, results.13, results.14, results.15, results.16, results.17,
+            results.18,
         ]
         .into_iter()
         .filter_map(Result::err)
@@ -96,6 +101,9 @@ fn end_to_end() {
             "e2e-gitops",
             "e2e-gw-healthy",
             "e2e-gw-bad",
+            "e2e-gw-delete",
+            "e2e-gw-drift",
+            "e2e-gw-twice",
         ]
         .map(String::from)
         .to_vec();

@@ -74,7 +74,15 @@ pub(crate) async fn prometheus_back_in_time_resumes_the_rollout(
 /// before the canary goes, no request to a destination without ready pods, the
 /// Deployment no longer held (its pending template rolls out), the canary removed.
 pub(crate) async fn rollout_deleted_mid_canary_leaves_a_plain_setup(env: &Env, f: &Failures) -> Result<(), String> {
-    let s = Scenario::start(env, f, "e2e-delete", &env.provider).await?;
+    rollout_deleted_mid_canary_leaves_a_plain_setup_on(env, f, Layout::Istio).await
+}
+
+pub(crate) async fn rollout_deleted_mid_canary_leaves_a_plain_setup_on(
+    env: &Env,
+    f: &Failures,
+    layout: Layout,
+) -> Result<(), String> {
+    let s = Scenario::start_on(env, f, &layout.namespace("delete"), &env.provider, layout).await?;
     let ns = s.ns.as_str();
     s.bump("nginxdemos/hello:2.0").await;
     s.until_weight(25).await?;
@@ -123,26 +131,34 @@ pub(crate) async fn rollout_deleted_mid_canary_leaves_a_plain_setup(env: &Env, f
 /// stable) mid-canary: weir, watching the VirtualService, writes the canary's weight
 /// again at once (printed), and the rollout goes on to promotion.
 pub(crate) async fn a_synced_weight_is_repaired_at_once(env: &Env, f: &Failures) -> Result<(), String> {
-    let s = Scenario::start(env, f, "e2e-drift", &env.provider).await?;
+    a_synced_weight_is_repaired_at_once_on(env, f, Layout::Istio).await
+}
+
+pub(crate) async fn a_synced_weight_is_repaired_at_once_on(
+    env: &Env,
+    f: &Failures,
+    layout: Layout,
+) -> Result<(), String> {
+    let s = Scenario::start_on(env, f, &layout.namespace("drift"), &env.provider, layout).await?;
     let ns = s.ns.as_str();
     s.bump("nginxdemos/hello:2.0").await;
     s.until_weight(25).await?;
+    let (ar, canary_at) = layout.weight_at();
+    let stable_at = canary_at.replace("/1/weight", "/0/weight");
     let sync = json!([
-        {"op": "replace", "path": "/spec/http/0/route/0/weight", "value": 100},
-        {"op": "replace", "path": "/spec/http/0/route/1/weight", "value": 0},
+        {"op": "replace", "path": stable_at, "value": 100},
+        {"op": "replace", "path": canary_at, "value": 0},
     ]);
     let patch: json_patch::Patch = serde_json::from_value(sync).map_err(|e| e.to_string())?;
     let synced = Instant::now();
-    vs_api(&env.client, ns)
+    let route = Api::<DynamicObject>::namespaced_with(env.client.clone(), ns, &ar);
+    route
         .patch("backend", &PatchParams::default(), &Patch::Json::<()>(patch))
         .await
         .map_err(|e| format!("{ns}: sync: {e}"))?;
     let repaired = loop {
-        let vs = vs_api(&env.client, ns)
-            .get("backend")
-            .await
-            .map_err(|e| e.to_string())?;
-        let w = vs.data.pointer("/spec/http/0/route/1/weight").and_then(|v| v.as_u64());
+        let vs = route.get("backend").await.map_err(|e| e.to_string())?;
+        let w = vs.data.pointer(canary_at).and_then(|v| v.as_u64());
         if w.is_some_and(|w| w > 0) {
             break synced.elapsed();
         }
@@ -153,7 +169,7 @@ pub(crate) async fn a_synced_weight_is_repaired_at_once(env: &Env, f: &Failures)
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     eprintln!(
-        "drift: a weight rewritten by a sync was repaired {} ms later (10 ms polling)",
+        "drift ({layout:?}): a weight rewritten by a sync was repaired {} ms later (10 ms polling)",
         repaired.as_millis()
     );
     s.expect_promoted().await?;

@@ -497,6 +497,7 @@ fn taking_over_waits_for_the_deployments_own_rollout() {
         canary: None,
         traffic: Ok(0),
         routes_disagree: false,
+        routing_conflict: None,
         request: None,
         pause_requested: false,
         readings: None,
@@ -880,6 +881,23 @@ fn unusable_routing_mid_canary_withdraws_it_once_the_weight_can_be_written() {
         s.status.phase == Phase::Healthy && s.canary.as_ref().is_some_and(|c| c.pods.desired == 0)
     });
     assert_eq!(sim.weight, 0);
+}
+
+#[test]
+fn a_route_another_router_also_routes_withdraws_the_canary_then_goes_on_when_it_is_gone() {
+    let mut sim = Sim::new(&spec(""));
+    sim.bump(NEW);
+    at_weight(&mut sim, 25);
+    let both = "Service dev/backend is routed by both HTTPRoute dev/backend and VirtualService dev/legacy";
+    sim.routing_conflict = Some(both.into());
+    sim.reconcile();
+    assert_eq!(sim.status.phase, Phase::InvalidSpec);
+    assert!(sim.status.message.starts_with(both), "{}", sim.status.message);
+    // Unlike an unusable route, this one can be written: the canary's weight goes at once.
+    assert_eq!(sim.weight, 0, "traffic back on stable");
+    sim.routing_conflict = None;
+    sim.run_until(minutes(1), |s| s.status.phase == Phase::Healthy);
+    assert_eq!(sim.weight, 0, "no weight raised without a fresh release");
 }
 
 #[test]

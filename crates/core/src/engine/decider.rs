@@ -135,7 +135,7 @@ impl Decider {
             let next = self.unusable(Reason::TargetNotFound, &message, plan.scale_down_delay, world);
             return self.drive(next, None);
         };
-        if let Err(problem) = &world.traffic {
+        if let Some(problem) = world.traffic.as_ref().err().or(world.routing_conflict.as_ref()) {
             let next = self.unusable(Reason::TrafficRoutingInvalid, problem, plan.scale_down_delay, world);
             return self.drive(next, None);
         }

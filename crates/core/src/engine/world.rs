@@ -72,6 +72,10 @@ pub struct World {
     pub traffic: Result<u32, String>,
     /// The managed routes carry different canary weights: one needs rewriting.
     pub routes_disagree: bool,
+    /// Why the route cannot be trusted although it fits, seen beyond this Rollout's
+    /// objects (another router's object routes the same Service): the canary is
+    /// withdrawn, since the mesh may apply the other object instead.
+    pub routing_conflict: Option<String>,
     /// The `weir.dev/request` annotation.
     pub request: Option<String>,
     /// The `weir.dev/paused` annotation is "true".
@@ -90,6 +94,7 @@ impl World {
             canary: None,
             traffic: Err("not observed".into()),
             routes_disagree: false,
+            routing_conflict: None,
             request: None,
             pause_requested: false,
             readings: None,

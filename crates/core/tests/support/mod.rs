@@ -125,6 +125,8 @@ pub struct Sim {
     pub strict: bool,
     /// Why the routing objects do not fit, when they do not (no weight can be written).
     pub routing_problem: Option<String>,
+    /// Another router's object routes the same Service (`World::routing_conflict`).
+    pub routing_conflict: Option<String>,
     /// The managed routes carry different weights.
     pub routes_disagree: bool,
     /// How each webhook (by name) answers its calls, in order; the last answer repeats.
@@ -188,6 +190,7 @@ impl Sim {
             violations: vec![],
             strict: true,
             routing_problem: None,
+            routing_conflict: None,
             routes_disagree: false,
             hook_replies: BTreeMap::new(),
             hook_calls: vec![],
@@ -294,6 +297,7 @@ impl Sim {
                 None => Ok(self.weight),
             },
             routes_disagree: self.routes_disagree,
+            routing_conflict: self.routing_conflict.clone(),
             request: self.request.clone(),
             pause_requested: self.pause,
             readings,
