@@ -161,7 +161,7 @@ fn watch_all(client: &Client, seen: Arc<Mutex<Seen>>) -> Vec<tokio::task::JoinHa
             {
                 let mut seen = s.lock().unwrap_or_else(|e| e.into_inner());
                 seen.phases.insert(r.name_any(), status.phase.clone());
-                if let State::Analysing { at, started } = &status.state {
+                if let State::Analysing { at, started, .. } = &status.state {
                     seen.step_started.insert((r.name_any(), at.step), *started);
                 }
             }

@@ -217,7 +217,7 @@ impl Telemetry {
 
     /// A step analysed since `started` that this decision left (passed, rolled back).
     fn record_step(&self, before: &RolloutStatus, after: &RolloutStatus, now: Timestamp) {
-        let State::Analysing { at, started } = &before.state else {
+        let State::Analysing { at, started, .. } = &before.state else {
             return;
         };
         let same_step =
@@ -281,6 +281,7 @@ mod tests {
             state: State::Analysing {
                 at,
                 started: started.parse().unwrap(),
+                awaiting_mesh: false,
             },
             ..Default::default()
         }

@@ -270,6 +270,7 @@ fn context(client: Client, receivers: Receivers) -> Arc<Context> {
         telemetry: Telemetry::default(),
         looks: Looks::default(),
         hosts: Default::default(),
+        confirmed: Default::default(),
         health: Default::default(),
         workers: controller::workers(64, false),
     })
@@ -649,6 +650,7 @@ async fn deleting_a_rollout_hands_traffic_and_the_deployment_back_before_the_fin
     let analysing = status_of(State::Analysing {
         at: canary_at(&revision, 1, 50),
         started: jiff::Timestamp::now(),
+        awaiting_mesh: false,
     });
     let mut deleted = rollout(Some(analysing));
     deleted.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
@@ -735,6 +737,7 @@ fn analysing_at_10(revision: &str) -> RolloutStatus {
     let mut status = status_of(State::Analysing {
         at: canary_at(revision, 0, 10),
         started: now,
+        awaiting_mesh: false,
     });
     status.step_display = Some("1/3".into());
     status.analysis = Some(weir::api::AnalysisStatus {

@@ -129,6 +129,7 @@ fn world(t: &Tick, plan: Option<&Plan>) -> World {
         traffic: t.traffic.map(|w| u32::from(w.min(100))).ok_or_else(|| "routes unreadable".to_string()),
         routes_disagree: t.disagree,
         routing_conflict: None,
+        mesh: Default::default(),
         request: t.request.map(|r| ["promote/1", "abort/2", "retry/3", "nonsense/4"][usize::from(r % 4)].to_string()),
         pause_requested: t.pause,
         readings,

@@ -11,6 +11,7 @@
 //!   they name; the workers are shared between namespaces by `crate::fair`.
 
 pub mod cache;
+pub mod confirmed;
 mod execute;
 pub mod hosts;
 mod http;
@@ -88,6 +89,8 @@ pub struct Context {
     pub looks: Looks,
     /// Which Services the VirtualServices and HTTPRoutes route (from their watches).
     pub hosts: hosts::Hosts,
+    /// Since when the mesh has confirmed each route's generation (from their status).
+    pub confirmed: confirmed::Confirmed,
     pub health: Health,
     /// The controller's reconcile workers, shared between namespaces (`workers`).
     pub workers: FairSlots,
@@ -160,6 +163,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         telemetry,
         looks: Looks::default(),
         hosts: Default::default(),
+        confirmed: Default::default(),
         health: Health::default(),
         workers: workers(options.concurrency, options.namespace.is_some()),
     });

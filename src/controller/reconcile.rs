@@ -104,12 +104,14 @@ fn finalizer_write_failed(e: kube::Error) -> Error {
     }
 }
 
-/// `kubernetes::observation`, and one rule the objects alone cannot tell: a route whose
-/// Service another router's object also routes is unusable (`hosts`).
+/// `kubernetes::observation`, and what the objects alone cannot tell: a route whose
+/// Service another router's object also routes is unusable (`hosts`); since when the
+/// mesh has confirmed the route (`confirmed`).
 fn observe(ctx: &Context, rollout: &Rollout, names: &Names, objects: &Objects) -> Observation {
     let mut obs = kubernetes::observation(rollout, names, objects);
     if let (Some(router), Some(route)) = (rollout.spec.traffic_routing.router(), &objects.route) {
         obs.world.routing_conflict = ctx.hosts.conflict(index::route_kind(router), route);
+        obs.world.mesh = ctx.confirmed.since(route, obs.world.mesh);
     }
     obs
 }

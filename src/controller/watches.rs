@@ -77,6 +77,9 @@ pub(super) fn on_routing(
     let name = o.name_any();
     let object = (!deleted).then_some(o);
     ctx.hosts.follow(named, o, deleted);
+    if deleted && let Ok(route) = serde_json::to_value(o) {
+        ctx.confirmed.forget(&route);
+    }
     let change = match named {
         Named::DestinationRule => Change::DestinationRule(&name, object),
         route => Change::Route(route, &name, object),

@@ -169,6 +169,7 @@ pub fn observation(rollout: &Rollout, names: &Names, objects: &Objects) -> Obser
             traffic: Ok(0),
             routes_disagree: false,
             routing_conflict: None,
+            mesh: Default::default(),
             request: request(rollout),
             pause_requested: pause_requested(rollout),
             readings: None,
@@ -225,6 +226,9 @@ fn observe_routing(
     };
     let percent = routes::observed_canary_percent(&routes);
     obs.world.routes_disagree = routes::routes_disagree(&routes);
+    if let (Some(route), Some(first)) = (&objects.route, routes.first()) {
+        obs.world.mesh = routes::mesh_confirmation(first.shape, route, jiff::Timestamp::now());
+    }
     obs.routes = routes;
     obs.route = objects.route.clone();
     Ok(percent)

@@ -101,7 +101,14 @@ pub enum State {
         drain_until: Option<Timestamp>,
     },
     /// The step's weight is written; the judge looks at every tick.
-    Analysing { at: CanaryAt, started: Timestamp },
+    Analysing {
+        at: CanaryAt,
+        started: Timestamp,
+        /// The weight is written, the mesh (which confirms what it applies) has not
+        /// confirmed it yet: the step's clock starts when it does.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        awaiting_mesh: bool,
+    },
     /// A person holds the canary at its step (`weir pause`); the deadline does not run.
     Paused { at: CanaryAt, analysing: bool },
     /// The last step passed: the Deployment rolls out the canary's template while the
@@ -220,6 +227,17 @@ impl State {
     }
 
     /// Which state this is, without its data.
+    /// A step whose weight the mesh has not confirmed yet.
+    pub fn awaiting_mesh(&self) -> bool {
+        matches!(
+            self,
+            State::Analysing {
+                awaiting_mesh: true,
+                ..
+            }
+        )
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             State::Initializing => Kind::Initializing,
@@ -266,6 +284,7 @@ mod tests {
             State::Analysing {
                 at: at.clone(),
                 started: t,
+                awaiting_mesh: true,
             },
             State::Paused {
                 at: at.clone(),

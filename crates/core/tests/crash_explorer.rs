@@ -141,6 +141,10 @@ fn with_webhooks(hooks: &'static [(&'static str, &'static str, &'static [Reply])
 }
 
 fn scenarios() -> Vec<Scenario> {
+    slow_mesh(scenarios_base())
+}
+
+fn scenarios_base() -> Vec<Scenario> {
     let mut all = vec![Scenario {
         name: "promotion".into(),
         setup: nothing(),
@@ -229,6 +233,30 @@ fn scenarios() -> Vec<Scenario> {
         done: Box::new(|s| s.released),
         racing: false,
     });
+    all
+}
+
+/// The promotion, a rollback and a deletion again through a mesh that applies each
+/// weight 40 s late (longer than the 10 s drain) and confirms it in the route's status.
+fn slow_mesh(mut all: Vec<Scenario>) -> Vec<Scenario> {
+    let slow = |s: &mut Sim| s.mesh_lag = Some(Duration::from_secs(40));
+    let picked = ["promotion", "rollback at step 2", "deletion mid-canary"];
+    let base: Vec<usize> = (all.iter().enumerate())
+        .filter(|(_, s)| picked.contains(&s.name.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    for i in base {
+        let plain = scenarios_base().swap_remove(i);
+        let setup = plain.setup;
+        all.push(Scenario {
+            name: format!("{} (slow mesh)", plain.name),
+            setup: Box::new(move |s| {
+                setup(s);
+                slow(s);
+            }),
+            ..plain
+        });
+    }
     all
 }
 

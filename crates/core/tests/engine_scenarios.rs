@@ -12,6 +12,7 @@ use support::*;
 use weir_core::engine::{self, Action, Pods, TargetState, World};
 use weir_core::plan;
 use weir_core::spec::RolloutSpec;
+use weir_core::state::State;
 use weir_core::status::{Phase, RolloutStatus};
 
 #[test]
@@ -498,6 +499,7 @@ fn taking_over_waits_for_the_deployments_own_rollout() {
         traffic: Ok(0),
         routes_disagree: false,
         routing_conflict: None,
+        mesh: Default::default(),
         request: None,
         pause_requested: false,
         readings: None,
@@ -898,6 +900,76 @@ fn a_route_another_router_also_routes_withdraws_the_canary_then_goes_on_when_it_
     sim.routing_conflict = None;
     sim.run_until(minutes(1), |s| s.status.phase == Phase::Healthy);
     assert_eq!(sim.weight, 0, "no weight raised without a fresh release");
+}
+
+/// A mesh that takes 40 s to apply a weight (an Envoy that missed a push, then a
+/// resync), beside a 10 s drain: the canary's pods stay until the mesh confirms weight
+/// 0, then drain for the delay; each step's clock starts when the mesh confirms its
+/// weight. (The strict simulator panics at a request to no pods or a look counted at a
+/// weight the data plane did not apply.)
+#[test]
+fn a_slow_mesh_that_confirms_holds_the_step_clock_and_the_drain_until_it_has() {
+    let lag = Duration::from_secs(40);
+    let mut sim = Sim::new(&spec(""));
+    sim.mesh_lag = Some(lag);
+    sim.bump(NEW);
+    sim.run_until(minutes(2), |s| s.weight == 10);
+    let written = sim.now;
+    sim.run_until(minutes(2), |s| {
+        matches!(
+            s.status.state,
+            State::Analysing {
+                awaiting_mesh: false,
+                ..
+            }
+        )
+    });
+    let State::Analysing { started, .. } = sim.status.state.clone() else {
+        unreachable!()
+    };
+    assert!(
+        started >= written + lag,
+        "the step began at {started}, the mesh applied 10% at {}",
+        written + lag
+    );
+    assert_eq!(sim.plane_weight(), 10);
+    sim.metrics = Metrics::Traffic {
+        rps: 200.0,
+        canary: BROKEN,
+    };
+    sim.run_until(minutes(5), |s| s.weight == 0);
+    let withdrawn = sim.now;
+    sim.run_until(minutes(5), |s| s.canary.as_ref().is_some_and(|c| c.pods.desired == 0));
+    assert!(
+        sim.now >= withdrawn + lag + Duration::from_secs(10),
+        "pods left at {}, weight 0 written at {withdrawn}",
+        sim.now
+    );
+    assert_eq!(sim.status.phase, Phase::RolledBack);
+}
+
+/// The same mesh, silent (it writes no status): nothing tells weir it lags, so the
+/// steps are judged on weights not yet applied and the drain delay alone lets the pods
+/// go under traffic — what the confirmation prevents.
+#[test]
+fn a_slow_mesh_that_writes_no_status_is_what_the_drain_delay_cannot_cover() {
+    let mut sim = Sim::new(&spec(""));
+    sim.strict = false;
+    (sim.mesh_lag, sim.mesh_silent) = (Some(Duration::from_secs(40)), true);
+    sim.bump(NEW);
+    sim.run_until(minutes(2), |s| s.weight == 25);
+    sim.metrics = Metrics::Traffic {
+        rps: 200.0,
+        canary: BROKEN,
+    };
+    sim.run_until(minutes(10), |s| s.canary.as_ref().is_some_and(|c| c.pods.desired == 0));
+    let told = |what: &str| sim.violations.iter().any(|v| v.contains(what));
+    assert!(told("before their traffic drained"), "{:?}", sim.violations);
+    assert!(
+        told("counted while the data plane applied 0% of 10%"),
+        "{:?}",
+        sim.violations
+    );
 }
 
 #[test]

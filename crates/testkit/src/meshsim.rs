@@ -47,6 +47,27 @@ pub struct MeshConfig {
     pub rps: f64,
     /// By image tag: a tag equal to the key or ending in `-<key>` uses it; else `default`.
     pub profiles: BTreeMap<String, Profile>,
+    /// How the proxies learn of route changes; by default at once, with no status.
+    #[serde(default)]
+    pub data_plane: DataPlane,
+}
+
+/// How the simulated proxies learn of a route's change, as istiod pushes it: after a
+/// delay, now and then not at all until the next resync (an Envoy that missed a push);
+/// and the status Istio writes on the route once they have it.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DataPlane {
+    /// A change reaches the proxies this long after the API server has it.
+    pub push_delay_ms: u64,
+    /// The share of pushes missed: that change arrives with the next resync.
+    pub missed_push_ratio: f64,
+    /// How often the proxies resync every route (when pushes can be missed).
+    pub resync_ms: u64,
+    /// Once the proxies have a route's generation, write the status Istio writes: an
+    /// HTTPRoute's `status.parents[]` Accepted at that generation; a VirtualService's
+    /// `Reconciled` condition and `observedGeneration` (istiod's distribution status).
+    pub write_status: bool,
 }
 
 impl MeshConfig {
@@ -237,6 +258,16 @@ pub async fn start(client: Client, config: MeshConfig, listen: SocketAddr, seed:
         pods,
         services,
     };
+    let (statuses, written) = futures::channel::mpsc::unbounded();
+    if config.data_plane.write_status {
+        tasks.push(tokio::spawn(write_statuses(client.clone(), written)));
+    }
+    let mut proxies = Proxies {
+        plane: config.data_plane.clone(),
+        applied: HashMap::new(),
+        statuses,
+        rng: StdRng::seed_from_u64(seed ^ 0x5eed),
+    };
     let traffic = telemetry.clone();
     tasks.push(tokio::spawn(async move {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -244,7 +275,8 @@ pub async fn start(client: Client, config: MeshConfig, listen: SocketAddr, seed:
         let mut interval = tokio::time::interval(tick);
         loop {
             interval.tick().await;
-            let plan = world.routes(&config);
+            proxies.follow(&world);
+            let plan = world.routes(&config, &proxies);
             if let Ok(mut t) = traffic.lock() {
                 send(&plan, config.rps, tick, &mut rng, &mut t);
             }
@@ -427,10 +459,140 @@ impl<'a> Snapshot<'a> {
     }
 }
 
+/// A route as the proxies have it.
+struct Applied {
+    route: Arc<DynamicObject>,
+    generation: i64,
+    /// A newer generation on its way, and when it arrives.
+    coming: Option<(i64, tokio::time::Instant)>,
+}
+
+/// What the proxies have of each route (by kind/namespace/name), which may lag the API
+/// server as `DataPlane` says; the traffic goes by this, not by the stores.
+struct Proxies {
+    plane: DataPlane,
+    applied: HashMap<String, Applied>,
+    statuses: futures::channel::mpsc::UnboundedSender<Arc<DynamicObject>>,
+    rng: StdRng,
+}
+
+fn generation_of(o: &DynamicObject) -> i64 {
+    o.metadata.generation.unwrap_or_default()
+}
+
+impl Proxies {
+    /// Takes in what arrived by now, schedules the pushes of what changed, forgets
+    /// deleted routes.
+    fn follow(&mut self, world: &World) {
+        let now = tokio::time::Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        for route in world.vss.state().into_iter().chain(world.http_routes.state()) {
+            let kind = route.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
+            let key = format!("{kind}/{}/{}", route.namespace().unwrap_or_default(), route.name_any());
+            seen.insert(key.clone());
+            let generation = generation_of(&route);
+            let arrives = self.arrival(now);
+            let applied = self.applied.entry(key).or_insert_with(|| Applied {
+                route: route.clone(),
+                generation: -1,
+                coming: None,
+            });
+            match applied.coming {
+                Some((g, at)) if g == generation && at <= now => {
+                    applied.route = route.clone();
+                    applied.generation = generation;
+                    applied.coming = None;
+                    if self.plane.write_status {
+                        let _ = self.statuses.unbounded_send(route.clone());
+                    }
+                }
+                Some((g, _)) if g == generation => {}
+                _ if applied.generation == generation => applied.route = route.clone(),
+                _ => applied.coming = Some((generation, arrives)),
+            }
+        }
+        self.applied.retain(|k, _| seen.contains(k));
+    }
+
+    /// When a change pushed now reaches the proxies: after the push delay, or, for a
+    /// missed push, at the next resync.
+    fn arrival(&mut self, now: tokio::time::Instant) -> tokio::time::Instant {
+        let plane = &self.plane;
+        let missed = plane.missed_push_ratio > 0.0 && self.rng.random_bool(plane.missed_push_ratio.min(1.0));
+        let delay = match missed {
+            true => plane.resync_ms.max(plane.push_delay_ms),
+            false => plane.push_delay_ms,
+        };
+        now + Duration::from_millis(delay)
+    }
+
+    fn routes_of(&self, kind: &str) -> impl Iterator<Item = &Arc<DynamicObject>> {
+        let prefix = format!("{kind}/");
+        (self.applied.iter())
+            .filter(move |(k, a)| k.starts_with(&prefix) && a.generation >= 0)
+            .map(|(_, a)| &a.route)
+    }
+}
+
+/// Writes the status Istio writes once the proxies have a route's generation.
+async fn write_statuses(client: Client, mut routes: futures::channel::mpsc::UnboundedReceiver<Arc<DynamicObject>>) {
+    while let Some(route) = routes.next().await {
+        let Some(types) = route.types.clone() else { continue };
+        let (group, version) = types.api_version.split_once('/').unwrap_or(("", &types.api_version));
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &types.kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &route.namespace().unwrap_or_default(), &ar);
+        let status = route_status(&types.kind, &route);
+        let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
+        // A write the API server refuses (restarting, say) is tried again, as istiod does.
+        for _ in 0..20 {
+            match api.patch_status(&route.name_any(), &Default::default(), &patch).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 404 => break,
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+}
+
+/// The status of a route whose generation every proxy has.
+fn route_status(kind: &str, route: &DynamicObject) -> Value {
+    let generation = generation_of(route);
+    let now = jiff::Timestamp::now().to_string();
+    if kind != "HTTPRoute" {
+        // istiod's distribution status: protobuf's JSON writes int64 as a string.
+        return serde_json::json!({
+            "observedGeneration": generation.to_string(),
+            "conditions": [{"type": "Reconciled", "status": "True", "lastTransitionTime": now,
+                            "message": "every proxy has it", "reason": "Reconciled"}],
+        });
+    }
+    let refs = route
+        .data
+        .pointer("/spec/parentRefs")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let condition = |type_: &str, reason: &str| {
+        serde_json::json!({"type": type_, "status": "True", "reason": reason, "message": "",
+                           "observedGeneration": generation, "lastTransitionTime": now})
+    };
+    let parents: Vec<Value> = refs
+        .into_iter()
+        .map(|parent| {
+            serde_json::json!({
+                "parentRef": parent,
+                "controllerName": "istio.io/gateway-controller",
+                "conditions": [condition("Accepted", "Accepted"), condition("ResolvedRefs", "ResolvedRefs")],
+            })
+        })
+        .collect();
+    serde_json::json!({ "parents": parents })
+}
+
 impl World {
     /// For every VirtualService: its default route (the first HTTP route without `match`)
     /// resolved to weighted destinations and their ready pods.
-    fn routes(&self, config: &MeshConfig) -> Vec<Vec<Destination>> {
+    fn routes(&self, config: &MeshConfig, proxies: &Proxies) -> Vec<Vec<Destination>> {
         let stores = Stores {
             services: self.services.state(),
             drs: self.drs.state(),
@@ -438,7 +600,7 @@ impl World {
         };
         let snapshot = Snapshot::of(&stores);
         let mut out = vec![];
-        for vs in self.vss.state() {
+        for vs in proxies.routes_of("VirtualService") {
             let ns = vs.namespace().unwrap_or_default();
             let Some(http) = vs.data.pointer("/spec/http").and_then(Value::as_array) else {
                 continue;
@@ -476,8 +638,8 @@ impl World {
                 .collect();
             out.push(dests);
         }
-        for route in self.http_routes.state() {
-            out.extend(http_route_destinations(&route, &snapshot, config));
+        for route in proxies.routes_of("HTTPRoute") {
+            out.extend(http_route_destinations(route, &snapshot, config));
         }
         out
     }

@@ -12,7 +12,7 @@ use super::hooks::{Said, confirmation};
 use super::promoting::ROLLOUT_POLL;
 use super::rollback::Rollback;
 use super::scaling::first_look;
-use super::{Action, AnalysisRequest, Why};
+use super::{Action, AnalysisRequest, MeshConfirmation, Why};
 use crate::judge::{self, LastLook, MetricInput, Reading, StepClock, StepCounts, Verdict};
 use crate::plan::Plan;
 use crate::spec::JudgeKind;
@@ -24,9 +24,13 @@ use crate::windows::Gate;
 /// Is a look at the metrics due now? The controller asks before querying Prometheus.
 /// While analysing: at every tick. While scaling after a restart: at once (then at every
 /// tick while it fails), because no weight is raised before a fresh look
-/// (`RolloutStatus::judged_here`).
+/// (`RolloutStatus::judged_here`). Not while the mesh has not confirmed the step's
+/// weight: the step has not begun.
 pub fn analysis_request(plan: &Plan, status: &RolloutStatus, now: Timestamp) -> Option<AnalysisRequest> {
     let since = match state_of(status) {
+        State::Analysing {
+            awaiting_mesh: true, ..
+        } if status.judged_here => return None,
         State::Analysing { started, .. } => started,
         State::Scaling { since, .. } if !status.judged_here => since,
         _ => return None,
@@ -48,6 +52,10 @@ pub fn analysis_request(plan: &Plan, status: &RolloutStatus, now: Timestamp) -> 
         interval: plan.interval,
     })
 }
+
+/// How often a step whose weight the mesh has not confirmed looks again, should the
+/// route's status change not wake it (a missed watch event).
+const MESH_RECHECK: Duration = Duration::from_secs(5);
 
 /// Where a step that passed at 0-based `index` goes: the next step, the same step when
 /// it passed below its weight (`spec.steps` changed mid-step: the weight is raised and
@@ -99,6 +107,10 @@ impl Decider {
         let step = plan.step(index);
         let due = after(started, step.duration);
         let deadline = after(due, plan.progress_deadline);
+        // After a restart the weight is raised only after a fresh look (`restart_if_raised`).
+        if self.state.awaiting_mesh() && self.status.judged_here {
+            return self.await_mesh(cx, &at, started);
+        }
         let Some(readings) = &world.readings else {
             self.keep_weight(at.weight);
             if let Some(restarted) = self.restart_if_raised(plan, &at) {
@@ -157,8 +169,58 @@ impl Decider {
         let restarted = State::Analysing {
             at: at.clone(),
             started: self.now,
+            awaiting_mesh: self.seen.mesh != MeshConfirmation::NotWritten,
         };
         Some(go(restarted, Why::WeightWrittenAgain))
+    }
+
+    /// The step's weight is written; the mesh, which confirms what it applies, has not
+    /// confirmed it: the step begins (its clock, its looks) when it does. A mesh that
+    /// does not confirm within the progress deadline rolls the canary back: no step
+    /// passes on traffic that may never have reached the canary.
+    fn await_mesh(&mut self, cx: &Cx, at: &CanaryAt, since: Timestamp) -> Next {
+        let plan = cx.plan;
+        self.keep_weight(at.weight);
+        let (step, steps) = (at.step + 1, plan.steps.len());
+        let weight_seen = self.seen.world_weight == Some(at.weight);
+        let pending = match (weight_seen, self.seen.mesh_pending()) {
+            (true, None) => {
+                let since = self.seen.mesh_confirmed_since().unwrap_or(self.now).min(self.now);
+                let first_look = first_look(plan, at);
+                if let Some(a) = self.status.analysis.as_mut() {
+                    a.next_check_at = Some(ts(after(self.now, first_look)));
+                    a.passed_at = None;
+                }
+                self.wake_at(after(self.now, first_look));
+                self.status.message = format!(
+                    "step {step}/{steps}: canary at {}%, confirmed by the mesh, analysing",
+                    at.weight
+                );
+                let begun = State::Analysing {
+                    at: at.clone(),
+                    started: since,
+                    awaiting_mesh: false,
+                };
+                return go(begun, Why::MeshConfirmed);
+            }
+            (true, Some(why)) => why.to_string(),
+            (false, _) => format!("weight {}% not yet seen in the routes", at.weight),
+        };
+        let deadline = after(since, plan.progress_deadline);
+        if self.now >= deadline {
+            let within = humantime::format_duration(plan.progress_deadline);
+            let reason = format!(
+                "the mesh did not confirm weight {}% within progressDeadline {within}: {pending}",
+                at.weight
+            );
+            return self.rollback(cx, Rollback::because(reason));
+        }
+        let what = format!("step {step}/{steps}: the mesh has not confirmed weight {}%", at.weight);
+        self.stuck_if_late(plan, Reason::DeadlineNear, &what, deadline);
+        self.status.message = format!("{what}; the step's analysis starts once it does: {pending}");
+        // The route's status wakes the Rollout; this is the fallback.
+        self.wake_at(after(self.now, MESH_RECHECK).min(deadline));
+        Next::Stay
     }
 
     /// Acts on one look's verdict: pass, breach, error or nothing yet.

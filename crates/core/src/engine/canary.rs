@@ -94,7 +94,14 @@ impl Decider {
         let a = self.status.analysis.get_or_insert_with(AnalysisStatus::default);
         a.passed_at = None;
         a.next_check_at = Some(ts(after(self.now, plan.tick)));
-        go(State::Analysing { at, started: self.now }, Why::StepsChanged)
+        go(
+            State::Analysing {
+                at,
+                started: self.now,
+                awaiting_mesh: false,
+            },
+            Why::StepsChanged,
+        )
     }
 
     /// The template went back to stable: the canary is cancelled and drains.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{Action, Decision, Event, TargetState, Then, Why, World, allowed};
+use super::{Action, Decision, Event, MeshConfirmation, TargetState, Then, Why, World, allowed};
 use crate::hooks::{HookAnswer, HookCall};
 use crate::plan::Plan;
 use crate::state::{CanaryAt, Kind, Outcome, STATE_VERSION, State};
@@ -55,6 +55,27 @@ pub(super) struct Seen {
     pub deleting: bool,
     /// `scaleDownDelay`, when known.
     pub drain_delay: Option<Duration>,
+    /// Whether the mesh confirmed the routes as seen.
+    pub mesh: MeshConfirmation,
+}
+
+impl Seen {
+    /// Why the mesh may still route by an older version of the routes: it writes status
+    /// and has not confirmed the current one.
+    pub fn mesh_pending(&self) -> Option<&str> {
+        match &self.mesh {
+            MeshConfirmation::Pending(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Since when the mesh has confirmed the routes as seen, where it confirms.
+    pub fn mesh_confirmed_since(&self) -> Option<Timestamp> {
+        match self.mesh {
+            MeshConfirmation::Confirmed { since } => Some(since),
+            _ => None,
+        }
+    }
 }
 
 pub(super) struct Decider {
@@ -112,6 +133,7 @@ impl Decider {
                 answers: world.hook_answers.clone(),
                 deleting: false,
                 drain_delay: None,
+                mesh: world.mesh.clone(),
             },
             actions: Vec::new(),
             events: Vec::new(),

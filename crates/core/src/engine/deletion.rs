@@ -32,7 +32,7 @@ impl Decider {
         }
         if let State::Draining { until, .. } = self.state {
             self.set_weight(0);
-            let until = self.drain_from_now_if_weighted(until);
+            let until = self.drain_counted_from_the_mesh(until);
             if self.now < until {
                 self.wake_at(until);
                 return Next::Stay;
@@ -109,7 +109,10 @@ impl Decider {
             (Err(problem), _) => Err(format!("the routing cannot be read: {problem}")),
             (Ok(_), true) => Err("the managed routes carry different canary weights".into()),
             (Ok(w), false) if *w > 0 => Err(format!("the routes still send {w}% to the canary")),
-            (Ok(_), false) => Ok(()),
+            (Ok(_), false) => match self.seen.mesh_pending() {
+                Some(why) if !at_rest => Err(format!("the mesh has not confirmed weight 0: {why}")),
+                _ => Ok(()),
+            },
         }
     }
 }

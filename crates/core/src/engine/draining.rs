@@ -33,15 +33,28 @@ impl Decider {
         go(draining, why)
     }
 
-    /// A drain counts from the write that takes the traffic away, not from the decision
-    /// that recorded it: while the routes still show canary weight (the write was lost to
-    /// a crash, or a sync put weight back), the drain starts again from now.
-    pub(super) fn drain_from_now_if_weighted(&mut self, until: Timestamp) -> Timestamp {
-        if self.seen.world_weight.is_none_or(|w| w == 0) {
+    /// A drain counts from the moment the mesh stops sending the canary requests, not
+    /// from the decision that recorded it: while the routes still show canary weight (the
+    /// write was lost to a crash, or a sync put weight back), or the mesh, which confirms
+    /// what it applied, has not confirmed them at zero, the drain starts again from now.
+    /// Where the mesh writes no status, the drain counts from the write.
+    pub(super) fn drain_counted_from_the_mesh(&mut self, until: Timestamp) -> Timestamp {
+        let delay = self.seen.drain_delay.unwrap_or(DEFAULT_SCALE_DOWN_DELAY);
+        let at_zero = self.seen.world_weight == Some(0);
+        let from = match (
+            self.seen.world_weight,
+            self.seen.mesh_pending(),
+            self.seen.mesh_confirmed_since(),
+        ) {
+            (Some(w), ..) if w > 0 => self.now,
+            (Some(0), Some(_), _) => self.now,
+            (_, _, Some(since)) if at_zero => since,
+            _ => return until,
+        };
+        let later = after(from, delay).max(until);
+        if later == until {
             return until;
         }
-        let delay = self.seen.drain_delay.unwrap_or(DEFAULT_SCALE_DOWN_DELAY);
-        let later = after(self.now, delay).max(until);
         match &mut self.state {
             State::Draining { until, .. } => *until = later,
             State::Scaling { drain_until, .. } => *drain_until = Some(later),
@@ -64,7 +77,11 @@ impl Decider {
         };
         self.set_weight(0);
         self.pause_target(target, true);
-        let until = self.drain_from_now_if_weighted(until);
+        let until = self.drain_counted_from_the_mesh(until);
+        if let Some(why) = self.seen.mesh_pending() {
+            // The route's status will wake the Rollout; `until` is the fallback.
+            self.status.message = format!("the canary's pods go once the mesh confirms weight 0: {why}");
+        }
         if self.now < until {
             self.wake_at(until);
             return Next::Stay;

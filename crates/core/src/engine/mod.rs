@@ -46,7 +46,7 @@ pub use analysing::analysis_request;
 pub use decider::state_of;
 pub use decision::{Action, AnalysisRequest, Decision, Event, Write};
 pub use promoting::ramp_down;
-pub use world::{CanaryState, Pods, TargetState, World};
+pub use world::{CanaryState, MeshConfirmation, Pods, TargetState, World};
 
 use decider::Decider;
 
@@ -61,6 +61,7 @@ pub enum Why {
     PodsLost,
     StepsChanged,
     WeightWrittenAgain,
+    MeshConfirmed,
     StepPassed,
     LastStepPassed,
     PauseRequested,
@@ -122,6 +123,7 @@ pub const TRANSITIONS: &[Row] = &[
     row(CANARY_ACTIVE,   Why::PodsLost,          Scaling,   Then::Recheck, "the canary has no ready pod: its traffic is withdrawn until it has"),
     row(CANARY_ACTIVE,   Why::StepsChanged,      Analysing, Then::Recheck, "spec.steps changed below the weight in place: lowered at once, the step starts over"),
     row(&[Analysing],    Why::WeightWrittenAgain, Analysing, Then::Wait,   "after a restart the step's weight is written again: its clock starts over"),
+    row(&[Analysing],    Why::MeshConfirmed,     Analysing, Then::Wait,    "the mesh confirmed the step's weight (where it writes status on the route): the step's clock starts"),
     row(CANARY,          Why::StepPassed,        Scaling,   Then::Enter,   "the step passed (or `weir promote`), its window is open and its confirmations said yes"),
     row(CANARY,          Why::LastStepPassed,    Promoting, Then::Wait,    "the last step passed, as above: the Deployment rolls out the canary's template"),
     row(CANARY_ACTIVE,   Why::PauseRequested,    Paused,    Then::Wait,    "`weir pause`: the weight holds, the deadline stops"),

@@ -18,7 +18,11 @@ impl Decider {
         self.event(false, Reason::Resumed, format!("resumed at step {}", at.step + 1));
         // Evidence gathered before the pause still counts; the step restarts its clock.
         let resumed = match analysing {
-            true => State::Analysing { at, started: self.now },
+            true => State::Analysing {
+                at,
+                started: self.now,
+                awaiting_mesh: false,
+            },
             false => State::Scaling {
                 at,
                 since: self.now,

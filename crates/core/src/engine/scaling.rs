@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::Why;
 use super::decider::{Cx, Decider, Next, after, go, ts, until};
 use super::hooks::Said;
 use super::rollback::Rollback;
+use super::{MeshConfirmation, Why};
 use crate::engine::Action;
 use crate::judge::{StepClock, Verdict};
 use crate::plan::Plan;
@@ -33,7 +33,7 @@ impl Decider {
         }
         let canary = world.canary.clone().unwrap_or_default();
         let runs_canary = canary.revision.as_deref() == Some(at.canary.as_str());
-        let drain_until = drain_until.map(|t| self.drain_from_now_if_weighted(t));
+        let drain_until = drain_until.map(|t| self.drain_counted_from_the_mesh(t));
         if let Some(drain_until) = drain_until.filter(|t| *t > self.now)
             && !runs_canary
         {
@@ -178,7 +178,15 @@ impl Decider {
             note = format!("{note}; {passed}");
         }
         self.event(false, Reason::StepStarted, note);
-        go(State::Analysing { at, started: self.now }, Why::PodsReady)
+        // A mesh that confirms what it applies (it writes status on the route) is waited
+        // for before the step's clock runs (`on_analysing`).
+        let awaiting_mesh = self.seen.mesh != MeshConfirmation::NotWritten;
+        let analysing = State::Analysing {
+            at,
+            started: self.now,
+            awaiting_mesh,
+        };
+        go(analysing, Why::PodsReady)
     }
 }
 

@@ -1,6 +1,8 @@
 //! What the edges observed for one Rollout: the engine's only input besides the plan,
 //! the stored status and `now`.
 
+use jiff::Timestamp;
+
 use crate::hooks::HookAnswer;
 use crate::judge::Reading;
 
@@ -61,6 +63,21 @@ impl CanaryState {
     }
 }
 
+/// Whether the mesh has applied the route as weir sees it, from the status the mesh
+/// writes on it: an HTTPRoute's `status.parents[].conditions` (Accepted, at the route's
+/// generation), a VirtualService's `Reconciled` condition and `observedGeneration`
+/// (istiod's config distribution status).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum MeshConfirmation {
+    /// The mesh writes no status on the route: the drain delay stands in for it.
+    #[default]
+    NotWritten,
+    /// The route's current generation is not confirmed yet: why, in a person's words.
+    Pending(String),
+    /// Confirmed, first seen so at `since` (requests go by it from then on).
+    Confirmed { since: Timestamp },
+}
+
 /// Everything weir observed for one Rollout, gathered by the I/O edges.
 #[derive(Clone, Debug, PartialEq)]
 pub struct World {
@@ -76,6 +93,8 @@ pub struct World {
     /// objects (another router's object routes the same Service): the canary is
     /// withdrawn, since the mesh may apply the other object instead.
     pub routing_conflict: Option<String>,
+    /// Whether the mesh confirmed the route's current generation.
+    pub mesh: MeshConfirmation,
     /// The `weir.dev/request` annotation.
     pub request: Option<String>,
     /// The `weir.dev/paused` annotation is "true".
@@ -95,6 +114,7 @@ impl World {
             traffic: Err("not observed".into()),
             routes_disagree: false,
             routing_conflict: None,
+            mesh: MeshConfirmation::NotWritten,
             request: None,
             pause_requested: false,
             readings: None,

@@ -12,11 +12,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use weir_core::engine::{self, Action, AnalysisRequest, CanaryState, Event, Pods, TargetState, World, Write};
+use weir_core::engine::{
+    self, Action, AnalysisRequest, CanaryState, Event, MeshConfirmation, Pods, TargetState, World, Write,
+};
 use weir_core::hooks::{HookAnswer, HookCall, HookKey, Reply};
 use weir_core::judge::Reading;
 use weir_core::plan::{self, Plan};
 use weir_core::spec::RolloutSpec;
+use weir_core::state::State;
 use weir_core::status::{Counts, Phase, RolloutStatus};
 
 pub const STABLE: &str = "rev-stable";
@@ -129,6 +132,18 @@ pub struct Sim {
     pub routing_conflict: Option<String>,
     /// The managed routes carry different weights.
     pub routes_disagree: bool,
+    /// A mesh that confirms what it applies (it writes status on the route), applying
+    /// each weight written this long after the write; `None`: a mesh that writes no
+    /// status and applies each weight at once.
+    pub mesh_lag: Option<Duration>,
+    /// The mesh lags as `mesh_lag` says but writes no status (nothing to wait for).
+    pub mesh_silent: bool,
+    /// The canary weight the data plane applies (with `mesh_lag`).
+    pub mesh_weight: u32,
+    /// When the data plane applies the last weight written, while it has not.
+    pub mesh_push_at: Option<Timestamp>,
+    /// When it last applied one.
+    pub mesh_pushed_at: Timestamp,
     /// How each webhook (by name) answers its calls, in order; the last answer repeats.
     /// A webhook not here never answers.
     pub hook_replies: BTreeMap<String, VecDeque<Reply>>,
@@ -192,6 +207,11 @@ impl Sim {
             routing_problem: None,
             routing_conflict: None,
             routes_disagree: false,
+            mesh_lag: None,
+            mesh_silent: false,
+            mesh_weight: 0,
+            mesh_push_at: None,
+            mesh_pushed_at: "2026-11-25T00:00:00Z".parse().unwrap(),
             hook_replies: BTreeMap::new(),
             hook_calls: vec![],
             hooks_called: vec![],
@@ -233,7 +253,7 @@ impl Sim {
                         None => Reading::Value(None),
                     },
                     Metrics::Traffic { rps, canary } => {
-                        let w = f64::from(self.weight) / 100.0;
+                        let w = f64::from(self.plane_weight()) / 100.0;
                         let (nc, nb) = (rps * w * secs, rps * (1.0 - w) * secs);
                         let is_latency = m.name == plan::REQUEST_DURATION;
                         let bad = |b: &Behaviour| if is_latency { b.slow_ratio } else { b.error_ratio };
@@ -278,9 +298,61 @@ impl Sim {
             .collect()
     }
 
+    /// The canary weight requests go by: the data plane's.
+    pub fn plane_weight(&self) -> u32 {
+        match self.mesh_lag {
+            Some(_) => self.mesh_weight,
+            None => self.weight,
+        }
+    }
+
+    /// The data plane applies the weight written once its push arrives; a weight with
+    /// no ready canary pod behind it is a violation.
+    pub fn mesh_catches_up(&mut self) {
+        let Some(at) = self.mesh_push_at.filter(|t| *t <= self.now) else {
+            return;
+        };
+        self.mesh_push_at = None;
+        self.mesh_pushed_at = at;
+        if self.weight == 0 && self.mesh_weight > 0 {
+            self.weight_zero_since = Some(at);
+        }
+        self.mesh_weight = self.weight;
+        if self.mesh_weight > 0 && self.canary_ready_pods() == 0 {
+            self.violation(format!(
+                "the data plane sends {}% to a canary without ready pods",
+                self.mesh_weight
+            ));
+        }
+    }
+
+    fn mesh_confirmation(&self) -> MeshConfirmation {
+        match (self.mesh_lag, self.mesh_push_at) {
+            (None, _) => MeshConfirmation::NotWritten,
+            (Some(_), _) if self.mesh_silent => MeshConfirmation::NotWritten,
+            (Some(_), Some(_)) => MeshConfirmation::Pending("the route's generation is not yet Accepted".into()),
+            (Some(_), None) => MeshConfirmation::Confirmed {
+                since: self.mesh_pushed_at,
+            },
+        }
+    }
+
     pub fn world(&mut self) -> World {
+        self.mesh_catches_up();
         let readings = engine::analysis_request(&self.plan, &self.status, self.now).map(|req| {
             self.queries.push(req);
+            if let State::Analysing { at, .. } = &self.status.state
+                && self.status.judged_here
+                && self.plane_weight() < at.weight
+            {
+                let what = format!(
+                    "a look at step {} counted while the data plane applied {}% of {}%",
+                    at.step + 1,
+                    self.plane_weight(),
+                    at.weight
+                );
+                self.violation(what);
+            }
             if self
                 .crashed_at
                 .is_some_and(|t| self.now < after(t, self.outage_after_crash))
@@ -298,6 +370,7 @@ impl Sim {
             },
             routes_disagree: self.routes_disagree,
             routing_conflict: self.routing_conflict.clone(),
+            mesh: self.mesh_confirmation(),
             request: self.request.clone(),
             pause_requested: self.pause,
             readings,
@@ -417,8 +490,9 @@ impl Sim {
                 let drained = self.drained();
                 if pods_leave && (self.weight > 0 || !drained) {
                     self.violation(format!(
-                        "canary pods changed or removed before their traffic drained (weight {}%)",
-                        self.weight
+                        "canary pods changed or removed before their traffic drained (weight {}%, data plane {}%)",
+                        self.weight,
+                        self.plane_weight()
                     ));
                 }
                 let c = self.canary.get_or_insert_with(CanaryState::default);
@@ -433,8 +507,11 @@ impl Sim {
                 if *w > 0 && self.canary_ready_pods() == 0 {
                     self.violation(format!("weight {w} sent to a canary without ready pods"));
                 }
-                if *w == 0 && self.weight > 0 {
+                if *w == 0 && self.weight > 0 && self.mesh_lag.is_none() {
                     self.weight_zero_since = Some(self.now);
+                }
+                if let Some(lag) = self.mesh_lag {
+                    self.mesh_push_at = Some(after(self.now, lag));
                 }
                 self.weight = *w;
                 self.weights_written.push(*w);
@@ -443,9 +520,10 @@ impl Sim {
         }
     }
 
-    /// No canary weight for at least `scaleDownDelay`.
+    /// No canary weight, in the routes and in the data plane, for at least `scaleDownDelay`.
     fn drained(&self) -> bool {
         self.weight == 0
+            && self.plane_weight() == 0
             && self
                 .weight_zero_since
                 .is_some_and(|t| self.now >= after(t, self.plan.scale_down_delay))
@@ -457,6 +535,7 @@ impl Sim {
 
     /// The Kubernetes controllers catch up between reconciles.
     pub fn cluster_settles(&mut self) {
+        self.mesh_catches_up();
         if self.released {
             // The Rollout is gone; its canary Deployment is garbage-collected.
             self.canary = None;
