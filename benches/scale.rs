@@ -7,11 +7,12 @@
 //!
 //!   cargo bench --bench scale                                  # 1,000 idle + 100 progressing
 //!   WEIR_SCALE_IDLE=10000 WEIR_SCALE_ACTIVE=1000 cargo bench --bench scale
+//!   WEIR_SCALE_IDLE=0 WEIR_SCALE_ACTIVE=1000 WEIR_SCALE_BURST=1 cargo bench --bench scale   # bumps at once
 //!
 //! Idle apps have `replicas: 0` (weir reads only Deployments, never Pods, so their pods
 //! would load the cluster, not weir). Progressing apps have one replica, four steps of
 //! `WEIR_SCALE_STEP` (default 20 s) under the default judge, which looks every 5 s; the
-//! metric is a custom query (`vector(0)`, always within bounds: the bench measures the
+//! metric is the admin's template `vector(0)` (always within bounds: the bench measures the
 //! controller, not the judge) on a real Prometheus, and the bumps are
 //! spread over one step so the steps fall due evenly, as independent releases do.
 //! Latencies are measured by watches in this process: they include the watch delivery.
@@ -39,6 +40,9 @@ struct Sizes {
     idle: usize,
     active: usize,
     step: Duration,
+    /// `WEIR_SCALE_BURST=1`: every bump at once, as a mass image update would (the peer
+    /// bench's shape), instead of spread over one step.
+    burst: bool,
 }
 
 impl Sizes {
@@ -48,6 +52,7 @@ impl Sizes {
             idle: var("WEIR_SCALE_IDLE", 1000),
             active: var("WEIR_SCALE_ACTIVE", 100),
             step: Duration::from_secs(var("WEIR_SCALE_STEP", 20) as u64),
+            burst: var("WEIR_SCALE_BURST", 0) == 1,
         }
     }
 }
@@ -104,7 +109,7 @@ async fn create_app(client: &Client, i: usize, replicas: i32, step: Duration) ->
                  "progressDeadline": "10m",
                  "scaleDownDelay": "1s",
                  "analysis": {"interval": humantime::format_duration(step).to_string(),
-                              "metrics": [{"name": "always-within", "query": "vector(0)", "max": 1}]}}
+                              "metrics": [{"name": "always-within", "templateRef": {"name": "always-within"}, "max": 1}]}}
     }))?;
     Api::<Rollout>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &rollout)
@@ -295,10 +300,18 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
     let port = devcluster::free_port()?.to_string();
     // weir's own identity: the API server's audit log records its requests alone.
     let kubeconfig = cluster.kubeconfig_as("peer-weir")?.display().to_string();
+    // The metric is the admin's template (PromQL written in a Rollout is refused).
+    let providers = cluster.dir().join("providers.yaml");
+    let declared = format!(
+        "providers:\n  - {{name: main, address: '{}', timeout: 1s, default: true}}\n\
+         templates:\n  - {{name: always-within, query: 'vector(0)'}}\n",
+        prometheus.address
+    );
+    std::fs::write(&providers, declared)?;
     let mut args: Vec<String> = vec![
         "controller".into(),
         format!("--http-addr=127.0.0.1:{port}"),
-        format!("--prometheus={}", prometheus.address),
+        format!("--providers={}", providers.display()),
     ];
     // `WEIR_SCALE_HEAPTRACK=<file prefix>`: weir runs under heaptrack (an allocation
     // profile of the whole run; its RSS figures then include heaptrack's own).
@@ -347,13 +360,16 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
     let cpu_at_takeover = cpu_seconds(pid);
     let takeover_peak = *peak.lock().unwrap_or_else(|e| e.into_inner());
 
-    // Bump the progressing apps, spread over one step.
+    // Bump the progressing apps, spread over one step (or all at once).
     let before = api_requests(&client).await?;
     let (cluster_cpu_before, prometheus_cpu_before) = (cluster.cpu_seconds(), prometheus_cpu(&prometheus));
     let reconciles_before = reconciles(&port).await;
     let releases_from = Timestamp::now();
     let mut bumped = BTreeMap::new();
-    let gap = sizes.step / sizes.active.max(1) as u32;
+    let gap = match sizes.burst {
+        true => Duration::ZERO,
+        false => sizes.step / sizes.active.max(1) as u32,
+    };
     let bumps_started = Instant::now();
     for i in 0..sizes.active {
         let name = app_name(i);
