@@ -154,24 +154,34 @@ impl Decider {
         if !raised {
             return None;
         }
-        let first_look = first_look(plan, at);
-        if let Some(a) = self.status.analysis.as_mut() {
-            a.next_check_at = Some(ts(after(self.now, first_look)));
-            a.passed_at = None;
-        }
-        self.wake_at(after(self.now, first_look));
         self.status.message = format!(
             "step {}/{}: canary weight {}% written again after a restart; the step's analysis starts now",
             at.step + 1,
             plan.steps.len(),
             at.weight
         );
-        let restarted = State::Analysing {
-            at: at.clone(),
-            started: self.now,
-            awaiting_mesh: self.seen.mesh != MeshConfirmation::NotWritten,
-        };
-        Some(go(restarted, Why::WeightWrittenAgain))
+        let awaiting_mesh = self.seen.mesh != MeshConfirmation::NotWritten;
+        Some(self.begin_step(plan, at, self.now, awaiting_mesh, Why::WeightWrittenAgain))
+    }
+
+    /// The step begins (again) at `started`: no look from before counts, the first is
+    /// one `first_look` from now.
+    fn begin_step(&mut self, plan: &Plan, at: &CanaryAt, started: Timestamp, awaiting_mesh: bool, why: Why) -> Next {
+        let first_look = first_look(plan, at);
+        if let Some(a) = self.status.analysis.as_mut() {
+            a.next_check_at = Some(ts(after(self.now, first_look)));
+            a.passed_at = None;
+        }
+        self.wake_at(after(self.now, first_look));
+        let at = at.clone();
+        go(
+            State::Analysing {
+                at,
+                started,
+                awaiting_mesh,
+            },
+            why,
+        )
     }
 
     /// The step's weight is written; the mesh, which confirms what it applies, has not
@@ -186,22 +196,11 @@ impl Decider {
         let pending = match (weight_seen, self.seen.mesh_pending()) {
             (true, None) => {
                 let since = self.seen.mesh_confirmed_since().unwrap_or(self.now).min(self.now);
-                let first_look = first_look(plan, at);
-                if let Some(a) = self.status.analysis.as_mut() {
-                    a.next_check_at = Some(ts(after(self.now, first_look)));
-                    a.passed_at = None;
-                }
-                self.wake_at(after(self.now, first_look));
                 self.status.message = format!(
                     "step {step}/{steps}: canary at {}%, confirmed by the mesh, analysing",
                     at.weight
                 );
-                let begun = State::Analysing {
-                    at: at.clone(),
-                    started: since,
-                    awaiting_mesh: false,
-                };
-                return go(begun, Why::MeshConfirmed);
+                return self.begin_step(plan, at, since, false, Why::MeshConfirmed);
             }
             (true, Some(why)) => why.to_string(),
             (false, _) => format!("weight {}% not yet seen in the routes", at.weight),
