@@ -534,22 +534,53 @@ impl Proxies {
     }
 }
 
-/// Writes the status Istio writes once the proxies have a route's generation.
-async fn write_statuses(client: Client, mut routes: futures::channel::mpsc::UnboundedReceiver<Arc<DynamicObject>>) {
-    while let Some(route) = routes.next().await {
-        let Some(types) = route.types.clone() else { continue };
-        let (group, version) = types.api_version.split_once('/').unwrap_or(("", &types.api_version));
-        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &types.kind));
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &route.namespace().unwrap_or_default(), &ar);
-        let status = route_status(&types.kind, &route);
-        let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
-        // A write the API server refuses (restarting, say) is tried again, as istiod does.
-        for _ in 0..20 {
-            match api.patch_status(&route.name_any(), &Default::default(), &patch).await {
-                Ok(_) => break,
-                Err(kube::Error::Api(e)) if e.code == 404 => break,
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+/// Writes the status Istio writes once the proxies have a route's generation, each
+/// route's apart: one namespace's flood of changes delays no other's status. One route's
+/// writes go in order, and one superseded by a newer generation is skipped, so the last
+/// status written is always the newest generation's.
+async fn write_statuses(client: Client, routes: futures::channel::mpsc::UnboundedReceiver<Arc<DynamicObject>>) {
+    type Newest = HashMap<String, (i64, Arc<tokio::sync::Mutex<()>>)>;
+    let newest: Arc<Mutex<Newest>> = Arc::default();
+    routes
+        .for_each_concurrent(None, |route| {
+            // By uid: a route deleted and made again starts its generations over.
+            let key = route.uid().unwrap_or_default();
+            let generation = generation_of(&route);
+            let lock = {
+                let mut newest = newest.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = newest.entry(key.clone()).or_insert((generation, Arc::default()));
+                entry.0 = entry.0.max(generation);
+                entry.1.clone()
+            };
+            let (client, newest) = (client.clone(), newest.clone());
+            async move {
+                let _in_order = lock.lock().await;
+                let superseded = newest
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&key)
+                    .is_some_and(|n| n.0 > generation);
+                if !superseded {
+                    write_status(client, route).await;
+                }
             }
+        })
+        .await;
+}
+
+async fn write_status(client: Client, route: Arc<DynamicObject>) {
+    let Some(types) = route.types.clone() else { return };
+    let (group, version) = types.api_version.split_once('/').unwrap_or(("", &types.api_version));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &types.kind));
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &route.namespace().unwrap_or_default(), &ar);
+    let status = route_status(&types.kind, &route);
+    let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
+    // A write the API server refuses (restarting, say) is tried again, as istiod does.
+    for _ in 0..20 {
+        match api.patch_status(&route.name_any(), &Default::default(), &patch).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 404 => return,
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
 }
