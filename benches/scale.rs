@@ -530,6 +530,24 @@ async fn run(sizes: Sizes) -> Result<(), weir_testkit::Error> {
         "| the API server's time per request of weir, but watches (audit log; median / p99 / max) | {} |",
         devcluster::spread_of(audited.server_ms, "ms")
     );
+    let gets: u64 = (audited.kinds.iter())
+        .filter(|(kind, _)| kind.starts_with("get ") || kind.starts_with("list "))
+        .map(|(_, n)| *n)
+        .sum();
+    let watches: u64 = (audited.kinds.iter())
+        .filter(|(kind, _)| kind.starts_with("watch "))
+        .map(|(_, n)| *n)
+        .sum();
+    println!(
+        "| weir's API requests per release, but watches (audit log): all / reads (get, list) / writes | {:.1} / {:.1} / {:.1} |",
+        (audited.all - watches) as f64 / releases,
+        gets as f64 / releases,
+        audited.writes as f64 / releases
+    );
+    println!(
+        "| kube-apiserver's CPU-seconds per release | {:.2} |",
+        cpu_of.get("kube-apiserver").copied().unwrap_or(0.0) / releases
+    );
     let kinds: Vec<String> = audited
         .kinds
         .iter()

@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use weir::admin::Admin;
 use weir::admin::providers::Providers;
 use weir::api::{Phase, Rollout, RolloutStatus};
-use weir::controller::cache::{Change, Looks};
+use weir::controller::cache::Looks;
+use weir::controller::copies::Brought;
+use weir::controller::index::Named;
 use weir::controller::{self, Context};
 use weir::edges::events::EventPublisher;
 use weir::edges::kubernetes::{RouterApis, template_hash};
@@ -269,6 +271,8 @@ fn context(client: Client, receivers: Receivers) -> Arc<Context> {
         webhooks: Webhooks::start(WebhookPolicy::default()).0,
         telemetry: Telemetry::default(),
         looks: Looks::default(),
+        copies: Default::default(),
+        credentials: Default::default(),
         hosts: Default::default(),
         confirmed: Default::default(),
         health: Default::default(),
@@ -278,6 +282,19 @@ fn context(client: Client, receivers: Receivers) -> Arc<Context> {
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/dev/deployments";
 const ISTIO: &str = "/apis/networking.istio.io/v1/namespaces/dev";
+
+/// The Deployment watch brings the canary `d`; whether that is news (it wakes the
+/// Rollout).
+fn watch_brings_canary(ctx: &Context, d: &Deployment) -> bool {
+    let kept = weir::edges::objects::canary_value(serde_json::to_value(d).unwrap());
+    ctx.copies.saw(Brought {
+        named: Named::Target,
+        namespace: "dev",
+        name: "backend-canary",
+        version: d.metadata.resource_version.as_deref(),
+        kept: Some(kept),
+    })
+}
 
 /// Answers the four reads of a full observation.
 async fn expect_observation(handle: &mut Handle, target: &Value, canary: Option<&Value>, vs: (u16, Value)) {
@@ -465,10 +482,7 @@ async fn a_bump_starts_a_canary_and_its_ready_pod_gets_the_weight_by_a_patch_of_
     // without reading anything again.
     let mut ready: Deployment = serde_json::from_value(ready_canary(&target_revision(&target))).unwrap();
     ready.metadata.resource_version = Some("2".into());
-    assert!(
-        ctx.looks
-            .seen("dev/backend", &Change::Deployment("backend-canary", Some(&ready)))
-    );
+    assert!(watch_brings_canary(&ctx, &ready));
     let scaling = with_status(&status);
     let v = vs.clone();
     let (result, (patch, status)) = reconcile_while(ctx, scaling, async move {
@@ -610,6 +624,89 @@ async fn a_conflicting_weight_write_fails_the_reconcile_after_its_intent_is_reco
     let mut handle = server.await.unwrap();
     // The client is gone with the context: a conflict is retried, not reported.
     assert!(handle.next_request().await.is_none());
+}
+
+/// The watches list `objects` (kind, JSON) as their first list: the copies keep them
+/// (each is named by the Rollout), and know that nothing else exists.
+fn watches_list(ctx: &Context, objects: &[(Named, &Value)]) {
+    for named in [Named::Target, Named::VirtualService, Named::DestinationRule] {
+        ctx.copies.relisting(named);
+    }
+    for (named, o) in objects {
+        let meta = &o["metadata"];
+        ctx.copies.saw(Brought {
+            named: *named,
+            namespace: "dev",
+            name: meta["name"].as_str().unwrap(),
+            version: meta["resourceVersion"].as_str(),
+            kept: Some((*o).clone()),
+        });
+    }
+    for named in [Named::Target, Named::VirtualService, Named::DestinationRule] {
+        ctx.copies.listed(named);
+    }
+}
+
+/// The cache lags the API server: someone set the canary weight back to 0 (version 778)
+/// and the VirtualService's watch has not brought it yet; weir's copy says 30 %. Its
+/// decision (take the weight off) writes the intent, then the weight patch tests the
+/// version it read (777): the API server refuses it as a conflict, so nothing is
+/// written on the stale copy. The next reconcile reads every object from the API server,
+/// not from the copies, and decides on what is there.
+#[tokio::test]
+async fn a_decision_on_a_lagging_copy_fails_as_a_conflict_and_the_next_reads_afresh() {
+    let (ctx, mut handle) = mocked();
+    let target = deployment("backend", "hello:0.3", true, json!({}));
+    let (stale, mut fresh) = (virtual_service(30), virtual_service(0));
+    fresh["metadata"]["resourceVersion"] = json!("778");
+    watches_list(
+        &ctx,
+        &[
+            (Named::Target, &target),
+            (Named::DestinationRule, &destination_rule()),
+            (Named::VirtualService, &stale),
+        ],
+    );
+    let rollout = Arc::new(rollout(Some(stable_on(&target))));
+    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
+    // No read: the copies hold every object.
+    let status = expect_apply(&mut handle, STATUS, ok(Value::Null)).await;
+    assert_eq!(status["status"]["state"]["name"], "draining", "the intent first");
+    let conflict = failure(409, "Conflict", "the object has been modified");
+    let patch = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{ISTIO}/virtualservices/backend"),
+        conflict,
+    )
+    .await;
+    assert_eq!(
+        patch[0],
+        json!({"op": "replace", "path": "/metadata/resourceVersion", "value": "777"}),
+        "the patch holds only on the version the decision read"
+    );
+    let err = reconcile.await.unwrap().expect_err("conflict surfaces");
+    assert!(err.is_conflict(), "{err}");
+    controller::error_policy(rollout.clone(), &err, ctx.clone());
+
+    // The next reconcile reads afresh: the weight is already off, nothing to patch.
+    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
+    expect_observation(&mut handle, &target, None, ok(fresh)).await;
+    while let Ok(Some((request, send))) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), handle.next_request()).await
+    {
+        assert_ne!(request.method(), Method::GET, "read once: {}", request.uri());
+        assert!(!request.uri().path().contains("virtualservices"), "no weight write");
+        let body = request.into_body().collect_bytes().await.unwrap();
+        send.send_response(Response::builder().body(Body::from(body.to_vec())).unwrap());
+    }
+    reconcile.await.unwrap().expect("decided on the fresh read");
+    // And the copies keep what the fresh read found.
+    let kept = ctx
+        .copies
+        .copy(weir::edges::objects::Object::VirtualService("backend"), "dev");
+    let kept: Value = serde_json::from_slice(&kept.flatten().expect("kept")).unwrap();
+    assert_eq!(kept["metadata"]["resourceVersion"], "778");
 }
 
 #[tokio::test]
@@ -777,20 +874,10 @@ async fn a_look_while_nothing_changed_reads_nothing_from_the_cluster() {
     // The echo of an object weir holds wakes nothing; a newer version does.
     let mut canary: Deployment = serde_json::from_value(canary).unwrap();
     canary.metadata.resource_version = Some("7".into());
-    assert!(
-        ctx.looks
-            .seen("dev/backend", &Change::Deployment("backend-canary", Some(&canary)))
-    );
-    assert!(
-        !ctx.looks
-            .seen("dev/backend", &Change::Deployment("backend-canary", Some(&canary)))
-    );
+    assert!(watch_brings_canary(&ctx, &canary));
+    assert!(!watch_brings_canary(&ctx, &canary), "the same version again");
     canary.metadata.resource_version = Some("6".into());
-    assert!(
-        !ctx.looks
-            .seen("dev/backend", &Change::Deployment("backend-canary", Some(&canary))),
-        "a watch that lags is not news"
-    );
+    assert!(!watch_brings_canary(&ctx, &canary), "a watch that lags is not news");
     // The canary lost its pods (a newer version the watch brought): the next look sees
     // it without reading the cluster, and holds the weight where it is, writing the
     // status that says so.
@@ -798,10 +885,7 @@ async fn a_look_while_nothing_changed_reads_nothing_from_the_cluster() {
     if let Some(st) = canary.status.as_mut() {
         st.available_replicas = Some(0);
     }
-    assert!(
-        ctx.looks
-            .seen("dev/backend", &Change::Deployment("backend-canary", Some(&canary)))
-    );
+    assert!(watch_brings_canary(&ctx, &canary));
     let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
     let next = tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request());
     let (request, _) = next.await.expect("a write within 5 s").expect("a write");
@@ -812,26 +896,28 @@ async fn a_look_while_nothing_changed_reads_nothing_from_the_cluster() {
     );
     drop(request);
     reconcile.abort();
-    // A watch listed everything again (it lost its place): the next reconcile reads.
-    ctx.looks.forget_objects();
+    // A write met a conflict (a copy may be stale): the next reconcile reads.
+    ctx.looks.conflicted("dev/backend");
     let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
     expect_observation(&mut handle, &target, Some(&ready_canary(&revision)), ok(vs.clone())).await;
     reconcile.abort();
 }
 
-/// A change the watch brings while a reconcile is reading may be missing from what it
-/// read: that reading is not kept, and the next reconcile reads the cluster again.
+/// A change the watch brings while a reconcile reads is not lost: the copies keep the
+/// later version, whatever the read answered, and the next reconcile decides on it.
 #[tokio::test]
 async fn a_change_during_a_reconcile_is_not_lost() {
     let (ctx, mut handle) = mocked();
     let target = deployment("backend", "hello:0.4", true, json!({}));
     let revision = target_revision(&target);
-    let canary = ready_canary(&revision);
+    let mut canary = ready_canary(&revision);
+    canary["metadata"]["resourceVersion"] = json!("5");
     let rollout = Arc::new(rollout(Some(analysing_at_10(&revision))));
     let vs = virtual_service(10);
 
     let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
-    // The canary changes after weir read it, before the reconcile ends.
+    // The canary loses its pods while weir reads: the watch brings it between the
+    // canary's read and the end of the reconcile.
     expect(
         &mut handle,
         Method::GET,
@@ -848,10 +934,10 @@ async fn a_change_during_a_reconcile_is_not_lost() {
     .await;
     let mut changed: Deployment = serde_json::from_value(canary.clone()).unwrap();
     changed.metadata.resource_version = Some("9".into());
-    assert!(
-        ctx.looks
-            .seen("dev/backend", &Change::Deployment("backend-canary", Some(&changed)))
-    );
+    if let Some(st) = changed.status.as_mut() {
+        st.available_replicas = Some(0);
+    }
+    assert!(watch_brings_canary(&ctx, &changed));
     expect(
         &mut handle,
         Method::GET,
@@ -866,14 +952,16 @@ async fn a_change_during_a_reconcile_is_not_lost() {
         ok(vs.clone()),
     )
     .await;
+    // The reconcile decided on the read (a ready canary: nothing to write).
     reconcile.await.unwrap().expect("reconcile");
-    // What it read is not kept: the next reconcile reads again, then keeps that.
+    // The next one reads nothing, and sees the change the watch brought: it writes the
+    // status that says the canary has no pods.
     let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
-    expect_observation(&mut handle, &target, Some(&canary), ok(vs.clone())).await;
-    reconcile.await.unwrap().expect("reconcile");
-    let reconcile = tokio::spawn(controller::reconcile(rollout.clone(), ctx.clone()));
-    assert!(no_request(&mut handle).await, "kept once nothing changed meanwhile");
-    reconcile.await.unwrap().expect("reconcile");
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request());
+    let (request, _) = next.await.expect("a write within 5 s").expect("a write");
+    assert_ne!(request.method(), Method::GET, "the later version, from the copies");
+    drop(request);
+    reconcile.abort();
 }
 
 /// The watch delivers weir's own status write later than the Deployment event its pause
@@ -896,26 +984,39 @@ async fn a_reconcile_right_after_the_takeover_does_not_take_over_again() {
     reconcile.await.unwrap().expect("takeover");
     assert_eq!(written["status"]["stableRevision"], json!(revision));
 
-    // Woken by the pause, given the Rollout without the status weir just wrote. (A
-    // Rollout at rest keeps no objects: it reads them.)
+    // Woken by the pause, given the Rollout without the status weir just wrote. The
+    // copies hold what weir read and wrote (the paused target, as the API server
+    // answered); only the canary, not found, is read again: no watch here has listed
+    // the Deployments, so nothing says it does not exist.
     let reconcile = tokio::spawn(controller::reconcile(before_takeover.clone(), ctx.clone()));
-    expect_observation(&mut handle, &paused, None, ok(virtual_service(0))).await;
+    expect_canary_not_found(&mut handle).await;
     assert!(no_request(&mut handle).await, "no second takeover");
     reconcile.await.unwrap().expect("reconcile on a stale copy");
 
     // The watch caught up: nothing to do.
     let caught_up = Arc::new(with_status(&written));
     let reconcile = tokio::spawn(controller::reconcile(caught_up.clone(), ctx.clone()));
-    expect_observation(&mut handle, &paused, None, ok(virtual_service(0))).await;
+    expect_canary_not_found(&mut handle).await;
     assert!(no_request(&mut handle).await, "nothing to write");
     reconcile.await.unwrap().expect("reconcile on the written status");
 
     // A Rollout at rest is not remembered once its status is stored: the next
-    // reconcile reads the cluster and writes nothing.
+    // reconcile starts from the stored status and writes nothing.
     let reconcile = tokio::spawn(controller::reconcile(caught_up, ctx.clone()));
-    expect_observation(&mut handle, &paused, None, ok(virtual_service(0))).await;
+    expect_canary_not_found(&mut handle).await;
     assert!(no_request(&mut handle).await, "nothing to write");
     reconcile.await.unwrap().expect("reconcile at rest");
+}
+
+/// Answers the read of a canary with "not found".
+async fn expect_canary_not_found(handle: &mut Handle) {
+    expect(
+        handle,
+        Method::GET,
+        &format!("{DEPLOYMENTS}/backend-canary"),
+        not_found(),
+    )
+    .await;
 }
 
 /// A bump of a Rollout with `spec.notify` queues a "canary started" notification after

@@ -13,7 +13,6 @@ pub(super) async fn execute(
     ctx: &Context,
     rollout: &Rollout,
     obs: Option<&Observation>,
-    mut objects: Option<&mut Objects>,
     decision: &Decision,
     in_api: &RolloutStatus,
     now: Timestamp,
@@ -37,9 +36,8 @@ pub(super) async fn execute(
                 };
                 match result {
                     Ok(applied) => {
-                        if let (Some(objects), Some(applied)) = (objects.as_deref_mut(), applied) {
-                            ctx.looks.record(&key_of(rollout), &applied);
-                            objects.record(applied);
+                        if let Some(applied) = applied {
+                            ctx.copies.record(rollout, &names, &applied);
                         }
                     }
                     Err(e) => {

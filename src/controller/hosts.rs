@@ -51,7 +51,7 @@ pub fn hosts_of(named: Named, namespace: &str, object: &Value) -> Vec<Host> {
                 Some((ns.to_string(), name.to_string()))
             })
             .collect(),
-        Named::Target | Named::DestinationRule => vec![],
+        Named::Target | Named::DestinationRule | Named::Service => vec![],
     }
 }
 

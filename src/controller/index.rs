@@ -6,8 +6,8 @@
 //! entry. Two objects of equal hash (a chance of one in 2⁶⁴ per pair) would only wake a
 //! Rollout that has nothing to do.
 
+use std::collections::BTreeSet;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,8 @@ pub enum Named {
     VirtualService,
     DestinationRule,
     HttpRoute,
+    /// A stable or canary Service (Istio's host mode, Gateway API).
+    Service,
 }
 
 /// How the index names a router's routing object.
@@ -47,7 +49,7 @@ struct Entries {
     relisting: Option<BTreeSet<Entry>>,
 }
 
-/// The key of an object in the index and in `Versions`.
+/// The key of an object in the index and in the watches' copies (`copies`).
 pub fn key(named: Named, namespace: &str, name: &str) -> u64 {
     hash_of(&(named, namespace, name))
 }
@@ -70,6 +72,9 @@ fn entries(r: &Rollout) -> Vec<Entry> {
     }
     if let Some(dr) = routing.istio.as_ref().and_then(|i| i.destination_rule.as_ref()) {
         named.push((Named::DestinationRule, dr.name.as_str()));
+    }
+    if let Some((stable, canary)) = routing.router().and_then(|r| r.services()) {
+        named.extend([(Named::Service, stable), (Named::Service, canary)]);
     }
     named
         .into_iter()
@@ -124,67 +129,6 @@ impl Index {
             .filter_map(|(_, key)| key.split_once('/'))
             .map(|(ns, name)| ObjectRef::new(name).within(ns))
             .collect()
-    }
-}
-
-/// The version of each object as one watch last delivered it, so that a relist (the
-/// watch lost its place and lists everything again) tells only what changed or went
-/// meanwhile: 10,000 unchanged objects would otherwise wake 10,000 Rollouts, each of
-/// which reads its objects again. About 30 bytes per object.
-#[derive(Default)]
-pub struct Versions {
-    of: HashMap<u64, Seen>,
-    /// Counts the lists: an object the current list did not bring is gone.
-    list: u32,
-}
-
-struct Seen {
-    version: u64,
-    list: u32,
-}
-
-/// A resource version as a number (an etcd revision on every API server weir knows);
-/// an opaque one as its hash.
-fn version_number(version: Option<&str>) -> u64 {
-    let version = version.unwrap_or_default();
-    version.parse().unwrap_or_else(|_| hash_of(version))
-}
-
-impl Versions {
-    /// The watch lists everything again.
-    pub fn relisting(&mut self) {
-        self.list = self.list.wrapping_add(1);
-    }
-
-    /// The watch delivered the object `key` at `version`; whether that is news (the
-    /// same version again is not).
-    pub fn saw(&mut self, key: u64, version: Option<&str>) -> bool {
-        let seen = Seen {
-            version: version_number(version),
-            list: self.list,
-        };
-        let before = self.of.insert(key, seen);
-        before.is_none_or(|b| b.version != version_number(version))
-    }
-
-    /// The watch delivered the object's deletion.
-    pub fn deleted(&mut self, key: u64) {
-        self.of.remove(&key);
-    }
-
-    /// The list is complete: the objects it did not bring were deleted meanwhile.
-    pub fn vanished(&mut self) -> Vec<u64> {
-        let list = self.list;
-        let gone: Vec<u64> = self
-            .of
-            .iter()
-            .filter(|(_, s)| s.list != list)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &gone {
-            self.of.remove(k);
-        }
-        gone
     }
 }
 
@@ -249,29 +193,5 @@ mod tests {
         index.follow(&watcher::Event::InitDone, None);
         assert_eq!(names(index.naming(Named::Target, "apps", "web")), ["c"]);
         assert!(index.naming(Named::Target, "apps", "web2").is_empty());
-    }
-
-    #[test]
-    fn a_relist_tells_only_what_changed_or_went_meanwhile() {
-        let mut versions = Versions::default();
-        let (a, b, c) = (1, 2, 3);
-        assert!(versions.saw(a, Some("10")), "the first list: all news");
-        assert!(versions.saw(b, Some("11")));
-        assert!(versions.saw(c, Some("12")));
-        assert!(versions.vanished().is_empty());
-        assert!(versions.saw(a, Some("13")), "a change");
-        assert!(!versions.saw(a, Some("13")), "the same version again");
-
-        versions.relisting();
-        assert!(!versions.saw(a, Some("13")), "unchanged while the watch was away");
-        assert!(versions.saw(b, Some("20")), "changed while the watch was away");
-        assert_eq!(versions.vanished(), [c], "deleted while the watch was away");
-        assert!(versions.saw(c, Some("21")), "created again: news");
-
-        versions.deleted(b);
-        assert!(versions.saw(b, Some("20")), "after a deletion, the object is new");
-        assert!(versions.saw(4, Some("opaque")));
-        assert!(!versions.saw(4, Some("opaque")));
-        assert!(versions.saw(4, Some("other")));
     }
 }

@@ -12,6 +12,8 @@
 
 pub mod cache;
 pub mod confirmed;
+pub mod copies;
+pub mod credentials;
 mod execute;
 pub mod hosts;
 mod http;
@@ -24,7 +26,7 @@ mod watches;
 pub use http::Health;
 use http::{LEADER, STANDBY, serve_http};
 pub use reconcile::{error_policy, guarded, reconcile};
-use watches::{deployment_triggers, resync, routing_triggers, what_wakes_a_reconcile};
+use watches::{deployment_triggers, resync, routing_triggers, service_triggers, what_wakes_a_reconcile};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
@@ -47,7 +50,9 @@ use tracing::{debug, error, info, warn};
 use crate::Error;
 use crate::admin::Admin;
 use crate::api::{ROLLOUT_LABEL, Rollout, RolloutStatus};
-use crate::controller::cache::{Change, Kept, Looks, Memo, Watched};
+use crate::controller::cache::Looks;
+use crate::controller::copies::{Afresh, Copies};
+use crate::controller::credentials::Credentials;
 use crate::controller::leader::Election;
 use crate::edges::events::EventPublisher;
 use crate::edges::kubernetes::{self, Observation, RouterApis};
@@ -61,7 +66,7 @@ use crate::judge::Reading;
 use crate::plan::{self, Names, Plan};
 use crate::telemetry::{ResultLabels, Telemetry};
 use crate::vocabulary::{ConditionType, Reason};
-use index::{Index, Named, Versions};
+use index::{Index, Named};
 
 fn look_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
@@ -87,6 +92,10 @@ pub struct Context {
     pub webhooks: Webhooks,
     pub telemetry: Telemetry,
     pub looks: Looks,
+    /// The watches' copies of the objects Rollouts name: what decisions read.
+    pub copies: Copies,
+    /// The metric providers' credentials, read from their Secrets.
+    pub credentials: Credentials,
     /// Which Services the VirtualServices and HTTPRoutes route (from their watches).
     pub hosts: hosts::Hosts,
     /// Since when the mesh has confirmed each route's generation (from their status).
@@ -162,6 +171,8 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
         webhooks,
         telemetry,
         looks: Looks::default(),
+        copies: Copies::default(),
+        credentials: Credentials::default(),
         hosts: Default::default(),
         confirmed: Default::default(),
         health: Health::default(),
@@ -237,9 +248,17 @@ async fn control(
     ctx: Arc<Context>,
     answered: futures::channel::mpsc::UnboundedReceiver<ObjectRef<Rollout>>,
 ) {
-    let (rollouts, deployments): (Api<Rollout>, Api<Deployment>) = match &options.namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+    let (rollouts, deployments, services): (Api<Rollout>, Api<Deployment>, Api<Service>) = match &options.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
     };
     // The Rollout cache keeps what reconciles read: no managed fields, no copy of the spec
     // in kubectl's last-applied annotation. Only changes of the spec or the annotations
@@ -314,7 +333,13 @@ async fn control(
             index.clone(),
             ctx.clone(),
         ))
-        .reconcile_on(routing_triggers(dr_api, Named::DestinationRule, index, ctx.clone()))
+        .reconcile_on(routing_triggers(
+            dr_api,
+            Named::DestinationRule,
+            index.clone(),
+            ctx.clone(),
+        ))
+        .reconcile_on(service_triggers(services, index, ctx.clone()))
         .reconcile_on(route_changes)
         // A webhook's answer wakes its Rollout.
         .reconcile_on(answered)

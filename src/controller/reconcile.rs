@@ -119,7 +119,7 @@ fn observe(ctx: &Context, rollout: &Rollout, names: &Names, objects: &Objects) -
 /// Observes what the decision needs: everything, when the spec can be planned; else as
 /// much as the names in the spec allow (a canary can still be withdrawn), or nothing.
 async fn observe_for(ctx: &Context, rollout: &Rollout, names: &Names, full: bool) -> Option<Observation> {
-    match objects::fetch(&ctx.client, &ctx.routers, rollout, names, None, &ctx.secrets_namespace).await {
+    match objects::fetch(&ctx.client, &ctx.copies, &ctx.routers, rollout, names, Ok(Auth::None)).await {
         Ok(objects) => Some(observe(ctx, rollout, names, &objects)),
         Err(e) if !full => {
             warn!(rollout = %key_of(rollout), %e, "cannot observe the objects of an invalid Rollout");
@@ -148,48 +148,35 @@ struct Pass<'a> {
     now: Timestamp,
     /// What the API server holds (or will once the watch catches up).
     written: RolloutStatus,
-    /// `Resumed::changes`.
-    changes: u64,
 }
 
 impl<'a> Pass<'a> {
-    /// Begins a pass: the status to decide from, and the objects kept from the last one.
-    fn begin(ctx: &'a Context, rollout: &'a Rollout, watched: &Watched) -> (Pass<'a>, RolloutStatus, Option<Kept>) {
+    /// Begins a pass: the status to decide from, and whether to read the objects afresh
+    /// (`Resumed::afresh`).
+    fn begin(ctx: &'a Context, rollout: &'a Rollout) -> (Pass<'a>, RolloutStatus, bool) {
         let stored = rollout.status.clone().unwrap_or_default();
         let key = look_key(&rollout.namespace().unwrap_or_default(), &rollout.name_any());
-        let resumed = ctx.looks.resume(&key, rollout, &stored, watched);
+        let resumed = ctx.looks.resume(&key, rollout, &stored);
         let pass = Pass {
             ctx,
             rollout,
             key,
             now: Timestamp::now(),
             written: resumed.written,
-            changes: resumed.changes,
         };
-        (pass, resumed.status, resumed.kept)
+        (pass, resumed.status, resumed.afresh)
     }
 
-    /// Makes the decision's writes (`execute`) and remembers the pass: the objects as
-    /// they are after the writes, unless a write failed (then they are read again).
-    async fn end(
-        self,
-        decision: &Decision,
-        obs: Option<&Observation>,
-        mut kept: Option<Kept>,
-    ) -> Result<RolloutStatus, Error> {
-        let objects = kept.as_mut().map(|k| &mut k.objects);
+    /// Makes the decision's writes (`execute`) and remembers the pass.
+    async fn end(self, decision: &Decision, obs: Option<&Observation>) -> Result<RolloutStatus, Error> {
         let (ctx, rollout) = (self.ctx, self.rollout);
-        let executed = execute(ctx, rollout, obs, objects, decision, &self.written, self.now).await;
-        let (written, kept, result) = match executed {
-            Ok(written) => (written.clone(), kept, Ok(written)),
-            Err((written, e)) => (written, None, Err(e)),
-        };
-        let memo = Memo {
-            kept,
-            changes: self.changes,
+        let executed = execute(ctx, rollout, obs, decision, &self.written, self.now).await;
+        let (written, result) = match executed {
+            Ok(written) => (written.clone(), Ok(written)),
+            Err((written, e)) => (written, Err(e)),
         };
         let uid = rollout.uid().unwrap_or_default();
-        ctx.looks.remember(&self.key, &uid, &decision.status, &written, memo);
+        ctx.looks.remember(&self.key, &uid, &decision.status, &written);
         result
     }
 }
@@ -199,11 +186,9 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
     let generation = rollout.meta().generation;
     let dereferenced = dereference(ctx, &rollout);
     let names = Names::of(&rollout.spec);
-    let provider = dereferenced.as_ref().ok().and_then(|d| d.plan.provider.as_deref());
-    let watched = Watched::of(&rollout, &names, provider);
-    let (pass, status, kept) = Pass::begin(ctx, &rollout, &watched);
+    let (pass, status, afresh) = Pass::begin(ctx, &rollout);
     let now = pass.now;
-    let (decision, obs, kept) = match &dereferenced {
+    let (decision, obs) = match &dereferenced {
         Err(errors) => {
             // Reads only when there is a canary to withdraw or drain.
             let state = engine::state_of(&status);
@@ -213,36 +198,26 @@ async fn reconcile_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Reque
                 false => None,
             };
             let world = obs.as_ref().map(|o| o.world.clone()).unwrap_or_else(World::unobserved);
-            (engine::decide(Err(errors), generation, &status, &world, now), obs, None)
+            (engine::decide(Err(errors), generation, &status, &world, now), obs)
         }
         Ok(Admitted { plan, provider }) => {
-            // A look of the judge reads no object again: the watches keep them current.
-            let kept = match kept {
-                Some(kept) => kept,
-                None => Kept {
-                    objects: objects::fetch(
-                        &ctx.client,
-                        &ctx.routers,
-                        &rollout,
-                        &names,
-                        Some(provider),
-                        &ctx.secrets_namespace,
-                    )
-                    .await?,
-                    names: watched,
-                    read_at: Instant::now(),
-                },
-            };
-            let mut obs = observe(ctx, &rollout, &names, &kept.objects);
+            // Read from the watches' copies; from the API server after a conflict.
+            let auth = (ctx.credentials)
+                .of(&ctx.client, Some(provider), &ctx.secrets_namespace)
+                .await?;
+            let afresh_copies = Afresh(&ctx.copies);
+            let copies: &dyn objects::Copies = if afresh { &afresh_copies } else { &ctx.copies };
+            let objects = objects::fetch(&ctx.client, copies, &ctx.routers, &rollout, &names, auth).await?;
+            let mut obs = observe(ctx, &rollout, &names, &objects);
             obs.world.hook_answers = ctx.webhooks.answers(&pass.key);
             if let Some(req) = engine::analysis_request(plan, &status, now) {
                 obs.world.readings = Some(read_metrics(ctx, &rollout, plan, provider, &obs.auth, req).await);
             }
             let decision = engine::decide(Ok(plan), generation, &status, &obs.world, now);
-            (decision, Some(obs), Some(kept))
+            (decision, Some(obs))
         }
     };
-    pass.end(&decision, obs.as_ref(), kept).await?;
+    pass.end(&decision, obs.as_ref()).await?;
     ctx.webhooks.ask(&rollout, &decision.asks);
     ctx.telemetry.record(&rollout, &status, &decision.status, now);
     Ok(next_reconcile(decision.requeue_after))
@@ -261,19 +236,12 @@ pub(super) fn next_reconcile(requeue_after: Option<Duration>) -> Requeue {
 /// cleanup reports `NotReleasedYet`, which keeps the finalizer and comes back in time.
 async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue, Error> {
     let names = Names::of(&rollout.spec);
-    let (pass, status, _) = Pass::begin(ctx, &rollout, &Watched::of(&rollout, &names, None));
+    let (pass, status, _) = Pass::begin(ctx, &rollout);
     let (now, key) = (pass.now, pass.key.clone());
-    // A fresh read, never the watches' copy: this is the proof that lets the finalizer go.
-    let obs = match objects::fetch(
-        &ctx.client,
-        &ctx.routers,
-        &rollout,
-        &names,
-        None,
-        &ctx.secrets_namespace,
-    )
-    .await
-    {
+    // A fresh read, never the watches' copies: this is the proof that lets the
+    // finalizer go.
+    let fresh = Afresh(&ctx.copies);
+    let obs = match objects::fetch(&ctx.client, &fresh, &ctx.routers, &rollout, &names, Ok(Auth::None)).await {
         Ok(objects) => {
             let mut obs = observe(ctx, &rollout, &names, &objects);
             if objects.route.is_none() {
@@ -296,7 +264,7 @@ async fn release_rollout(rollout: Arc<Rollout>, ctx: &Context) -> Result<Requeue
         delay,
         now,
     );
-    pass.end(&decision, Some(&obs), None).await?;
+    pass.end(&decision, Some(&obs)).await?;
     if !decision.released {
         // A drain not yet over always says when it ends; should it not, look soon.
         let wait = decision.requeue_after.unwrap_or(Duration::from_secs(1));
@@ -351,6 +319,8 @@ pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> 
     // as soon as the watch brings the change, so it is retried fast and said quietly.
     if error.is_conflict() {
         debug!(rollout = %key_of(&rollout), %error, "deciding again on a fresh read");
+        // The copy the decision read may be stale (its watch lags): read the objects.
+        ctx.looks.conflicted(&key_of(&rollout));
         return Requeue::requeue(Duration::from_millis(200));
     }
     warn!(rollout = %key_of(&rollout), %error, "reconcile failed; retrying");

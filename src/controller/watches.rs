@@ -2,6 +2,9 @@
 //! (through the index), what of a Rollout's own change counts, and the resync sweep.
 
 use super::*;
+use crate::controller::copies::Brought;
+use k8s_openapi::api::core::v1::Service;
+use serde_json::Value;
 
 /// A hash of what a reconcile must see: the spec (generation), the annotations (requests
 /// from a person), the finalizers and the deletion. Not the status: weir wrote it.
@@ -49,20 +52,43 @@ fn in_slot(uid: &str, slot: u64, slots: u64) -> bool {
     index::hash_of(uid) % slots == slot
 }
 
-/// The Rollouts a Deployment's change wakes, each told of the change: a canary names its
-/// Rollout in a label; a target is found through the index.
-pub(super) fn on_deployment(ctx: &Context, index: &Index, d: &Deployment, deleted: bool) -> Vec<ObjectRef<Rollout>> {
+/// The Rollouts a Deployment's change wakes: a canary names its Rollout in a label; a
+/// target is found through the index.
+pub(super) fn on_deployment(_: &Context, index: &Index, d: &Deployment, _deleted: bool) -> Vec<ObjectRef<Rollout>> {
     let ns = d.namespace().unwrap_or_default();
-    let name = d.name_any();
-    let rollouts = match d.labels().get(ROLLOUT_LABEL) {
+    match d.labels().get(ROLLOUT_LABEL) {
         Some(owner) => vec![ObjectRef::<Rollout>::new(owner).within(&ns)],
-        None => index.naming(Named::Target, &ns, &name),
-    };
-    let change = Change::Deployment(&name, (!deleted).then_some(d));
-    rollouts
-        .into_iter()
-        .filter(|r| ctx.looks.seen(&look_key(&ns, &r.name), &change))
-        .collect()
+        None => index.naming(Named::Target, &ns, &d.name_any()),
+    }
+}
+
+/// What the copies keep of a Deployment: a canary without its pod template (weir makes
+/// it from the target's and never reads it back), a target whole but for what no
+/// decision reads; nothing of a Deployment no Rollout names.
+fn kept_deployment(index: &Index, d: &Deployment) -> Option<Value> {
+    let canary = d.labels().contains_key(ROLLOUT_LABEL);
+    if !canary && !names(index, Named::Target, d) {
+        return None;
+    }
+    let value = serde_json::to_value(d).ok()?;
+    Some(match canary {
+        true => objects::canary_value(value),
+        false => objects::stripped_value(value),
+    })
+}
+
+/// Whether a Rollout names the object `o` (as a `named`).
+fn names<K: Resource>(index: &Index, named: Named, o: &K) -> bool {
+    !index
+        .naming(named, &o.namespace().unwrap_or_default(), &o.name_any())
+        .is_empty()
+}
+
+/// What the copies keep of a routing object or a Service: what a Rollout names.
+fn kept_object<K: Resource + serde::Serialize>(index: &Index, named: Named, o: &K) -> Option<Value> {
+    names(index, named, o)
+        .then(|| serde_json::to_value(o).ok().map(objects::stripped_value))
+        .flatten()
 }
 
 /// Like `on_deployment`, for a VirtualService, DestinationRule or HTTPRoute.
@@ -73,60 +99,61 @@ pub(super) fn on_routing(
     o: &DynamicObject,
     deleted: bool,
 ) -> Vec<ObjectRef<Rollout>> {
-    let ns = o.namespace().unwrap_or_default();
-    let name = o.name_any();
-    let object = (!deleted).then_some(o);
     ctx.hosts.follow(named, o, deleted);
     if deleted && let Ok(route) = serde_json::to_value(o) {
         ctx.confirmed.forget(&route);
     }
-    let change = match named {
-        Named::DestinationRule => Change::DestinationRule(&name, object),
-        route => Change::Route(route, &name, object),
-    };
-    index
-        .naming(named, &ns, &name)
-        .into_iter()
-        .filter(|r| ctx.looks.seen(&look_key(&ns, &r.name), &change))
-        .collect()
+    index.naming(named, &o.namespace().unwrap_or_default(), &o.name_any())
 }
 
-/// A watch of one kind of object as the Rollouts its changes wake. A watch that lost its
-/// place lists everything again: only what changed meanwhile wakes a Rollout, and
-/// objects deleted meanwhile wake the Rollouts that name them and every Rollout weir
-/// remembers (they read their objects afresh).
+/// What the copies keep of an object a watch brought (`None`: nothing but its version).
+type Keep<K> = fn(&Index, &K) -> Option<Value>;
+
+/// A watch of one kind of object, kept in the copies (`Copies`), as the Rollouts its
+/// changes wake. The echo of weir's own write (its answer already kept) and a version
+/// older than the one kept wake nothing. A watch that lost its place lists everything
+/// again: only what changed meanwhile wakes a Rollout, and objects deleted meanwhile wake
+/// the Rollouts that name them and every Rollout weir remembers.
 fn triggers<K, F>(
     api: Api<K>,
     named: Named,
     index: Arc<Index>,
     ctx: Arc<Context>,
-    wakes: F,
+    (keep, wakes): (Keep<K>, F),
 ) -> impl futures::Stream<Item = ObjectRef<Rollout>> + Send + 'static
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     F: Fn(&Context, &Index, &K, bool) -> Vec<ObjectRef<Rollout>> + Send + 'static,
 {
-    let mut versions = Versions::default();
-    let object_key = move |o: &K| index::key(named, &o.namespace().unwrap_or_default(), &o.name_any());
     watcher::watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .flat_map(move |event| {
             let woken = match event {
                 Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                    match versions.saw(object_key(&o), o.resource_version().as_deref()) {
+                    let (ns, name) = at(&o);
+                    let version = o.resource_version();
+                    let brought = Brought {
+                        named,
+                        namespace: &ns,
+                        name: &name,
+                        version: version.as_deref(),
+                        kept: keep(&index, &o),
+                    };
+                    match ctx.copies.saw(brought) {
                         true => wakes(&ctx, &index, &o, false),
                         false => Vec::new(),
                     }
                 }
                 Ok(watcher::Event::Delete(o)) => {
-                    versions.deleted(object_key(&o));
+                    let (ns, name) = at(&o);
+                    ctx.copies.deleted(named, &ns, &name, o.resource_version().as_deref());
                     wakes(&ctx, &index, &o, true)
                 }
                 Ok(watcher::Event::Init) => {
-                    versions.relisting();
+                    ctx.copies.relisting(named);
                     Vec::new()
                 }
-                Ok(watcher::Event::InitDone) => vanished(&ctx, &index, versions.vanished()),
+                Ok(watcher::Event::InitDone) => vanished(&ctx, &index, ctx.copies.listed(named)),
                 Err(e) => {
                     tracing::debug!(%e, "watch");
                     Vec::new()
@@ -136,12 +163,16 @@ where
         })
 }
 
+/// An object's namespace and name.
+fn at<K: Resource>(o: &K) -> (String, String) {
+    (o.namespace().unwrap_or_default(), o.name_any())
+}
+
 /// The Rollouts woken by objects a relist found deleted meanwhile (`gone`).
 fn vanished(ctx: &Context, index: &Index, gone: Vec<u64>) -> Vec<ObjectRef<Rollout>> {
     if gone.is_empty() {
         return Vec::new();
     }
-    ctx.looks.forget_objects();
     ctx.hosts.forget(&gone);
     let remembered = ctx.looks.remembered().into_iter();
     let remembered = remembered.map(|(ns, name)| ObjectRef::new(&name).within(&ns));
@@ -156,7 +187,7 @@ pub(super) fn deployment_triggers(
     index: Arc<Index>,
     ctx: Arc<Context>,
 ) -> impl futures::Stream<Item = ObjectRef<Rollout>> + Send + 'static {
-    triggers(api, Named::Target, index, ctx, on_deployment)
+    triggers(api, Named::Target, index, ctx, (kept_deployment, on_deployment))
 }
 
 pub(super) fn routing_triggers(
@@ -165,9 +196,34 @@ pub(super) fn routing_triggers(
     index: Arc<Index>,
     ctx: Arc<Context>,
 ) -> impl futures::Stream<Item = ObjectRef<Rollout>> + Send + 'static {
-    triggers(api, named, index, ctx, move |ctx, index, o, deleted| {
-        on_routing(ctx, index, named, o, deleted)
-    })
+    let keep = match named {
+        Named::VirtualService => |index: &Index, o: &DynamicObject| kept_object(index, Named::VirtualService, o),
+        Named::DestinationRule => |index: &Index, o: &DynamicObject| kept_object(index, Named::DestinationRule, o),
+        _ => |index: &Index, o: &DynamicObject| kept_object(index, Named::HttpRoute, o),
+    };
+    triggers(
+        api,
+        named,
+        index,
+        ctx,
+        (keep, move |ctx: &Context, index: &Index, o: &DynamicObject, deleted| {
+            on_routing(ctx, index, named, o, deleted)
+        }),
+    )
+}
+
+/// The stable and canary Services of host mode and Gateway API: a change of a selector
+/// wakes the Rollouts that name them.
+pub(super) fn service_triggers(
+    api: Api<Service>,
+    index: Arc<Index>,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = ObjectRef<Rollout>> + Send + 'static {
+    let keep = |index: &Index, s: &Service| kept_object(index, Named::Service, s);
+    let wakes = |_: &Context, index: &Index, s: &Service, _| {
+        index.naming(Named::Service, &s.namespace().unwrap_or_default(), &s.name_any())
+    };
+    triggers(api, Named::Service, index, ctx, (keep, wakes))
 }
 
 #[cfg(test)]

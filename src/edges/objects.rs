@@ -10,7 +10,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::{Api, Client};
 use serde_json::Value;
 
-use super::kubernetes::{Applied, RouterApis, namespace, not_found};
+use super::kubernetes::{RouterApis, namespace, not_found};
 use super::prometheus::Auth;
 use crate::Error;
 use crate::admin::providers::Provider;
@@ -31,39 +31,127 @@ pub struct Objects {
     pub auth: Result<Auth, String>,
 }
 
-/// Reads everything one Rollout depends on: the Deployments, the routing objects its
-/// spec names and its provider's credentials. API failures are errors (retried by the
-/// controller); a missing object is `None`.
+/// One of the objects a Rollout depends on, by name.
+#[derive(Clone, Copy, Debug)]
+pub enum Object<'a> {
+    Deployment(&'a str),
+    VirtualService(&'a str),
+    DestinationRule(&'a str),
+    HttpRoute(&'a str),
+    Service(&'a str),
+}
+
+/// Where `fetch` looks before it reads from the API server: the watches' copies
+/// (`controller::copies`), which keep what a read finds.
+pub trait Copies: Sync {
+    /// The copy of `object` as JSON: `Some(None)` when it does not exist, `None` when the
+    /// copies cannot tell.
+    fn copy(&self, object: Object<'_>, namespace: &str) -> Option<Option<Vec<u8>>>;
+    /// What a read found (stripped), to keep.
+    fn read(&self, object: Object<'_>, namespace: &str, found: Option<&Value>);
+}
+
+/// Where `fetch` reads one Rollout's objects: the copies first, the API server for what
+/// they cannot tell.
+struct Reader<'a> {
+    client: &'a Client,
+    copies: &'a dyn Copies,
+    namespace: String,
+}
+
+impl Reader<'_> {
+    /// `object` from the copies, or else read (GET) and given to the copies.
+    async fn get<T>(&self, object: Object<'_>, ar: &ApiResource, keep: fn(Value) -> Value) -> Result<Option<T>, Error>
+    where
+        T: serde::de::DeserializeOwned,
+    {
+        if let Some(copy) = self.copies.copy(object, &self.namespace) {
+            return Ok(match copy {
+                Some(json) => Some(serde_json::from_slice(&json)?),
+                None => None,
+            });
+        }
+        let name = object.name();
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, ar);
+        let found = match api.get(name).await {
+            Ok(obj) => Some(keep(serde_json::to_value(obj)?)),
+            Err(e) if not_found(&e) => None,
+            Err(e) => return Err(e.into()),
+        };
+        self.copies.read(object, &self.namespace, found.as_ref());
+        Ok(found.map(serde_json::from_value).transpose()?)
+    }
+}
+
+impl Object<'_> {
+    fn name(&self) -> &str {
+        match *self {
+            Object::Deployment(n)
+            | Object::VirtualService(n)
+            | Object::DestinationRule(n)
+            | Object::HttpRoute(n)
+            | Object::Service(n) => n,
+        }
+    }
+}
+
+/// The API resources of Deployments and Services, for `Reader::get`.
+fn core_resource<K: kube::Resource<DynamicType = ()>>() -> ApiResource {
+    ApiResource::erase::<K>(&())
+}
+
+/// Everything one Rollout depends on: the Deployments, the routing objects its spec
+/// names (from `copies`, or read where they cannot tell) and its provider's
+/// credentials (`auth`). API failures are errors (retried by the controller); a
+/// missing object is `None`.
 pub async fn fetch(
     client: &Client,
+    copies: &dyn Copies,
     apis: &RouterApis,
     rollout: &Rollout,
     names: &Names,
-    provider: Option<&Provider>,
-    secrets_ns: &str,
+    auth: Result<Auth, String>,
 ) -> Result<Objects, Error> {
-    let ns = namespace(rollout);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let reader = Reader {
+        client,
+        copies,
+        namespace: namespace(rollout),
+    };
     let router = (rollout.spec.traffic_routing.router())
         .ok_or_else(|| Error::Invariant("a Rollout without a router was not planned".into()))?;
-    let target = deployments.get_opt(&names.target).await?.map(stripped);
-    let canary = deployments.get_opt(&names.canary).await?.map(canary_kept);
-    let auth = provider_auth(client, provider, secrets_ns).await?;
+    let deployments = core_resource::<Deployment>();
+    let target = reader
+        .get(Object::Deployment(&names.target), &deployments, stripped_value)
+        .await?;
+    let canary: Option<Deployment> =
+        (reader.get(Object::Deployment(&names.canary), &deployments, canary_value)).await?;
     let destination_rule = match router {
         Router::Istio(IstioRouting {
             destination_rule: Some(dr),
             ..
-        }) => get_dynamic(client, &ns, &apis.destination_rule, &dr.name).await?,
+        }) => {
+            (reader.get(
+                Object::DestinationRule(&dr.name),
+                &apis.destination_rule,
+                stripped_value,
+            ))
+            .await?
+        }
         _ => None,
     };
     let mut services = Vec::new();
     if let Some((stable, canary)) = router.services() {
-        let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let api = core_resource::<Service>();
         for name in [stable, canary] {
-            services.push((name.to_string(), api.get_opt(name).await?));
+            services.push((
+                name.to_string(),
+                reader.get(Object::Service(name), &api, stripped_value).await?,
+            ));
         }
     }
-    let route = get_dynamic(client, &ns, apis.route(router), router.route_name()).await?;
+    let route = reader
+        .get(route_object(router), apis.route(router), stripped_value)
+        .await?;
     Ok(Objects {
         target,
         canary,
@@ -74,26 +162,25 @@ pub async fn fetch(
     })
 }
 
-/// Without what no decision reads (managed fields, kubectl's copy of the spec), for the
-/// objects weir keeps between reconciles.
-pub fn stripped(mut d: Deployment) -> Deployment {
-    d.metadata.managed_fields = None;
-    if let Some(a) = d.metadata.annotations.as_mut() {
-        a.remove(LAST_APPLIED_ANNOTATION);
+/// The object that carries a router's weights.
+pub fn route_object(router: Router<'_>) -> Object<'_> {
+    match router {
+        Router::Istio(_) => Object::VirtualService(router.route_name()),
+        Router::GatewayApi(_) => Object::HttpRoute(router.route_name()),
     }
-    d
 }
 
 /// What weir keeps of a canary Deployment: its metadata, replicas and status. Its pod
-/// template is made from the target's at each write and never read back, and a Rollout
-/// under analysis keeps its objects in memory (1,000 of them at once).
-pub fn canary_kept(d: Deployment) -> Deployment {
-    let mut d = stripped(d);
-    d.spec.template = Default::default();
-    d
+/// template is made from the target's at each write and never read back.
+pub fn canary_value(mut o: Value) -> Value {
+    if let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("template".into(), serde_json::json!({}));
+    }
+    stripped_value(o)
 }
 
-/// Like `stripped`, for the routing objects.
+/// Without what no decision reads (managed fields, kubectl's copy of the spec), for the
+/// copies weir keeps of the objects Rollouts name.
 pub fn stripped_value(mut o: Value) -> Value {
     if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("managedFields");
@@ -106,18 +193,9 @@ pub fn stripped_value(mut o: Value) -> Value {
 
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-async fn get_dynamic(client: &Client, ns: &str, ar: &ApiResource, name: &str) -> Result<Option<Value>, Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
-    match api.get(name).await {
-        Ok(obj) => Ok(Some(stripped_value(serde_json::to_value(obj)?))),
-        Err(e) if not_found(&e) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Reads a provider's credentials from its Secret, in weir's own namespace only (the
 /// admin's, where Rollout authors have no say).
-async fn provider_auth(
+pub async fn provider_auth(
     client: &Client,
     provider: Option<&Provider>,
     secrets_ns: &str,
@@ -142,73 +220,6 @@ async fn provider_auth(
             provider.name
         )),
     })
-}
-
-impl Objects {
-    /// What weir just wrote, as the API server answered it.
-    pub fn record(&mut self, applied: Applied) {
-        match applied {
-            Applied::Target(d) => self.target = Some(stripped(d)),
-            Applied::Canary(d) => self.canary = d.map(canary_kept),
-            Applied::Route(o) => self.route = Some(stripped_value(o)),
-        }
-    }
-
-    /// Like `record`, unless the watch already brought a later version; says whether it
-    /// recorded.
-    pub fn record_if_later(&mut self, applied: &Applied) -> bool {
-        let newer = match applied {
-            Applied::Target(d) => deployment_later(Some(d), self.target.as_ref()),
-            Applied::Canary(Some(d)) => deployment_later(Some(d), self.canary.as_ref()),
-            Applied::Canary(None) => true,
-            Applied::Route(o) => later(version_of(o), self.route.as_ref().and_then(version_of)),
-        };
-        if newer {
-            self.record(applied.clone());
-        }
-        newer
-    }
-}
-
-pub fn deployment_version(d: &Deployment) -> Option<&str> {
-    d.metadata.resource_version.as_deref()
-}
-
-pub fn deployment_later(new: Option<&Deployment>, old: Option<&Deployment>) -> bool {
-    later(new.and_then(deployment_version), old.and_then(deployment_version))
-}
-
-/// Of two versions of one object, the later; `None` when it cannot be told (one side
-/// found it, the other did not).
-fn later_of<T>(a: Option<T>, b: Option<T>, version: fn(&T) -> Option<&str>) -> Option<Option<T>> {
-    match (a, b) {
-        (None, None) => Some(None),
-        (Some(a), Some(b)) => Some(Some(if later(version(&b), version(&a)) { b } else { a })),
-        _ => None,
-    }
-}
-
-impl Objects {
-    /// These objects (read and written by a reconcile) with what the watches brought
-    /// meanwhile (`watched`), each the later version; `None` when that cannot be told.
-    pub fn merged(self, watched: Objects) -> Option<Objects> {
-        let (r, w) = (self, watched);
-        Some(Objects {
-            target: later_of(r.target, w.target, deployment_version)?,
-            canary: later_of(r.canary, w.canary, deployment_version)?,
-            route: later_of(r.route, w.route, version_of)?,
-            destination_rule: later_of(r.destination_rule, w.destination_rule, version_of)?,
-            services: r.services,
-            auth: r.auth,
-        })
-    }
-}
-
-pub fn later(new: Option<&str>, old: Option<&str>) -> bool {
-    match (new.map(str::parse::<u64>), old.map(str::parse::<u64>)) {
-        (Some(Ok(n)), Some(Ok(o))) => n > o,
-        _ => new != old,
-    }
 }
 
 pub fn version_of(o: &Value) -> Option<&str> {

@@ -36,7 +36,7 @@ namespace (Role): config/base/10-rbac.yaml says why each is there.
   verbs: [get, list, watch, patch]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get]
+  verbs: [get, list, watch]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
