@@ -14,15 +14,16 @@
 //!
 //! What the copies cannot tell is read (GET) and kept: before a watch's first list is
 //! complete, and an object no Rollout named when its watch brought it (a Rollout created
-//! since). Memory: ~50 bytes for each object a watch brings; a kept one adds its
-//! stripped JSON deflated (about a third of it: a Deployment ~0.5 KB).
+//! since). Memory: ~60 bytes for each object a watch brings; a kept one adds its
+//! stripped JSON deflated against a dictionary of what such objects have in common (a
+//! Deployment of 1.4 KB in ~0.2 KB).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use flate2::Compression;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use serde_json::Value;
@@ -71,16 +72,54 @@ fn version_number(version: Option<&str>) -> u64 {
     }
 }
 
+/// What the objects weir keeps have in common, to prime the deflate of each: field names
+/// and the API server's defaults. Each copy refers to it instead of holding its own: a
+/// Deployment of 1.4 KB is kept in ~0.2 KB (without it, ~0.7 KB). Changing it makes no
+/// copy unreadable: copies live in one process.
+const DICTIONARY: &[u8] = br#"{"apiVersion":"v1","kind":"Service","metadata":{"creationTimestamp":"","name":"","namespace":"","resourceVersion":"","uid":""},"spec":{"clusterIP":"","clusterIPs":[""],"internalTrafficPolicy":"Cluster","ipFamilies":["IPv4"],"ipFamilyPolicy":"SingleStack","ports":[{"name":"http","port":80,"protocol":"TCP","targetPort":8080}],"selector":{"app":""},"sessionAffinity":"None","type":"ClusterIP"},"status":{"loadBalancer":{}}}{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"generation":1,"name":"","namespace":""},"spec":{"parentRefs":[{"group":"","kind":"Service","name":""}],"rules":[{"name":"","backendRefs":[{"group":"","kind":"Service","name":"","port":80,"weight":100}],"matches":[{"path":{"type":"PathPrefix","value":"/"}}]}]},"status":{"parents":[{"conditions":[{"lastTransitionTime":"","message":"Route was valid","observedGeneration":1,"reason":"Accepted","status":"True","type":"Accepted"},{"lastTransitionTime":"","message":"All references resolved","observedGeneration":1,"reason":"ResolvedRefs","status":"True","type":"ResolvedRefs"}],"controllerName":"istio.io/gateway-controller","parentRef":{"group":"","kind":"Service","name":""}}]}}{"apiVersion":"networking.istio.io/v1","kind":"DestinationRule","metadata":{"creationTimestamp":"","generation":1,"name":"","namespace":"","resourceVersion":"","uid":""},"spec":{"host":"","subsets":[{"labels":{"weir.dev/track":"stable"},"name":"stable"},{"labels":{"weir.dev/track":"canary"},"name":"canary"}]}}{"apiVersion":"networking.istio.io/v1","kind":"VirtualService","metadata":{"creationTimestamp":"","generation":1,"name":"","namespace":"","resourceVersion":"","uid":""},"spec":{"gateways":["mesh"],"hosts":[""],"http":[{"name":"primary","route":[{"destination":{"host":"","subset":"stable","port":{"number":80}},"weight":100},{"destination":{"host":"","subset":"canary","port":{"number":80}},"weight":0}]}]},"status":{"conditions":[{"lastTransitionTime":"","message":"","reason":"","status":"True","type":"Reconciled"}],"observedGeneration":"1"}}{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"annotations":{"deployment.kubernetes.io/revision":"1","weir.dev/revision":""},"creationTimestamp":"","generation":1,"labels":{"app":"","weir.dev/rollout":""},"name":"","namespace":"","ownerReferences":[{"apiVersion":"weir.dev/v1alpha1","blockOwnerDeletion":true,"controller":true,"kind":"Rollout","name":"","uid":""}],"resourceVersion":"","uid":""},"spec":{"paused":true,"progressDeadlineSeconds":600,"replicas":1,"revisionHistoryLimit":10,"selector":{"matchLabels":{"app":"","weir.dev/track":"stable"}},"strategy":{"rollingUpdate":{"maxSurge":"25%","maxUnavailable":"25%"},"type":"RollingUpdate"},"template":{"metadata":{"creationTimestamp":null,"labels":{"app":"","weir.dev/track":"stable"}},"spec":{"containers":[{"image":"","imagePullPolicy":"IfNotPresent","name":"","ports":[{"containerPort":8080,"protocol":"TCP"}],"resources":{},"terminationMessagePath":"/dev/termination-log","terminationMessagePolicy":"File"}],"dnsPolicy":"ClusterFirst","restartPolicy":"Always","schedulerName":"default-scheduler","securityContext":{},"terminationGracePeriodSeconds":30}}},"status":{"availableReplicas":1,"conditions":[{"lastTransitionTime":"","lastUpdateTime":"","message":"Deployment has minimum availability.","reason":"MinimumReplicasAvailable","status":"True","type":"Available"},{"lastTransitionTime":"","lastUpdateTime":"","message":"ReplicaSet \"\" has successfully progressed.","reason":"NewReplicaSetAvailable","status":"True","type":"Progressing"}],"observedGeneration":1,"readyReplicas":1,"replicas":1,"updatedReplicas":1}}"#;
+
+thread_local! {
+    // A deflate state is ~300 KB: one per thread, reset for each copy.
+    static DEFLATE: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
+    static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+}
+
 fn deflated(json: &[u8]) -> Option<Box<[u8]>> {
-    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), Compression::fast());
-    encoder.write_all(json).ok()?;
-    Some(encoder.finish().ok()?.into_boxed_slice())
+    DEFLATE.with_borrow_mut(|deflate| {
+        deflate.reset();
+        deflate.set_dictionary(DICTIONARY).ok()?;
+        let mut out = Vec::with_capacity(json.len() / 2 + 64);
+        loop {
+            let read = usize::try_from(deflate.total_in()).ok()?;
+            let status = deflate
+                .compress_vec(&json[read..], &mut out, FlushCompress::Finish)
+                .ok()?;
+            if status == Status::StreamEnd {
+                return Some(out.into_boxed_slice());
+            }
+            out.reserve(out.len().max(256));
+        }
+    })
 }
 
 fn inflated(body: &[u8]) -> Option<Vec<u8>> {
-    let mut json = Vec::new();
-    flate2::read::DeflateDecoder::new(body).read_to_end(&mut json).ok()?;
-    Some(json)
+    INFLATE.with_borrow_mut(|inflate| {
+        inflate.reset(false);
+        inflate.set_dictionary(DICTIONARY).ok()?;
+        let mut out = Vec::with_capacity(body.len() * 8);
+        loop {
+            let read = usize::try_from(inflate.total_in()).ok()?;
+            let status = inflate
+                .decompress_vec(&body[read..], &mut out, FlushDecompress::Finish)
+                .ok()?;
+            match status {
+                Status::StreamEnd => return Some(out),
+                // No progress with room to spare: the copy is cut short.
+                Status::BufError if out.len() < out.capacity() => return None,
+                _ => out.reserve(out.len().max(1024)),
+            }
+        }
+    })
 }
 
 /// Where an object lives in the copies.
@@ -412,5 +451,36 @@ mod tests {
         let body = deflated(&json).expect("deflated");
         assert!(body.len() * 3 < json.len(), "{} of {}", body.len(), json.len());
         assert_eq!(inflated(&body).as_deref(), Some(json.as_slice()));
+        let deployment = serde_json::to_vec(&json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "apps", "resourceVersion": "123456", "generation": 1,
+                         "uid": "3f1c2a9e-7b8d-4e2f-9a1b-0c2d3e4f5a6b", "creationTimestamp": "2026-12-06T01:00:00Z",
+                         "annotations": {"deployment.kubernetes.io/revision": "1"}},
+            "spec": {"progressDeadlineSeconds": 600, "replicas": 3, "revisionHistoryLimit": 10,
+                     "selector": {"matchLabels": {"app": "web"}},
+                     "strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}, "type": "RollingUpdate"},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{
+                         "image": "registry.example/web:1.4.2", "imagePullPolicy": "IfNotPresent", "name": "web",
+                         "resources": {}, "terminationMessagePath": "/dev/termination-log",
+                         "terminationMessagePolicy": "File"}], "dnsPolicy": "ClusterFirst", "restartPolicy": "Always",
+                         "schedulerName": "default-scheduler", "securityContext": {}, "terminationGracePeriodSeconds": 30}}},
+            "status": {"availableReplicas": 3, "observedGeneration": 1, "readyReplicas": 3, "replicas": 3, "updatedReplicas": 3}
+        }))
+        .expect("JSON");
+        let body = deflated(&deployment).expect("deflated");
+        assert!(
+            body.len() * 4 < deployment.len(),
+            "{} of {}",
+            body.len(),
+            deployment.len()
+        );
+        assert_eq!(inflated(&body).as_deref(), Some(deployment.as_slice()));
+        let big: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        assert_eq!(
+            inflated(&deflated(&big).expect("deflated")),
+            Some(big),
+            "past the first room"
+        );
+        assert_eq!(inflated(b"not deflate"), None);
     }
 }
