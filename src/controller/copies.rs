@@ -92,7 +92,7 @@ fn deflated(json: &[u8]) -> Option<Box<[u8]>> {
         loop {
             let read = usize::try_from(deflate.total_in()).ok()?;
             let status = deflate
-                .compress_vec(&json[read..], &mut out, FlushCompress::Finish)
+                .compress_vec(json.get(read..)?, &mut out, FlushCompress::Finish)
                 .ok()?;
             if status == Status::StreamEnd {
                 return Some(out.into_boxed_slice());
@@ -110,7 +110,7 @@ fn inflated(body: &[u8]) -> Option<Vec<u8>> {
         loop {
             let read = usize::try_from(inflate.total_in()).ok()?;
             let status = inflate
-                .decompress_vec(&body[read..], &mut out, FlushDecompress::Finish)
+                .decompress_vec(body.get(read..)?, &mut out, FlushDecompress::Finish)
                 .ok()?;
             match status {
                 Status::StreamEnd => return Some(out),
