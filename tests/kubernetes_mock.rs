@@ -286,13 +286,12 @@ const ISTIO: &str = "/apis/networking.istio.io/v1/namespaces/dev";
 /// The Deployment watch brings the canary `d`; whether that is news (it wakes the
 /// Rollout).
 fn watch_brings_canary(ctx: &Context, d: &Deployment) -> bool {
-    let kept = weir::edges::objects::canary_value(serde_json::to_value(d).unwrap());
     ctx.copies.saw(Brought {
         named: Named::Target,
         namespace: "dev",
         name: "backend-canary",
         version: d.metadata.resource_version.as_deref(),
-        kept: Some(kept),
+        kept: weir::edges::objects::canary_json(d),
     })
 }
 
@@ -639,7 +638,7 @@ fn watches_list(ctx: &Context, objects: &[(Named, &Value)]) {
             namespace: "dev",
             name: meta["name"].as_str().unwrap(),
             version: meta["resourceVersion"].as_str(),
-            kept: Some((*o).clone()),
+            kept: Some(serde_json::to_vec(o).unwrap()),
         });
     }
     for named in [Named::Target, Named::VirtualService, Named::DestinationRule] {

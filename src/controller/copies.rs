@@ -139,8 +139,8 @@ pub struct Brought<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub version: Option<&'a str>,
-    /// The object as kept (stripped), when a Rollout names it.
-    pub kept: Option<Value>,
+    /// The object as kept (stripped JSON), when a Rollout names it.
+    pub kept: Option<Vec<u8>>,
 }
 
 impl Copies {
@@ -154,10 +154,7 @@ impl Copies {
     pub fn saw(&self, brought: Brought<'_>) -> bool {
         let key = index::key(brought.named, brought.namespace, brought.name);
         let version = version_number(brought.version);
-        let body = brought
-            .kept
-            .and_then(|v| serde_json::to_vec(&v).ok())
-            .and_then(|j| deflated(&j));
+        let body = brought.kept.and_then(|json| deflated(&json));
         let mut shelves = self.shelves();
         let shelf = shelves.entry(brought.named).or_default();
         let list = shelf.list;
@@ -364,7 +361,7 @@ mod tests {
             namespace: "apps",
             name,
             version: Some(version),
-            kept,
+            kept: kept.map(|v| serde_json::to_vec(&v).expect("JSON")),
         }
     }
 

@@ -4,7 +4,6 @@
 use super::*;
 use crate::controller::copies::Brought;
 use k8s_openapi::api::core::v1::Service;
-use serde_json::Value;
 
 /// A hash of what a reconcile must see: the spec (generation), the annotations (requests
 /// from a person), the finalizers and the deletion. Not the status: weir wrote it.
@@ -65,16 +64,12 @@ pub(super) fn on_deployment(_: &Context, index: &Index, d: &Deployment, _deleted
 /// What the copies keep of a Deployment: a canary without its pod template (weir makes
 /// it from the target's and never reads it back), a target whole but for what no
 /// decision reads; nothing of a Deployment no Rollout names.
-fn kept_deployment(index: &Index, d: &Deployment) -> Option<Value> {
-    let canary = d.labels().contains_key(ROLLOUT_LABEL);
-    if !canary && !names(index, Named::Target, d) {
-        return None;
+fn kept_deployment(index: &Index, d: &Deployment) -> Option<Vec<u8>> {
+    match d.labels().contains_key(ROLLOUT_LABEL) {
+        true => objects::canary_json(d),
+        false if names(index, Named::Target, d) => objects::stripped_json(d),
+        false => None,
     }
-    let value = serde_json::to_value(d).ok()?;
-    Some(match canary {
-        true => objects::canary_value(value),
-        false => objects::stripped_value(value),
-    })
 }
 
 /// Whether a Rollout names the object `o` (as a `named`).
@@ -85,10 +80,8 @@ fn names<K: Resource>(index: &Index, named: Named, o: &K) -> bool {
 }
 
 /// What the copies keep of a routing object or a Service: what a Rollout names.
-fn kept_object<K: Resource + serde::Serialize>(index: &Index, named: Named, o: &K) -> Option<Value> {
-    names(index, named, o)
-        .then(|| serde_json::to_value(o).ok().map(objects::stripped_value))
-        .flatten()
+fn kept_object<K: Resource + serde::Serialize + Clone>(index: &Index, named: Named, o: &K) -> Option<Vec<u8>> {
+    names(index, named, o).then(|| objects::stripped_json(o)).flatten()
 }
 
 /// Like `on_deployment`, for a VirtualService, DestinationRule or HTTPRoute.
@@ -107,7 +100,7 @@ pub(super) fn on_routing(
 }
 
 /// What the copies keep of an object a watch brought (`None`: nothing but its version).
-type Keep<K> = fn(&Index, &K) -> Option<Value>;
+type Keep<K> = fn(&Index, &K) -> Option<Vec<u8>>;
 
 /// A watch of one kind of object, kept in the copies (`Copies`), as the Rollouts its
 /// changes wake. The echo of weir's own write (its answer already kept) and a version

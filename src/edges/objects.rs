@@ -162,6 +162,26 @@ pub async fn fetch(
     })
 }
 
+/// An object as the copies keep it, as JSON: without what no decision reads (managed
+/// fields, kubectl's copy of the spec). Serialized from the object itself, not through a
+/// `Value`: the watches bring every change of every object a Rollout names.
+pub fn stripped_json<K: kube::Resource + serde::Serialize + Clone>(o: &K) -> Option<Vec<u8>> {
+    let mut o = o.clone();
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED_ANNOTATION);
+    }
+    serde_json::to_vec(&o).ok()
+}
+
+/// A canary Deployment as the copies keep it (`canary_value`), as JSON.
+pub fn canary_json(d: &Deployment) -> Option<Vec<u8>> {
+    let mut d = d.clone();
+    d.spec.template = Default::default();
+    stripped_json(&d)
+}
+
 /// The object that carries a router's weights.
 pub fn route_object(router: Router<'_>) -> Object<'_> {
     match router {
