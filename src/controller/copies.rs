@@ -148,6 +148,18 @@ impl Copies {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a watch's object at `version` would change the copies: a later version, or
+    /// the one kept without its body. Asked before the object is serialized and
+    /// deflated, which most changes (echoes of weir's own writes) do not need.
+    pub fn wants(&self, named: Named, namespace: &str, name: &str, version: Option<&str>) -> bool {
+        let version = version_number(version);
+        let shelves = self.shelves();
+        let copy = shelves
+            .get(&named)
+            .and_then(|s| s.of.get(&index::key(named, namespace, name)));
+        copy.is_none_or(|c| c.deleted.is_some() || version > c.version || (version == c.version && c.body.is_none()))
+    }
+
     /// A watch brought an object; whether that is news. Its own version again, or an
     /// older one (a watch that lags behind weir's own write, whose answer is already
     /// here), is not: the echo of weir's own write wakes nothing.
@@ -399,7 +411,12 @@ mod tests {
         copies.listed(Named::VirtualService);
         // weir's own write: its answer is kept at once, its echo is no news.
         copies.read(Object::VirtualService("web"), "apps", Some(&vs("web", "7", 25)));
+        assert!(
+            !copies.wants(Named::VirtualService, "apps", "web", Some("7")),
+            "nothing to keep"
+        );
         assert!(!copies.saw(brought("web", "7", Some(vs("web", "7", 25)))), "the echo");
+        assert!(copies.wants(Named::VirtualService, "apps", "web", Some("8")));
         assert!(
             !copies.saw(brought("web", "6", Some(vs("web", "6", 99)))),
             "a lagging watch"

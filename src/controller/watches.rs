@@ -130,7 +130,10 @@ where
                         namespace: &ns,
                         name: &name,
                         version: version.as_deref(),
-                        kept: keep(&index, &o),
+                        // Serialized and deflated only when the copies want it.
+                        kept: (ctx.copies.wants(named, &ns, &name, version.as_deref()))
+                            .then(|| keep(&index, &o))
+                            .flatten(),
                     };
                     match ctx.copies.saw(brought) {
                         true => wakes(&ctx, &index, &o, false),
